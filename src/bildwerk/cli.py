@@ -1,0 +1,268 @@
+"""bildwerk's command line: a thin face over the same engine the server uses."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from bildwerk.errors import BildwerkError
+
+app = typer.Typer(
+    name="bildwerk",
+    help="Self-hosted, multilingual image generation: generate, vary and inpaint.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out_console = Console()
+
+# Options shared by every generating command.
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Diffusers folder, registered name or hub id.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", "-s", help="Seed; random (and recorded) when unset.")]
+StepsOpt = Annotated[int, typer.Option("--steps", help="Denoising steps.")]
+GuidanceOpt = Annotated[float, typer.Option("--guidance", "-g", help="Text fidelity (CFG scale).")]
+NegativeOpt = Annotated[str, typer.Option("--negative", help="What the image should not show.")]
+WidthOpt = Annotated[int | None, typer.Option("--width", "-W", help="Width (multiple of 8).")]
+HeightOpt = Annotated[int | None, typer.Option("--height", "-H", help="Height (multiple of 8).")]
+NumOpt = Annotated[int, typer.Option("--num-images", "-n", help="Images to make (seed, seed+1, ...).")]
+SchedOpt = Annotated[str | None, typer.Option("--scheduler", help="DDIM, Euler, Euler a, DPM++ 2M, UniPC, ...")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder, or a .png file for one image.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="auto, float32, float16, bfloat16.")]
+StrengthOpt = Annotated[float | None, typer.Option("--strength", help="How much of the input is repainted (0-1]; 0.75 for vary, 1.0 for inpaint.")]
+
+
+def _fail(exc: BildwerkError) -> None:
+    console.print(f"[bold red]error[/] ({exc.code}): {exc}")
+    raise typer.Exit(2)
+
+
+def _run(fields: dict[str, Any], out: Path, device: str | None, dtype: str | None) -> list[Path]:
+    from bildwerk.engines.diffusers_engine import DiffusersEngine
+    from bildwerk.models.loader import ModelManager
+    from bildwerk.requests import build_request
+
+    try:
+        request = build_request(**fields)
+        engine = DiffusersEngine(ModelManager(device=device, dtype=dtype))
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        ) as bar:
+            task = bar.add_task("loading model", total=None)
+
+            def on_progress(ev) -> None:
+                if ev.phase == "denoise":
+                    bar.update(task, description="denoising", total=ev.total, completed=ev.step)
+                elif ev.phase == "decode":
+                    bar.update(task, description="decoding")
+                elif ev.phase == "done":
+                    bar.update(task, description="done")
+
+            result = engine.generate(request, on_progress=on_progress)
+        paths = _save(result, out)
+    except BildwerkError as exc:
+        _fail(exc)
+        raise  # unreachable; keeps type checkers calm
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    for p, seed in zip(paths, result.seeds, strict=True):
+        out_console.print(f"{p}  [dim](seed {seed}, {result.width}x{result.height}, {result.timings.get('total', 0):.1f}s)[/]")
+    return paths
+
+
+def _save(result, out: Path) -> list[Path]:
+    if out.suffix.lower() == ".png":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i in range(len(result.images)):
+            p = out if len(result.images) == 1 else out.with_name(f"{out.stem}-{i}{out.suffix}")
+            p.write_bytes(result.png_bytes(i))
+            paths.append(p)
+        return paths
+    return result.save(out, stem=result.request.mode.value)
+
+
+def _load(path: Path, what: str):
+    from bildwerk.images.io import load_image_file
+
+    try:
+        return load_image_file(path, what=what)
+    except BildwerkError as exc:
+        _fail(exc)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What the image should show, in any language.")],
+    model: ModelOpt = None,
+    seed: SeedOpt = None,
+    steps: StepsOpt = 20,
+    guidance: GuidanceOpt = 7.5,
+    negative: NegativeOpt = "",
+    width: WidthOpt = None,
+    height: HeightOpt = None,
+    num_images: NumOpt = 1,
+    scheduler: SchedOpt = None,
+    out: OutOpt = Path("outputs"),
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Text to image."""
+    _run(
+        dict(mode="text-to-image", prompt=prompt, negative_prompt=negative, model=model, seed=seed,
+             steps=steps, guidance=guidance, width=width, height=height, num_images=num_images,
+             scheduler=scheduler),
+        out, device, dtype,
+    )
+
+
+@app.command()
+def vary(
+    image: Annotated[Path, typer.Argument(help="Input image (PNG, JPEG or WebP).")],
+    prompt: Annotated[str, typer.Argument(help="What the variation should show.")] = "",
+    strength: StrengthOpt = None,
+    model: ModelOpt = None,
+    seed: SeedOpt = None,
+    steps: StepsOpt = 20,
+    guidance: GuidanceOpt = 7.5,
+    negative: NegativeOpt = "",
+    width: Annotated[int | None, typer.Option("--width", "-W", help="Resize the input to this width.")] = None,
+    height: Annotated[int | None, typer.Option("--height", "-H", help="Resize the input to this height.")] = None,
+    num_images: NumOpt = 1,
+    scheduler: SchedOpt = None,
+    out: OutOpt = Path("outputs"),
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Image to image: variations of IMAGE guided by PROMPT."""
+    img = _load(image, "image")
+    _run(
+        dict(mode="image-to-image", image=img, prompt=prompt, negative_prompt=negative, strength=strength,
+             model=model, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
+             num_images=num_images, scheduler=scheduler),
+        out, device, dtype,
+    )
+
+
+@app.command()
+def inpaint(
+    image: Annotated[Path, typer.Argument(help="Input image.")],
+    mask: Annotated[Path, typer.Argument(help="Mask: white = change, or transparent = change.")],
+    prompt: Annotated[str, typer.Argument(help="What should appear in the masked area.")],
+    strength: StrengthOpt = None,
+    model: ModelOpt = None,
+    seed: SeedOpt = None,
+    steps: StepsOpt = 20,
+    guidance: GuidanceOpt = 7.5,
+    negative: NegativeOpt = "",
+    mask_blur: Annotated[int, typer.Option("--mask-blur", help="Feather radius in pixels.")] = 4,
+    invert_mask: Annotated[bool, typer.Option("--invert-mask", help="Change what the mask keeps.")] = False,
+    mask_source: Annotated[str, typer.Option("--mask-source", help="auto, luminance (white = change) or alpha (transparent = change).")] = "auto",
+    only_masked: Annotated[bool, typer.Option("--only-masked/--whole-image", help="Inpaint a crop around the mask at the model's size, or the whole image.")] = True,
+    padding: Annotated[int, typer.Option("--padding", help="Context pixels around the mask (only-masked).")] = 32,
+    width: WidthOpt = None,
+    height: HeightOpt = None,
+    num_images: NumOpt = 1,
+    scheduler: SchedOpt = None,
+    out: OutOpt = Path("outputs"),
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Inpaint: repaint the masked part of IMAGE; every pixel outside the mask stays as it was."""
+    img = _load(image, "image")
+    msk = _load(mask, "mask")
+    _run(
+        dict(mode="inpaint", image=img, mask=msk, prompt=prompt, negative_prompt=negative, strength=strength,
+             model=model, seed=seed, steps=steps, guidance=guidance, mask_blur=mask_blur,
+             invert_mask=invert_mask, mask_source=mask_source, only_masked=only_masked,
+             only_masked_padding=padding, width=width, height=height, num_images=num_images,
+             scheduler=scheduler),
+        out, device, dtype,
+    )
+
+
+@app.command()
+def info(
+    image: Annotated[Path, typer.Argument(help="A PNG made by bildwerk (or A1111).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,
+) -> None:
+    """Show how an image was made: its parameters and full record."""
+    from bildwerk.images.metadata import read_png_metadata
+
+    if not image.is_file():
+        _fail(BildwerkError(f"file not found: {image}"))
+    try:
+        meta = read_png_metadata(image)
+    except BildwerkError as exc:
+        _fail(exc)
+    if as_json:
+        out_console.print_json(json.dumps({"parameters": meta["parameters"], "record": meta["record"]}, ensure_ascii=False))
+        return
+    if not meta["parameters"] and not meta["record"]:
+        console.print(f"{image}: no generation metadata found")
+        raise typer.Exit(1)
+    table = Table(show_header=False, box=None)
+    for k, v in meta["parsed"].items():
+        table.add_row(f"[bold]{k}[/]", str(v))
+    out_console.print(table)
+    rec = meta["record"] or {}
+    if rec:
+        out_console.print(f"[dim]model: {rec.get('model', {}).get('name')}  versions: "
+                          f"{', '.join(f'{k} {v}' for k, v in rec.get('versions', {}).items())}[/]")
+
+
+@app.command()
+def samplers() -> None:
+    """List the scheduler (sampler) names bildwerk accepts."""
+    from bildwerk.engines.schedulers import scheduler_names
+
+    for n in scheduler_names():
+        out_console.print(n)
+
+
+@app.command()
+def demo(
+    out: OutOpt = Path("outputs/demo"),
+    model: ModelOpt = None,
+    steps: StepsOpt = 20,
+) -> None:
+    """Run text-to-image, image-to-image and inpainting once each (what `make run` does)."""
+    from bildwerk.demo import run_demo
+
+    try:
+        run_demo(out, model=model, steps=steps, console=out_console)
+    except BildwerkError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""What every engine takes and gives: a request in, a result with its full record out."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from PIL import Image
+
+from bildwerk.requests import GenerationRequest
+
+Phase = Literal["load", "encode", "denoise", "decode", "done"]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    phase: Phase
+    step: int
+    total: int
+    elapsed: float
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+class CancelToken(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@cache
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("bildwerk", "torch", "diffusers", "transformers", "safetensors", "pillow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class GenerationResult:
+    request: GenerationRequest
+    images: list[Image.Image]
+    seeds: list[int]
+    model: dict[str, Any]
+    scheduler: str
+    width: int
+    height: int
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=library_versions)
+    created: float = field(default_factory=time.time)
+
+    def record(self, index: int | None = None) -> dict[str, Any]:
+        """The full, JSON-safe record of this generation (or of one of its images)."""
+        rec: dict[str, Any] = {
+            "request": self.request.record(),
+            "model": self.model,
+            "scheduler": self.scheduler,
+            "width": self.width,
+            "height": self.height,
+            "seeds": self.seeds,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "notes": self.notes,
+            "versions": self.versions,
+            "created": self.created,
+        }
+        if index is not None:
+            rec["index"] = index
+            rec["seed"] = self.seeds[index]
+        return rec
+
+    def parameters_text(self, index: int) -> str:
+        from bildwerk.images.metadata import format_a1111_parameters
+
+        r = self.request
+        return format_a1111_parameters(
+            prompt=r.prompt,
+            negative_prompt=r.negative_prompt,
+            steps=r.steps,
+            sampler=self.scheduler,
+            cfg_scale=r.guidance,
+            seed=self.seeds[index],
+            width=self.images[index].width,
+            height=self.images[index].height,
+            model=self.model.get("name"),
+            denoising_strength=None if r.mode.value == "text-to-image" else r.strength,
+            extra={"Mode": r.mode.value, "Version": f"bildwerk {self.versions.get('bildwerk', '')}".strip()},
+        )
+
+    def png_bytes(self, index: int) -> bytes:
+        from bildwerk.images.metadata import png_with_metadata
+
+        return png_with_metadata(
+            self.images[index], parameters=self.parameters_text(index), record=self.record(index)
+        )
+
+    def save(self, out_dir: str | Path, stem: str | None = None) -> list[Path]:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = stem or time.strftime("%Y%m%d-%H%M%S")
+        paths = []
+        for i, seed in enumerate(self.seeds):
+            p = out / f"{stem}-{seed}.png"
+            n = 1
+            while p.exists():  # never overwrite an earlier result
+                p = out / f"{stem}-{seed}-{n}.png"
+                n += 1
+            p.write_bytes(self.png_bytes(i))
+            paths.append(p)
+        return paths
+
+
+class Engine(Protocol):
+    """Turns a validated request into images. Local diffusers, remote APIs, ..."""
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> GenerationResult: ...

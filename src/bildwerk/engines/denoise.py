@@ -1,0 +1,131 @@
+"""The denoising loop, with all of its state kept per request.
+
+A ``DenoiseState`` owns its latents, its own scheduler, its timesteps and its
+step index. One step is split in two halves: ``unet_inputs()`` says what the
+UNet must see, ``advance(noise_pred)`` applies guidance and the scheduler.
+Between the halves sits the UNet call, which ``run_unet`` makes for a *list*
+of states at once with a per-sample timestep vector. Today the engine passes
+one state; continuous batching across requests (same model and size, each at
+its own timestep) needs no change here, only a scheduler that collects states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from bildwerk.engines.conditioning import Conditioning
+from bildwerk.engines.schedulers import step_accepts_generator
+
+
+@dataclass
+class UNetInputs:
+    sample: torch.Tensor  # (b, c, h, w), already scaled by the scheduler
+    timestep: torch.Tensor  # (b,) one timestep per sample
+    encoder_hidden_states: torch.Tensor
+    added_cond_kwargs: dict[str, torch.Tensor] | None = None
+
+
+@dataclass
+class DenoiseState:
+    scheduler: SchedulerMixin
+    timesteps: torch.Tensor
+    latents: torch.Tensor  # (n, 4, h, w)
+    conditioning: Conditioning
+    guidance: float
+    generators: list[torch.Generator]
+    # Inpainting: 9-channel UNets see mask + masked image; 4-channel ones blend latents.
+    mask: torch.Tensor | None = None  # (n, 1, h, w), 1 = repaint
+    masked_image_latents: torch.Tensor | None = None
+    image_latents: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
+    unet_in_channels: int = 4
+    index: int = 0
+    _extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if step_accepts_generator(self.scheduler):
+            self._extra["generator"] = self.generators
+
+    @property
+    def total(self) -> int:
+        return len(self.timesteps)
+
+    @property
+    def done(self) -> bool:
+        return self.index >= self.total
+
+    @property
+    def do_cfg(self) -> bool:
+        return self.conditioning.uncond is not None
+
+    def unet_inputs(self) -> UNetInputs:
+        t = self.timesteps[self.index]
+        c = self.conditioning
+        lat = torch.cat([self.latents, self.latents]) if self.do_cfg else self.latents
+        lat = self.scheduler.scale_model_input(lat, t)
+        if self.unet_in_channels == 9:
+            assert self.mask is not None and self.masked_image_latents is not None
+            reps = 2 if self.do_cfg else 1
+            lat = torch.cat(
+                [lat, self.mask.repeat(reps, 1, 1, 1), self.masked_image_latents.repeat(reps, 1, 1, 1)],
+                dim=1,
+            )
+        ehs = torch.cat([c.uncond, c.cond]) if c.uncond is not None else c.cond
+        added = None
+        if c.added is not None:
+            if c.added_uncond is not None:
+                added = {k: torch.cat([c.added_uncond[k], c.added[k]]) for k in c.added}
+            else:
+                added = c.added
+        tvec = t.reshape(1).expand(lat.shape[0]).to(lat.device)
+        return UNetInputs(lat, tvec, ehs, added)
+
+    def advance(self, noise_pred: torch.Tensor) -> None:
+        t = self.timesteps[self.index]
+        if self.do_cfg:
+            uncond, cond = noise_pred.chunk(2)
+            noise_pred = uncond + self.guidance * (cond - uncond)
+        self.latents = self.scheduler.step(
+            noise_pred, t, self.latents, **self._extra, return_dict=False
+        )[0]
+        if self.unet_in_channels == 4 and self.mask is not None:
+            # Latent blending: keep the known region on the noise level of the next step.
+            assert self.image_latents is not None and self.noise is not None
+            known = self.image_latents
+            if self.index + 1 < self.total:
+                nxt = self.timesteps[self.index + 1 : self.index + 2]
+                known = self.scheduler.add_noise(known, self.noise, nxt)
+            self.latents = (1 - self.mask) * known + self.mask * self.latents
+        self.index += 1
+
+
+@torch.inference_mode()
+def run_unet(unet: torch.nn.Module, batch: list[UNetInputs]) -> list[torch.Tensor]:
+    """One UNet call for many states; returns each state's slice of the prediction."""
+    if len(batch) == 1:
+        b = batch[0]
+        return [
+            unet(
+                b.sample,
+                b.timestep,
+                encoder_hidden_states=b.encoder_hidden_states,
+                added_cond_kwargs=b.added_cond_kwargs,
+                return_dict=False,
+            )[0]
+        ]
+    sizes = [b.sample.shape[0] for b in batch]
+    added = None
+    if batch[0].added_cond_kwargs is not None:
+        added = {k: torch.cat([b.added_cond_kwargs[k] for b in batch]) for k in batch[0].added_cond_kwargs}  # type: ignore[index]
+    out = unet(
+        torch.cat([b.sample for b in batch]),
+        torch.cat([b.timestep for b in batch]),
+        encoder_hidden_states=torch.cat([b.encoder_hidden_states for b in batch]),
+        added_cond_kwargs=added,
+        return_dict=False,
+    )[0]
+    return list(out.split(sizes))

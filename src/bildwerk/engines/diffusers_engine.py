@@ -1,0 +1,261 @@
+"""The local engine: diffusers components driven by bildwerk's own denoising loop.
+
+One set of components (UNet, VAE, text encoders) serves text-to-image,
+image-to-image and inpainting. The loop lives in ``denoise.py``; this module
+prepares its inputs (sizes, noise, image latents, masks), runs it with
+progress and cancellation, and turns latents back into images that are pasted
+into the original where only a region was repainted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from bildwerk.engines.base import CancelToken, GenerationResult, ProgressCallback, ProgressEvent
+from bildwerk.engines.conditioning import encode_prompts
+from bildwerk.engines.denoise import DenoiseState, run_unet
+from bildwerk.engines.schedulers import make_scheduler, scheduler_label
+from bildwerk.errors import GenerationCancelled, InvalidRequestError
+from bildwerk.images.crop import CropBox, composite_full, crop_for_inpaint, paste_back
+from bildwerk.images.io import to_rgb
+from bildwerk.images.masks import feather_mask, mask_is_empty, normalize_mask
+from bildwerk.models.loader import LoadedModel, ModelManager
+from bildwerk.requests import MAX_SIDE, MIN_SIDE, GenerationRequest, Mode
+
+
+def fit_size(width: int, height: int, *, max_side: int = MAX_SIDE, multiple: int = 8) -> tuple[int, int]:
+    """The working size for an input image: within bounds, aspect kept, a multiple of 8."""
+    scale = min(1.0, max_side / max(width, height))
+    scale = max(scale, MIN_SIDE / min(width, height)) if min(width, height) * scale < MIN_SIDE else scale
+    w = max(MIN_SIDE, int(width * scale) // multiple * multiple)
+    h = max(MIN_SIDE, int(height * scale) // multiple * multiple)
+    return min(w, max_side), min(h, max_side)
+
+
+@dataclass
+class _Work:
+    """What one request turns into before the loop: the pictures at working size."""
+
+    width: int
+    height: int
+    image: Image.Image | None = None  # RGB at working size
+    mask: Image.Image | None = None  # L at working size, 255 = repaint
+    original: Image.Image | None = None  # RGB, full size (inpaint paste-back)
+    alpha: Image.Image | None = None  # feathered composite mask, full size
+    box: CropBox | None = None  # crop in the original ("only masked")
+
+
+def _to_tensor(image: Image.Image, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).to(device=device, dtype=dtype)
+
+
+def _to_pil(batch: torch.Tensor) -> list[Image.Image]:
+    arr = ((batch.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+class DiffusersEngine:
+    """Generates with local diffusers models; models are loaded once via the manager."""
+
+    def __init__(self, models: ModelManager | None = None) -> None:
+        self.models = models or ModelManager()
+
+    # -- public -----------------------------------------------------------------------------
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> GenerationResult:
+        t0 = time.perf_counter()
+        emit = on_progress or (lambda _e: None)
+        emit(ProgressEvent("load", 0, 1, 0.0))
+        model = self.models.get(request.model)
+        timings = {"load": time.perf_counter() - t0}
+        work = self._prepare(request, model)
+        seeds = [(request.seed or 0) + i for i in range(request.num_images)]
+
+        if work.mask is not None and mask_is_empty(work.mask):
+            # Nothing to repaint: the input comes back untouched, and the record says why.
+            assert work.original is not None
+            images = [work.original.copy() for _ in seeds]
+            return self._result(request, model, images, seeds, work, timings, "none",
+                                ["mask is empty; image returned unchanged"])
+
+        state = self._initial_state(request, model, work, seeds)
+        timings["prepare"] = time.perf_counter() - t0 - timings["load"]
+        t1 = time.perf_counter()
+        for _ in range(state.total):
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled(f"cancelled after {state.index} of {state.total} steps")
+            (pred,) = run_unet(model.unet, [state.unet_inputs()])
+            state.advance(pred)
+            emit(ProgressEvent("denoise", state.index, state.total, time.perf_counter() - t0))
+        timings["denoise"] = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        emit(ProgressEvent("decode", 0, 1, time.perf_counter() - t0))
+        images = self._decode(model, state.latents)
+        images = [self._finish(work, im) for im in images]
+        timings["decode"] = time.perf_counter() - t2
+        timings["total"] = time.perf_counter() - t0
+        emit(ProgressEvent("done", 1, 1, timings["total"]))
+        return self._result(request, model, images, seeds, work, timings, scheduler_label(state.scheduler), [])
+
+    # -- preparation ------------------------------------------------------------------------
+    def _prepare(self, req: GenerationRequest, model: LoadedModel) -> _Work:
+        native = model.native_size
+        if req.mode is Mode.TEXT_TO_IMAGE:
+            return _Work(width=req.width or native, height=req.height or native)
+
+        assert req.image is not None
+        original = to_rgb(req.image)
+        if req.mode is Mode.IMAGE_TO_IMAGE:
+            if req.width or req.height:
+                w = req.width or fit_size(*original.size)[0]
+                h = req.height or fit_size(*original.size)[1]
+            else:
+                w, h = fit_size(*original.size)
+            image = original if original.size == (w, h) else original.resize((w, h), Image.LANCZOS)
+            return _Work(width=w, height=h, image=image)
+
+        # Inpaint.
+        assert req.mask is not None
+        mask = normalize_mask(req.mask, size=original.size, source=req.mask_source, invert=req.invert_mask)
+        if mask_is_empty(mask):
+            return _Work(width=original.width, height=original.height, mask=mask, original=original)
+        alpha = feather_mask(mask, req.mask_blur)
+        if req.only_masked:
+            w, h = req.width or native, req.height or native
+            crop = crop_for_inpaint(original, mask, padding=req.only_masked_padding, work_size=(w, h))
+            return _Work(w, h, image=crop.image, mask=crop.mask, original=original, alpha=alpha, box=crop.box)
+        if req.width or req.height:
+            w, h = req.width or fit_size(*original.size)[0], req.height or fit_size(*original.size)[1]
+        else:
+            w, h = fit_size(*original.size)
+        image = original.resize((w, h), Image.LANCZOS) if original.size != (w, h) else original
+        work_mask = mask.resize((w, h), Image.NEAREST) if mask.size != (w, h) else mask
+        return _Work(w, h, image=image, mask=work_mask, original=original, alpha=alpha)
+
+    @torch.inference_mode()
+    def _encode_image(self, model: LoadedModel, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        vae = model.vae
+        x = image if isinstance(image, torch.Tensor) else _to_tensor(image, model.device, vae.dtype)
+        lat = vae.encode(x.to(vae.dtype)).latent_dist.mode()
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return ((lat - shift) * vae.config.scaling_factor).to(model.dtype)
+
+    @torch.inference_mode()
+    def _decode(self, model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
+        vae = model.vae
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        out = []
+        for lat in latents.split(1):  # one at a time keeps peak memory flat for batches
+            z = lat.to(vae.dtype) / vae.config.scaling_factor + shift
+            out.extend(_to_pil(vae.decode(z, return_dict=False)[0]))
+        return out
+
+    def _noise(self, shape: tuple[int, ...], seeds: list[int], model: LoadedModel) -> tuple[torch.Tensor, list[torch.Generator]]:
+        # Drawn on the CPU from one generator per image: the same seed gives the same
+        # starting noise on any device and in any batch position.
+        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        noise = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in gens])
+        return noise.to(device=model.device, dtype=model.dtype), gens
+
+    def _initial_state(
+        self, req: GenerationRequest, model: LoadedModel, work: _Work, seeds: list[int]
+    ) -> DenoiseState:
+        n = len(seeds)
+        f = model.vae_scale_factor
+        if work.width % f or work.height % f:
+            raise InvalidRequestError(f"width and height must be multiples of {f} for this model")
+        do_cfg = req.guidance > 1.0
+        cond = encode_prompts(
+            model, req.prompt, req.negative_prompt, num_images=n, do_cfg=do_cfg,
+            width=work.width, height=work.height,
+        )
+        scheduler = make_scheduler(req.scheduler, model.pipe.scheduler)
+        scheduler.set_timesteps(req.steps, device=model.device)
+        timesteps = scheduler.timesteps
+        latent_ch = int(model.vae.config.latent_channels)
+        shape = (1, latent_ch, work.height // f, work.width // f)
+        noise, gens = self._noise(shape, seeds, model)
+        state_kw: dict = {}
+
+        if req.mode is Mode.TEXT_TO_IMAGE:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            assert work.image is not None
+            image_latents = self._encode_image(model, work.image).repeat(n, 1, 1, 1)
+            # Strength decides how far into the schedule we start (as diffusers' img2img does).
+            strength = req.strength
+            init_steps = min(max(int(round(req.steps * strength)), 1), req.steps)
+            t_start = req.steps - init_steps
+            timesteps = scheduler.timesteps[t_start * scheduler.order :]
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(t_start * scheduler.order)
+            if req.mode is Mode.INPAINT and strength >= 1.0:
+                latents = noise * scheduler.init_noise_sigma
+            else:
+                latents = scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(n))
+            if req.mode is Mode.INPAINT:
+                assert work.mask is not None
+                pix_mask = torch.from_numpy(np.asarray(work.mask, dtype=np.float32) / 255.0)
+                pix_mask = (pix_mask[None, None] > 0.5).float()
+                # Max-pool so every latent cell touching the mask is repainted.
+                lat_mask = F.max_pool2d(pix_mask, kernel_size=f) if f > 1 else pix_mask
+                lat_mask = lat_mask.to(device=model.device, dtype=model.dtype).repeat(n, 1, 1, 1)
+                state_kw.update(mask=lat_mask, noise=noise, image_latents=image_latents)
+                if model.unet_in_channels == 9:
+                    keep = 1.0 - pix_mask.to(model.device)
+                    masked = _to_tensor(work.image, model.device, torch.float32) * keep
+                    state_kw["masked_image_latents"] = self._encode_image(model, masked).repeat(n, 1, 1, 1)
+        if model.unet_in_channels == 9 and "mask" not in state_kw:
+            # An inpainting UNet asked for a whole new picture: everything is "masked",
+            # the masked image is all grey (zeros), as the model saw in training.
+            lat_h, lat_w = shape[2], shape[3]
+            grey = torch.zeros((1, 3, work.height, work.width), device=model.device)
+            state_kw["mask"] = torch.ones((n, 1, lat_h, lat_w), device=model.device, dtype=model.dtype)
+            state_kw["masked_image_latents"] = self._encode_image(model, grey).repeat(n, 1, 1, 1)
+        return DenoiseState(
+            scheduler=scheduler,
+            timesteps=timesteps,
+            latents=latents,
+            conditioning=cond,
+            guidance=req.guidance,
+            generators=gens,
+            unet_in_channels=model.unet_in_channels,
+            **state_kw,
+        )
+
+    # -- finishing --------------------------------------------------------------------------
+    @staticmethod
+    def _finish(work: _Work, generated: Image.Image) -> Image.Image:
+        if work.original is None or work.alpha is None:
+            return generated
+        if work.box is not None:
+            return paste_back(work.original, generated, work.box, work.alpha)
+        return composite_full(work.original, generated, work.alpha)
+
+    @staticmethod
+    def _result(req, model, images, seeds, work, timings, scheduler, notes) -> GenerationResult:
+        w, h = images[0].size
+        return GenerationResult(
+            request=req,
+            images=images,
+            seeds=seeds,
+            model=model.describe(),
+            scheduler=scheduler,
+            width=w,
+            height=h,
+            timings=timings,
+            notes=notes + ([f"inpainted region {work.box.as_tuple()} at {work.width}x{work.height}"] if work.box else []),
+        )

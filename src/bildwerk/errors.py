@@ -1,0 +1,49 @@
+"""Error types every face (CLI, REST, UI, batch) maps to a clear message.
+
+Each error carries a short machine-readable ``code`` so the REST layer can answer
+400/404/409 with structured bodies and the CLI can print one friendly line.
+"""
+
+from __future__ import annotations
+
+
+class BildwerkError(Exception):
+    """Base class: a failure with a message meant for the user."""
+
+    code = "error"
+
+
+class InvalidRequestError(BildwerkError, ValueError):
+    """The request itself is wrong (bad size, missing image, unknown scheduler...)."""
+
+    code = "invalid_request"
+
+
+class InvalidImageError(InvalidRequestError):
+    """Bytes that are not an accepted image, or an image over the limits."""
+
+    code = "invalid_image"
+
+
+class ModelNotFoundError(BildwerkError):
+    """A model reference that resolves to nothing usable (offline hub id, missing folder)."""
+
+    code = "model_not_found"
+
+
+class UnsafeModelError(BildwerkError):
+    """A model whose weights are not safetensors (pickle checkpoints can run code)."""
+
+    code = "unsafe_model"
+
+
+class GenerationCancelled(BildwerkError):
+    """The caller cancelled the generation between two denoising steps."""
+
+    code = "cancelled"
+
+
+class UnsupportedModelError(BildwerkError):
+    """A model folder that loads but is not a pipeline family bildwerk can drive."""
+
+    code = "unsupported_model"

@@ -1,0 +1,269 @@
+"""Decoding untrusted image bytes within limits, and PNG encoding with text chunks.
+
+Every image a user sends (upload, base64 in JSON, a file path in a batch file) goes
+through :func:`decode_image`, so size limits and error messages live in one place.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import warnings
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from bildwerk.errors import InvalidImageError
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an incoming image may be: bytes on the wire, decoded pixels, container formats."""
+
+    max_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = 4096 * 4096
+    formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+# Modes the rest of the toolkit works with directly; everything else is converted.
+_KEPT_MODES = frozenset({"RGB", "RGBA", "L"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+def _formats_text(limits: ImageLimits) -> str:
+    return ", ".join(limits.formats)
+
+
+def _human_bytes(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MiB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n} bytes"
+
+
+def _check_byte_count(n: int, limits: ImageLimits, what: str) -> None:
+    if n <= 0:
+        raise InvalidImageError(f"The {what} is empty; send a {_formats_text(limits)} file.")
+    if n > limits.max_bytes:
+        raise InvalidImageError(
+            f"The {what} is {_human_bytes(n)}, more than the limit of "
+            f"{_human_bytes(limits.max_bytes)}; send a smaller or more compressed file."
+        )
+
+
+def _check_pixel_count(size: tuple[int, int], limits: ImageLimits, what: str) -> None:
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise InvalidImageError(f"The {what} has no pixels ({w}x{h}); send a real image.")
+    if w * h > limits.max_pixels:
+        raise InvalidImageError(
+            f"The {what} is {w}x{h} = {w * h} pixels, more than the limit of "
+            f"{limits.max_pixels} pixels; downscale it before sending."
+        )
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in _ALPHA_MODES or (img.mode == "P" and "transparency" in img.info)
+
+
+def _to_8bit_gray(img: Image.Image) -> Image.Image:
+    """Map 16/32-bit integer and float grayscale to "L" by range, not by clipping.
+
+    A plain ``convert("L")`` clips 16-bit values at 255, which turns almost any
+    16-bit PNG mask into solid white.
+    """
+    arr = np.asarray(img)
+    if img.mode == "F":
+        arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        # Floats in 0..1 are the common convention; otherwise treat them as 0..255.
+        if arr.size and float(arr.min()) >= 0.0 and float(arr.max()) <= 1.0:
+            arr = arr * 255.0
+        out = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    else:
+        # "I;16*" is 16-bit by definition; "I" from our formats only comes from 16-bit
+        # PNGs too, so both are scaled from 0..65535.
+        wide = np.clip(arr.astype(np.int64), 0, 65535)
+        out = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+    return Image.fromarray(out, mode="L")
+
+
+def _normalize_mode(img: Image.Image) -> Image.Image:
+    """Bring any decoded mode to one of RGB, RGBA or L, keeping alpha where present."""
+    mode = img.mode
+    if mode in _KEPT_MODES:
+        return img
+    if mode == "1":
+        return img.convert("L")
+    if mode.startswith("I") or mode == "F":
+        return _to_8bit_gray(img)
+    if _has_alpha(img):
+        return img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def decode_image(
+    data: bytes, *, limits: ImageLimits = DEFAULT_LIMITS, what: str = "image"
+) -> Image.Image:
+    """Decode untrusted bytes into a loaded, upright, detached image in RGB, RGBA or L.
+
+    Byte and pixel limits are checked before any pixel data is decompressed, so a
+    small file that declares a huge canvas costs nothing.
+    """
+    _check_byte_count(len(data), limits, what)
+    bad = f"The {what} could not be read as an image; send a valid {_formats_text(limits)} file."
+    with warnings.catch_warnings():
+        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; make it an error.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(BytesIO(data), formats=list(limits.formats)) as im:
+                _check_pixel_count(im.size, limits, what)
+                im.load()
+                upright = _upright_copy(im)
+        except InvalidImageError:
+            raise
+        except UnidentifiedImageError as exc:
+            raise InvalidImageError(
+                f"The {what} is not a {_formats_text(limits)} image (or it is corrupt); "
+                "convert it to one of these formats and send it again."
+            ) from exc
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InvalidImageError(
+                f"The {what} declares too many pixels (limit {limits.max_pixels}); "
+                "downscale it before sending."
+            ) from exc
+        except Exception as exc:  # Pillow plugins raise many types on hostile input.
+            raise InvalidImageError(f"{bad} ({exc})") from exc
+    # _upright_copy() detached the pixels from the file, so this is safe to return.
+    return _normalize_mode(upright)
+
+
+def _upright_copy(im: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a broken EXIF block is ignored, not fatal."""
+    try:
+        upright = ImageOps.exif_transpose(im)
+    except Exception:  # a malformed EXIF block should not reject a viewable photo
+        upright = None
+    return upright if upright is not None else im.copy()
+
+
+def _split_data_url(text: str, what: str) -> str:
+    header, sep, payload = text.partition(",")
+    if not sep:
+        raise InvalidImageError(
+            f"The {what} data URL has no ',' before its data; "
+            "use the form data:image/png;base64,<data>."
+        )
+    params = [p.strip().lower() for p in header[len("data:") :].split(";")]
+    if "base64" not in params:
+        raise InvalidImageError(
+            f"The {what} data URL is not base64-encoded; use the form data:image/png;base64,<data>."
+        )
+    return payload
+
+
+def decode_base64_image(
+    text: str, *, limits: ImageLimits = DEFAULT_LIMITS, what: str = "image"
+) -> Image.Image:
+    """Decode a base64 string or a ``data:image/...;base64,`` URL into an image.
+
+    URL-safe base64 and missing ``=`` padding are accepted too, since browsers and
+    HTTP clients produce both.
+    """
+    if not isinstance(text, str):
+        raise InvalidImageError(f"The {what} must be a base64 string.")
+    text = text.strip()
+    if text[:5].lower() == "data:":
+        text = _split_data_url(text, what)
+    compact = "".join(text.split())
+    if not compact:
+        raise InvalidImageError(f"The {what} is empty; send base64-encoded image data.")
+    # Refuse before allocating the decoded bytes.
+    estimated = len(compact) * 3 // 4 - compact[-2:].count("=")
+    _check_byte_count(estimated, limits, what)
+
+    bad = (
+        f"The {what} is not valid base64; send the file's bytes base64-encoded "
+        "(optionally as a data:image/...;base64, URL)."
+    )
+    if len(compact) % 4 == 1:
+        raise InvalidImageError(bad)
+    compact += "=" * (-len(compact) % 4)
+    urlsafe = ("-" in compact or "_" in compact) and not ("+" in compact or "/" in compact)
+    try:
+        data = base64.b64decode(compact, altchars=b"-_" if urlsafe else None, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidImageError(bad) from exc
+    return decode_image(data, limits=limits, what=what)
+
+
+def load_image_file(
+    path: str | os.PathLike[str], *, limits: ImageLimits = DEFAULT_LIMITS, what: str = "image"
+) -> Image.Image:
+    """Read and decode an image file, checking its size on disk before reading it."""
+    p = Path(path)
+    try:
+        if not p.exists():
+            raise InvalidImageError(f"The {what} file was not found: {p}")
+        if not p.is_file():
+            raise InvalidImageError(f"The {what} path is not a regular file: {p}")
+        _check_byte_count(p.stat().st_size, limits, what)
+        with p.open("rb") as fh:
+            # Read one byte past the limit so a file that grew meanwhile is still caught.
+            data = fh.read(limits.max_bytes + 1)
+    except InvalidImageError:
+        raise
+    except OSError as exc:
+        raise InvalidImageError(f"The {what} file could not be read: {p} ({exc})") from exc
+    return decode_image(data, limits=limits, what=what)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Return an RGB copy; transparent areas become white, not black.
+
+    Clip art and logos usually have transparent backgrounds that are meant to look
+    like paper, and a black background would steer img2img badly.
+    """
+    if img.mode == "RGB":
+        return img.copy()
+    if _has_alpha(img):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return _normalize_mode(img).convert("RGB")
+
+
+# Modes Pillow's PNG writer accepts as they are.
+_PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16", "I;16B"})
+
+
+def _is_latin1(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def encode_png(img: Image.Image, text_chunks: dict[str, str] | None = None) -> bytes:
+    """Encode as PNG with text chunks: tEXt when the value is latin-1, iTXt (UTF-8) otherwise."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text_chunks or {}).items():
+        # PNG keywords are 1-79 latin-1 characters; a bad one is a programming error.
+        if not (1 <= len(key) <= 79) or not _is_latin1(key):
+            raise ValueError(f"invalid PNG text keyword: {key!r}")
+        if _is_latin1(value):
+            info.add_text(key, value)
+        else:
+            info.add_itxt(key, value)
+    if img.mode not in _PNG_MODES:
+        img = _normalize_mode(img)
+    buf = BytesIO()
+    img.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()

@@ -1,0 +1,221 @@
+"""Resolve a model reference and load it once, safely.
+
+A reference is, in this order: unset (the default model), a local diffusers
+folder, a name under ``$BILDWERK_HOME/models``, or a Hugging Face Hub id. Hub
+ids are fetched with diffusers' own downloader (safetensors only) when the
+machine is online; offline, the error names the model and how to provide it.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from bildwerk.errors import ModelNotFoundError, UnsupportedModelError
+from bildwerk.models.devices import choose_device, choose_dtype
+from bildwerk.models.safety import check_model_folder
+
+Family = Literal["sd", "sdxl"]
+
+# The embedded default model ships inside the package (see docs/default-model.md).
+EMBEDDED_DEFAULT = Path(__file__).resolve().parent.parent / "data" / "models" / "default"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+def bildwerk_home() -> Path:
+    return Path(os.environ.get("BILDWERK_HOME") or Path.home() / ".local" / "share" / "bildwerk")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    ref: str  # what the user asked for (or "default")
+    path: Path | None  # local folder, when there is one
+    hub_id: str | None = None
+
+
+def resolve_model(ref: str | None) -> ModelSource:
+    """Turn a user's model reference into a local folder or a hub id, or fail clearly."""
+    if ref is None or ref in ("", "default"):
+        env = os.environ.get("BILDWERK_MODEL")
+        if env:
+            return resolve_model(env)
+        if (EMBEDDED_DEFAULT / "model_index.json").is_file():
+            return ModelSource("default", EMBEDDED_DEFAULT)
+        raise ModelNotFoundError(
+            "no model given and no default model is installed; pass --model PATH "
+            "(a diffusers folder) or set BILDWERK_MODEL"
+        )
+    p = Path(ref).expanduser()
+    if p.is_dir():
+        if not (p / "model_index.json").is_file():
+            raise ModelNotFoundError(
+                f"{p} is not a diffusers model folder (no model_index.json). "
+                "Save a pipeline with save_pretrained(), or download one with "
+                "`huggingface-cli download ORG/NAME --local-dir FOLDER`."
+            )
+        return ModelSource(ref, p.resolve())
+    if p.is_file():
+        raise ModelNotFoundError(
+            f"{p} is a single-file checkpoint; bildwerk loads diffusers folders. Convert it once on "
+            "a machine with internet: `StableDiffusionPipeline.from_single_file(FILE)"
+            ".save_pretrained(FOLDER, safe_serialization=True)`."
+        )
+    named = bildwerk_home() / "models" / ref
+    if (named / "model_index.json").is_file():
+        return ModelSource(ref, named.resolve())
+    if _HUB_ID.match(ref):
+        return ModelSource(ref, None, hub_id=ref)
+    raise ModelNotFoundError(
+        f"model {ref!r} not found: it is no folder, no model under {bildwerk_home() / 'models'}, "
+        "and no Hugging Face Hub id (ORG/NAME)"
+    )
+
+
+def download_hub_model(hub_id: str) -> Path:
+    """Fetch a hub model's safetensors and configs into the HF cache; clear error when offline."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        return Path(DiffusionPipeline.download(hub_id, use_safetensors=True))
+    except Exception as exc:  # noqa: BLE001 - many transport/offline errors, one message
+        raise ModelNotFoundError(
+            f"could not fetch model {hub_id!r} from the Hugging Face Hub ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}). If this machine is offline, download it where "
+            f"there is internet (`huggingface-cli download {hub_id} --local-dir FOLDER`), copy "
+            "the folder here and pass --model FOLDER."
+        ) from exc
+
+
+@dataclass
+class LoadedModel:
+    """One set of components, shared by text-to-image, image-to-image and inpainting."""
+
+    source: ModelSource
+    pipe: Any
+    family: Family
+    device: torch.device
+    dtype: torch.dtype
+    name: str
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    @property
+    def vae(self):
+        return self.pipe.vae
+
+    @property
+    def unet_in_channels(self) -> int:
+        return int(self.pipe.unet.config.in_channels)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+
+    @property
+    def native_size(self) -> int:
+        """The model's working size: 512 for SD 1.x, 768 for SD 2.x-v, 1024 for SDXL, ..."""
+        sample = self.pipe.unet.config.sample_size
+        if isinstance(sample, list | tuple):
+            sample = sample[0]
+        return int(sample) * self.vae_scale_factor
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ref": self.source.ref,
+            "family": self.family,
+            "pipeline": type(self.pipe).__name__,
+            "unet_in_channels": self.unet_in_channels,
+            "native_size": self.native_size,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+
+def _family(pipe: Any) -> Family:
+    missing = [c for c in ("unet", "vae", "scheduler") if getattr(pipe, c, None) is None]
+    if missing:
+        raise UnsupportedModelError(
+            f"{type(pipe).__name__} lacks {', '.join(missing)}; bildwerk drives UNet latent "
+            "diffusion pipelines (Stable Diffusion 1.x/2.x, SDXL)"
+        )
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        return "sdxl"
+    if getattr(pipe, "text_encoder", None) is not None and getattr(pipe, "tokenizer", None) is not None:
+        return "sd"
+    raise UnsupportedModelError(f"{type(pipe).__name__} has no text encoder bildwerk knows")
+
+
+def load_model(
+    ref: str | None, *, device: str | None = None, dtype: str | None = None
+) -> LoadedModel:
+    source = resolve_model(ref)
+    path = source.path if source.path is not None else download_hub_model(source.hub_id or "")
+    check_model_folder(path)
+
+    from diffusers import DiffusionPipeline
+
+    dev = choose_device(device)
+    dt = choose_dtype(dev, dtype)
+    kwargs: dict[str, Any] = {"dtype": dt, "use_safetensors": True}
+    index = (path / "model_index.json").read_text("utf-8")
+    if '"safety_checker"' in index:
+        # The NSFW gate is bildwerk's own concern; don't load the SD checker's weights.
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"could not load model from {path}: {exc}") from exc
+    family = _family(pipe)
+    if int(pipe.unet.config.in_channels) not in (4, 9):
+        raise UnsupportedModelError(
+            f"UNet with {pipe.unet.config.in_channels} input channels; bildwerk supports 4-channel "
+            "models and 9-channel inpainting models"
+        )
+    pipe.to(dev)
+    pipe.set_progress_bar_config(disable=True)
+    for module in (pipe.unet, pipe.vae, getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)):
+        if module is not None:
+            module.eval().requires_grad_(False)
+    name = source.hub_id or (path.name if source.ref != "default" else "default")
+    return LoadedModel(source=source, pipe=pipe, family=family, device=dev, dtype=dt, name=name)
+
+
+class ModelManager:
+    """Keeps one model loaded; switching frees the old one first (diffusers #2284)."""
+
+    def __init__(self, *, device: str | None = None, dtype: str | None = None) -> None:
+        self._device = device
+        self._dtype = dtype
+        self._lock = threading.Lock()
+        self._current: LoadedModel | None = None
+        self._current_key: str | None = None
+
+    def get(self, ref: str | None) -> LoadedModel:
+        key = str(resolve_model(ref))
+        with self._lock:
+            if self._current is not None and self._current_key == key:
+                return self._current
+            self.unload()
+            self._current = load_model(ref, device=self._device, dtype=self._dtype)
+            self._current_key = key
+            return self._current
+
+    def unload(self) -> None:
+        if self._current is None:
+            return
+        self._current = None
+        self._current_key = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

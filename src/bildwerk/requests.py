@@ -1,0 +1,183 @@
+"""GenerationRequest: the one vocabulary every face of bildwerk speaks.
+
+The CLI, the REST APIs, the web UI and the batch pools all build a
+``GenerationRequest`` and hand it to an engine. Everything here is validated
+*before* anything is allocated, so a bad request fails fast with a message a
+user can act on.
+
+Images (the init image and the mask) travel with the request but are excluded
+from its JSON form: the record stores their content hashes instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from PIL import Image
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    computed_field,
+    field_validator,
+    model_validator,
+)
+
+from bildwerk.errors import InvalidRequestError
+
+# Bounds checked before any tensor is allocated (DESIGN.md security checklist).
+MIN_SIDE = 64
+MAX_SIDE = 2048
+MAX_STEPS = 150
+MAX_IMAGES = 8
+MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2**32 - 1
+
+
+class Mode(StrEnum):
+    TEXT_TO_IMAGE = "text-to-image"
+    IMAGE_TO_IMAGE = "image-to-image"
+    INPAINT = "inpaint"
+
+
+MaskSource = Literal["auto", "luminance", "alpha"]
+
+
+def _image_sha256(image: Image.Image) -> str:
+    h = hashlib.sha256()
+    h.update(f"{image.mode}:{image.width}x{image.height}:".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+class GenerationRequest(BaseModel):
+    """One generation: text-to-image, image-to-image or inpainting.
+
+    ``seed`` may be left unset: a random one is drawn at validation time and is
+    then part of the request, so every result records the seed that made it.
+    Image ``i`` of a batch uses ``seed + i``, so each image can be reproduced
+    on its own with ``num_images=1``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", validate_assignment=False)
+
+    mode: Mode = Mode.TEXT_TO_IMAGE
+    prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    steps: int = Field(default=20, ge=1, le=MAX_STEPS)
+    guidance: float = Field(
+        default=7.5, ge=0.0, le=30.0, description="Text fidelity (classifier-free guidance scale)."
+    )
+    strength: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="How much of the input image is repainted: 0.75 for image-to-image and "
+        "1.0 for inpaint when unset.",
+    )
+    width: int | None = Field(default=None, description="Output width; model default when unset.")
+    height: int | None = Field(default=None, description="Output height; model default when unset.")
+    num_images: int = Field(default=1, ge=1, le=MAX_IMAGES)
+    scheduler: str | None = Field(default=None, description="Sampler name; the model's own when unset.")
+    model: str | None = Field(default=None, description="Model folder, hub id or registered name.")
+
+    # Inpainting options (the museum's use case).
+    mask_source: MaskSource = "auto"
+    invert_mask: bool = False
+    mask_blur: int = Field(default=4, ge=0, le=256, description="Feather radius in pixels.")
+    only_masked: bool = Field(
+        default=True,
+        description="Inpaint a crop around the mask at the model's working size, then paste back.",
+    )
+    only_masked_padding: int = Field(default=32, ge=0, le=1024)
+
+    image: Annotated[Image.Image | None, Field(exclude=True, repr=False)] = None
+    mask: Annotated[Image.Image | None, Field(exclude=True, repr=False)] = None
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+    @field_validator("width", "height")
+    @classmethod
+    def _side(cls, v: int | None) -> int | None:
+        if v is None:
+            return v
+        if not MIN_SIDE <= v <= MAX_SIDE:
+            raise ValueError(f"must be between {MIN_SIDE} and {MAX_SIDE} pixels, got {v}")
+        if v % 8:
+            raise ValueError(f"must be a multiple of 8, got {v} (try {v - v % 8} or {v - v % 8 + 8})")
+        return v
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from bildwerk.engines.schedulers import canonical_scheduler_name
+
+        return canonical_scheduler_name(v)
+
+    @model_validator(mode="after")
+    def _check_mode_inputs(self) -> GenerationRequest:
+        if self.seed is None:
+            self.seed = secrets.randbelow(MAX_SEED + 1)
+        if self.strength is None:
+            self.strength = 1.0 if self.mode is Mode.INPAINT else 0.75
+        if self.mode is Mode.TEXT_TO_IMAGE:
+            if self.image is not None or self.mask is not None:
+                raise ValueError("text-to-image takes no image or mask; use image-to-image or inpaint")
+        else:
+            if self.image is None:
+                raise ValueError(f"{self.mode.value} needs an input image")
+            if not isinstance(self.image, Image.Image):
+                raise ValueError("image must be a decoded PIL image")
+        if self.mode is Mode.INPAINT:
+            if self.mask is None:
+                raise ValueError("inpaint needs a mask")
+            if self.mask.size != self.image.size:
+                raise ValueError(
+                    f"mask is {self.mask.width}x{self.mask.height} but the image is "
+                    f"{self.image.width}x{self.image.height}; they must match"
+                )
+        elif self.mask is not None:
+            raise ValueError("a mask is only used by inpaint")
+        return self
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def image_sha256(self) -> str | None:
+        return _image_sha256(self.image) if self.image is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def mask_sha256(self) -> str | None:
+        return _image_sha256(self.mask) if self.mask is not None else None
+
+    def record(self) -> dict[str, Any]:
+        """JSON-safe form for logs, PNG chunks and the store (images as hashes)."""
+        return self.model_dump(mode="json")
+
+
+def build_request(**fields: Any) -> GenerationRequest:
+    """Validate fields into a request, turning pydantic's errors into one clear message."""
+    try:
+        return GenerationRequest(**fields)
+    except ValidationError as exc:
+        raise InvalidRequestError(format_validation_error(exc)) from exc
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        msg = err.get("msg", "invalid")
+        msg = msg.removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "invalid request: " + "; ".join(parts)

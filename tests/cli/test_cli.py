@@ -1,0 +1,113 @@
+"""The CLI end to end: generate, vary, inpaint, info, with clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from bildwerk.cli import app
+from bildwerk.images.metadata import read_png_metadata
+
+runner = CliRunner()
+
+
+def _invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    return result
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8))
+    img_path = tmp_path / "in.png"
+    img.save(img_path)
+    mask = Image.new("L", img.size, 0)
+    ImageDraw.Draw(mask).rectangle((30, 20, 70, 60), fill=255)
+    mask_path = tmp_path / "mask.png"
+    mask.save(mask_path)
+    return img_path, mask_path
+
+
+def test_generate_writes_png_with_metadata(tiny_models, tmp_path):
+    out = tmp_path / "out"
+    r = _invoke("generate", "ein See im Wald", "--model", str(tiny_models["sd"]), "--seed", "42",
+                "--steps", "3", "-n", "2", "--out", str(out), "--scheduler", "euler_a")
+    assert r.exit_code == 0, r.output
+    files = sorted(out.glob("*.png"))
+    assert [f.name.split("-")[-1] for f in files] == ["42.png", "43.png"]
+    meta = read_png_metadata(files[0])
+    assert meta["parsed"]["prompt"] == "ein See im Wald"
+    assert meta["parsed"]["Seed"] == 42 and meta["parsed"]["Sampler"] == "Euler a"
+    assert meta["record"]["request"]["steps"] == 3
+
+
+def test_vary_and_info(tiny_models, tmp_path, inputs):
+    img_path, _ = inputs
+    out = tmp_path / "v.png"
+    r = _invoke("vary", str(img_path), "as a watercolor", "--model", str(tiny_models["sd"]),
+                "--strength", "0.5", "--steps", "4", "--seed", "7", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert Image.open(out).size == (128, 96)
+    info = _invoke("info", str(out), "--json")
+    assert info.exit_code == 0, info.output
+    data = json.loads(info.output)
+    assert data["record"]["request"]["mode"] == "image-to-image"
+    assert data["record"]["request"]["strength"] == 0.5
+    plain = _invoke("info", str(out))
+    assert "as a watercolor" in plain.output and "Denoising strength" in plain.output
+
+
+def test_inpaint_keeps_outside_pixels(tiny_models, tmp_path, inputs):
+    img_path, mask_path = inputs
+    out = tmp_path / "i.png"
+    r = _invoke("inpaint", str(img_path), str(mask_path), "Hochhäuser", "--model", str(tiny_models["sd-inpaint"]),
+                "--steps", "3", "--seed", "1", "--mask-blur", "3", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    src = np.asarray(Image.open(img_path).convert("RGB"))
+    res = np.asarray(Image.open(out).convert("RGB"))
+    inside = np.asarray(Image.open(mask_path)) > 127
+    assert np.array_equal(src[~inside], res[~inside])
+    assert not np.array_equal(src[inside], res[inside])
+
+
+def test_bad_inputs_exit_2_with_message(tiny_models, tmp_path, inputs):
+    img_path, _ = inputs
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"this is not a picture")
+    r = _invoke("vary", str(junk), "x", "--model", str(tiny_models["sd"]))
+    assert r.exit_code == 2 and "invalid_image" in r.output
+    small_mask = tmp_path / "small.png"
+    Image.new("L", (10, 10), 255).save(small_mask)
+    r = _invoke("inpaint", str(img_path), str(small_mask), "x", "--model", str(tiny_models["sd"]))
+    assert r.exit_code == 2 and "must match" in r.output
+    r = _invoke("generate", "x", "--model", str(tiny_models["sd"]), "--width", "100")
+    assert r.exit_code == 2 and "multiple of 8" in r.output
+    r = _invoke("generate", "x", "--model", str(tmp_path / "missing"))
+    assert r.exit_code == 2 and "model_not_found" in r.output
+
+
+def test_info_on_image_without_metadata(tmp_path):
+    p = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(p)
+    r = _invoke("info", str(p))
+    assert r.exit_code == 1 and "no generation metadata" in " ".join(r.output.split())
+
+
+def test_console_script_runs(tiny_models, tmp_path):
+    # The installed entry point, in a fresh process, as a user would call it.
+    exe = os.path.join(os.path.dirname(sys.executable), "bildwerk")
+    out = tmp_path / "cli.png"
+    proc = subprocess.run(
+        [exe, "generate", "a red apple", "--model", str(tiny_models["sd"]), "--steps", "2", "--seed", "5", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "BILDWERK_DEVICE": "cpu"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and "seed 5" in proc.stdout

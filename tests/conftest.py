@@ -1,0 +1,37 @@
+"""Shared fixtures: an isolated bildwerk home, offline hub, and tiny models on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    # No test reads or writes the user's real bildwerk folder or default model choice.
+    monkeypatch.setenv("BILDWERK_HOME", str(tmp_path / "bildwerk-home"))
+    monkeypatch.delenv("BILDWERK_MODEL", raising=False)
+    monkeypatch.setenv("BILDWERK_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny SD, SD-inpaint (9-channel) and SDXL folders, saved as real diffusers folders."""
+    from bildwerk.models.tiny import save_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {kind: save_tiny_model(root / kind, kind) for kind in ("sd", "sd-inpaint", "sdxl")}
+
+
+@pytest.fixture(scope="session")
+def engine():
+    from bildwerk.engines.diffusers_engine import DiffusersEngine
+    from bildwerk.models.loader import ModelManager
+
+    return DiffusersEngine(ModelManager(device="cpu"))

@@ -1,0 +1,91 @@
+"""Model references, safe loading and clear errors."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import pytest
+import torch
+
+from bildwerk.errors import ModelNotFoundError, UnsafeModelError
+from bildwerk.models.loader import ModelManager, load_model, resolve_model
+from bildwerk.models.safety import check_model_folder, sniff_weight_format
+
+
+def test_pickle_checkpoint_folder_is_refused(tiny_models, tmp_path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_models["sd"], folder)
+    unet = folder / "unet"
+    state = {"w": torch.zeros(2)}
+    (unet / "diffusion_pytorch_model.safetensors").unlink()
+    torch.save(state, unet / "diffusion_pytorch_model.bin")
+    with pytest.raises(UnsafeModelError, match=r"unet has only non-safetensors weights.*safetensors only"):
+        load_model(str(folder), device="cpu")
+
+
+def test_pickle_renamed_to_safetensors_is_refused(tiny_models, tmp_path):
+    folder = tmp_path / "disguised"
+    shutil.copytree(tiny_models["sd"], folder)
+    target = folder / "vae" / "diffusion_pytorch_model.safetensors"
+    target.write_bytes(pickle.dumps({"evil": 1}, protocol=4))
+    assert sniff_weight_format(target) == "pickle"
+    with pytest.raises(UnsafeModelError, match="named .safetensors but its bytes are pickle"):
+        check_model_folder(folder)
+
+
+def test_real_safetensors_detected(tiny_models):
+    assert sniff_weight_format(tiny_models["sd"] / "unet" / "diffusion_pytorch_model.safetensors") == "safetensors"
+    check_model_folder(tiny_models["sd"])  # no error
+
+
+def test_folder_without_model_index(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="no model_index.json"):
+        resolve_model(str(tmp_path / "empty"))
+
+
+def test_single_file_checkpoint_explains_conversion(tmp_path):
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(b"x")
+    with pytest.raises(ModelNotFoundError, match="single-file checkpoint"):
+        resolve_model(str(f))
+
+
+def test_hub_id_offline_names_model_and_remedy():
+    # HF_HUB_OFFLINE=1 (conftest): the real hub code path runs and fails fast.
+    with pytest.raises(ModelNotFoundError) as exc:
+        load_model("stabilityai/stable-diffusion-2-inpainting", device="cpu")
+    msg = str(exc.value)
+    assert "stabilityai/stable-diffusion-2-inpainting" in msg and "--model FOLDER" in msg
+
+
+def test_unknown_reference():
+    with pytest.raises(ModelNotFoundError, match="not found"):
+        resolve_model("no such model")
+
+
+def test_no_default_model_message(monkeypatch, tmp_path):
+    import bildwerk.models.loader as loader
+
+    monkeypatch.setattr(loader, "EMBEDDED_DEFAULT", tmp_path / "nothing")
+    with pytest.raises(ModelNotFoundError, match="no default model"):
+        resolve_model(None)
+
+
+def test_env_and_named_models(tiny_models, monkeypatch, tmp_path):
+    monkeypatch.setenv("BILDWERK_MODEL", str(tiny_models["sd"]))
+    assert resolve_model(None).path == tiny_models["sd"].resolve()
+    home = tmp_path / "home"
+    monkeypatch.setenv("BILDWERK_HOME", str(home))
+    shutil.copytree(tiny_models["sdxl"], home / "models" / "mine")
+    assert resolve_model("mine").path == (home / "models" / "mine").resolve()
+
+
+def test_manager_keeps_one_model_and_switches(tiny_models):
+    mgr = ModelManager(device="cpu")
+    a = mgr.get(str(tiny_models["sd"]))
+    assert mgr.get(str(tiny_models["sd"])) is a
+    b = mgr.get(str(tiny_models["sdxl"]))
+    assert b is not a and b.family == "sdxl"
+    assert a.native_size == 64 and a.device.type == "cpu" and a.dtype == torch.float32
