@@ -35,3 +35,15 @@ def engine():
     from bildwerk.models.loader import ModelManager
 
     return DiffusersEngine(ModelManager(device="cpu"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    # Tiny models gain nothing from several threads, and on a busy machine OpenMP threads
+    # spin-wait for each other (tens of times slower); one thread keeps the suite steady.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

