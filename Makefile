@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test test-slow lint clean
+.PHONY: venv run test test-slow lint clean default-model
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# Reproduce the embedded default model (dataset, VAE, UNet, install); resumable. See docs/default-model.md.
+default-model: $(STAMP)
+	$(BIN)/bildwerk default-model --data var/dataset --work var/default-model
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -35,7 +36,7 @@ out_console = Console()
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Diffusers folder, registered name or hub id.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", "-s", help="Seed; random (and recorded) when unset.")]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Denoising steps.")]
-GuidanceOpt = Annotated[float, typer.Option("--guidance", "-g", help="Text fidelity (CFG scale).")]
+GuidanceOpt = Annotated[float | None, typer.Option("--guidance", "-g", help="Text fidelity (CFG scale); the model's recommended value when unset.")]
 NegativeOpt = Annotated[str, typer.Option("--negative", help="What the image should not show.")]
 WidthOpt = Annotated[int | None, typer.Option("--width", "-W", help="Width (multiple of 8).")]
 HeightOpt = Annotated[int | None, typer.Option("--height", "-H", help="Height (multiple of 8).")]
@@ -48,7 +49,7 @@ StrengthOpt = Annotated[float | None, typer.Option("--strength", help="How much 
 
 
 def _fail(exc: BildwerkError) -> None:
-    console.print(f"[bold red]error[/] ({exc.code}): {exc}")
+    console.print(f"[bold red]error[/] ({exc.code}): {escape(str(exc))}")
     raise typer.Exit(2)
 
 
@@ -85,9 +86,9 @@ def _run(fields: dict[str, Any], out: Path, device: str | None, dtype: str | Non
         _fail(exc)
         raise  # unreachable; keeps type checkers calm
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
     for p, seed in zip(paths, result.seeds, strict=True):
-        out_console.print(f"{p}  [dim](seed {seed}, {result.width}x{result.height}, {result.timings.get('total', 0):.1f}s)[/]")
+        out_console.print(f"{escape(str(p))}  [dim](seed {seed}, {result.width}x{result.height}, {result.timings.get('total', 0):.1f}s)[/]")
     return paths
 
 
@@ -118,7 +119,7 @@ def generate(
     model: ModelOpt = None,
     seed: SeedOpt = None,
     steps: StepsOpt = 20,
-    guidance: GuidanceOpt = 7.5,
+    guidance: GuidanceOpt = None,
     negative: NegativeOpt = "",
     width: WidthOpt = None,
     height: HeightOpt = None,
@@ -145,7 +146,7 @@ def vary(
     model: ModelOpt = None,
     seed: SeedOpt = None,
     steps: StepsOpt = 20,
-    guidance: GuidanceOpt = 7.5,
+    guidance: GuidanceOpt = None,
     negative: NegativeOpt = "",
     width: Annotated[int | None, typer.Option("--width", "-W", help="Resize the input to this width.")] = None,
     height: Annotated[int | None, typer.Option("--height", "-H", help="Resize the input to this height.")] = None,
@@ -174,7 +175,7 @@ def inpaint(
     model: ModelOpt = None,
     seed: SeedOpt = None,
     steps: StepsOpt = 20,
-    guidance: GuidanceOpt = 7.5,
+    guidance: GuidanceOpt = None,
     negative: NegativeOpt = "",
     mask_blur: Annotated[int, typer.Option("--mask-blur", help="Feather radius in pixels.")] = 4,
     invert_mask: Annotated[bool, typer.Option("--invert-mask", help="Change what the mask keeps.")] = False,
@@ -224,7 +225,7 @@ def info(
         raise typer.Exit(1)
     table = Table(show_header=False, box=None)
     for k, v in meta["parsed"].items():
-        table.add_row(f"[bold]{k}[/]", str(v))
+        table.add_row(f"[bold]{escape(str(k))}[/]", escape(str(v)))
     out_console.print(table)
     rec = meta["record"] or {}
     if rec:
@@ -283,7 +284,7 @@ def data(
                                     seed=seed, test_fraction=test_fraction, limit_per_source=limit,
                                     progress=progress)
         except DatasetError as exc:
-            console.print(f"[bold red]error[/]: {exc}")
+            console.print(f"[bold red]error[/]: {escape(str(exc))}")
             raise typer.Exit(2) from exc
     out_console.print(f"{summary.images} images written to {out} "
                       f"({', '.join(f'{k} {v}' for k, v in summary.splits.items())}); see {out / 'dataset_card.md'}")
@@ -294,13 +295,13 @@ def _check_folder(folder: Path) -> None:
 
     report = validate_image_folder(folder)
     if not report.ok:
-        console.print(f"[bold red]{folder} is not ready for training[/] ({len(report.problems)} problems):")
+        console.print(f"[bold red]{escape(str(folder))} is not ready for training[/] ({len(report.problems)} problems):")
         for p in report.problems[:50]:
-            console.print(f"  - {p}")
+            console.print(f"  - {escape(str(p))}")
         if len(report.problems) > 50:
             console.print(f"  ... and {len(report.problems) - 50} more")
         raise typer.Exit(2)
-    console.print(f"[green]{folder}: {report.rows} rows, {report.images_checked} images checked, all good[/]")
+    console.print(f"[green]{escape(str(folder))}: {report.rows} rows, {report.images_checked} images checked, all good[/]")
 
 
 @app.command("train-vae")

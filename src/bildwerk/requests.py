@@ -70,8 +70,12 @@ class GenerationRequest(BaseModel):
     negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     steps: int = Field(default=20, ge=1, le=MAX_STEPS)
-    guidance: float = Field(
-        default=7.5, ge=0.0, le=30.0, description="Text fidelity (classifier-free guidance scale)."
+    guidance: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=30.0,
+        description="Text fidelity (classifier-free guidance scale); the model's recommended "
+        "value when unset (7.5 for Stable Diffusion).",
     )
     strength: float | None = Field(
         default=None,

@@ -111,3 +111,58 @@ def test_console_script_runs(tiny_models, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert out.is_file() and "seed 5" in proc.stdout
+
+
+def _folder(root, n=6):
+    import csv as _csv
+
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        color = (40 * i % 255, 200, 90)
+        Image.new("RGB", (32, 32), color).save(root / f"images/{i}.png")
+        rows.append({"file_name": f"images/{i}.png", "text": f"green square {i}", "text_de": f"grünes Quadrat {i}"})
+    with (root / "metadata.csv").open("w", newline="", encoding="utf-8") as f:
+        w = _csv.DictWriter(f, fieldnames=["file_name", "text", "text_de"])
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def test_train_refuses_a_broken_folder_listing_every_problem(tmp_path):
+    folder = _folder(tmp_path / "data")
+    (folder / "images" / "2.png").unlink()
+    (folder / "images" / "3.png").write_bytes(b"not a png")
+    text = (folder / "metadata.csv").read_text(encoding="utf-8").replace("green square 4", "")
+    (folder / "metadata.csv").write_text(text, encoding="utf-8")
+    r = _invoke("train", str(folder), "--out", str(tmp_path / "run"), "--base", "x")
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2
+    assert "images/2.png" in out and "images/3.png" in out and "row 5" in out
+    assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_train_vae_then_unet_from_the_cli(tmp_path):
+    folder = _folder(tmp_path / "data")
+    r = _invoke("train-vae", str(folder), "--out", str(tmp_path / "vae"), "--steps", "2", "--resolution", "32",
+                "--batch-size", "2")
+    assert r.exit_code == 0, r.output
+    vae = tmp_path / "vae" / "vae"
+    assert (vae / "config.json").is_file()
+    r = _invoke("train", str(folder), "--vae", str(vae), "--out", str(tmp_path / "unet"), "--steps", "2",
+                "--resolution", "32", "--batch-size", "2", "--checkpoint-every", "1", "--sample-every", "2",
+                "--sample-prompt", "grünes Quadrat")
+    assert r.exit_code == 0, r.output
+    model = tmp_path / "unet" / "model"
+    assert (model / "bildwerk.json").is_file() and (tmp_path / "unet" / "samples" / "step-000002.png").is_file()
+    g = _invoke("generate", "ein grünes Quadrat", "--model", str(model), "--steps", "2", "--out", str(tmp_path / "g.png"))
+    assert g.exit_code == 0, g.output
+    assert Image.open(tmp_path / "g.png").size == (32, 32)
+
+
+def test_info_shows_a1111_brackets_literally(tiny_models, tmp_path):
+    out = tmp_path / "b.png"
+    r = _invoke("generate", "a [cat] on (a beach:1.2)", "--model", str(tiny_models["sd"]), "--steps", "1",
+                "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "a [cat] on (a beach:1.2)" in _invoke("info", str(out)).output

@@ -202,3 +202,19 @@ def test_mode_inputs_checked():
         build_request(mode="image-to-image", prompt="x")
     with pytest.raises(InvalidRequestError, match="needs a mask"):
         build_request(mode="inpaint", prompt="x", image=Image.new("RGB", (64, 64)))
+
+
+def test_model_recommended_guidance_used_when_unset(engine, tiny_models, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_models["sd"], folder)
+    (folder / "bildwerk.json").write_text(json.dumps({"defaults": {"guidance": 3.5}}))
+    r = engine.generate(build_request(prompt="x", model=str(folder), seed=1, steps=2))
+    assert r.guidance == 3.5 and r.record()["guidance"] == 3.5
+    assert read_png_metadata(r.png_bytes(0))["parsed"]["CFG scale"] == 3.5
+    explicit = engine.generate(build_request(prompt="x", model=str(folder), seed=1, steps=2, guidance=3.5))
+    assert np.array_equal(_arr(r.images[0]), _arr(explicit.images[0]))
+    plain = engine.generate(build_request(prompt="x", model=str(tiny_models["sd"]), seed=1, steps=2))
+    assert plain.guidance == 7.5

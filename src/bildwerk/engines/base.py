@@ -52,6 +52,7 @@ class GenerationResult:
     seeds: list[int]
     model: dict[str, Any]
     scheduler: str
+    guidance: float
     width: int
     height: int
     timings: dict[str, float] = field(default_factory=dict)
@@ -65,6 +66,7 @@ class GenerationResult:
             "request": self.request.record(),
             "model": self.model,
             "scheduler": self.scheduler,
+            "guidance": self.guidance,
             "width": self.width,
             "height": self.height,
             "seeds": self.seeds,
@@ -87,7 +89,7 @@ class GenerationResult:
             negative_prompt=r.negative_prompt,
             steps=r.steps,
             sampler=self.scheduler,
-            cfg_scale=r.guidance,
+            cfg_scale=self.guidance,
             seed=self.seeds[index],
             width=self.images[index].width,
             height=self.images[index].height,

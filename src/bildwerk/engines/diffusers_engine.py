@@ -177,7 +177,8 @@ class DiffusersEngine:
         f = model.vae_scale_factor
         if work.width % f or work.height % f:
             raise InvalidRequestError(f"width and height must be multiples of {f} for this model")
-        do_cfg = req.guidance > 1.0
+        guidance = model.guidance_for(req.guidance)
+        do_cfg = guidance > 1.0
         cond = encode_prompts(
             model, req.prompt, req.negative_prompt, num_images=n, do_cfg=do_cfg,
             width=work.width, height=work.height,
@@ -230,7 +231,7 @@ class DiffusersEngine:
             timesteps=timesteps,
             latents=latents,
             conditioning=cond,
-            guidance=req.guidance,
+            guidance=guidance,
             generators=gens,
             unet_in_channels=model.unet_in_channels,
             **state_kw,
@@ -254,6 +255,7 @@ class DiffusersEngine:
             seeds=seeds,
             model=model.describe(),
             scheduler=scheduler,
+            guidance=model.guidance_for(req.guidance),
             width=w,
             height=h,
             timings=timings,

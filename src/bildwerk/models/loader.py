@@ -133,6 +133,15 @@ class LoadedModel:
             sample = sample[0]
         return int(sample) * self.vae_scale_factor
 
+    @property
+    def default_guidance(self) -> float:
+        """The guidance the model's card recommends (bildwerk.json), else Stable Diffusion's 7.5."""
+        value = self.extras.get("config", {}).get("defaults", {}).get("guidance")
+        return float(value) if value is not None else 7.5
+
+    def guidance_for(self, requested: float | None) -> float:
+        return self.default_guidance if requested is None else requested
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -40,6 +40,10 @@ class TrainConfig(BaseModel):
     device: str | None = None
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch.")
     name: str = "bildwerk-model"
+    guidance: float | None = Field(
+        default=None, ge=0, le=30,
+        description="Recommended guidance: written to the model's bildwerk.json, used for sample grids.",
+    )
     unet: dict | None = Field(default=None, description="UNet config overrides (from scratch).")
 
     @model_validator(mode="after")

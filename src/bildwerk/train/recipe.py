@@ -22,7 +22,7 @@ RESOLUTION = 64  # the default model's output size (16x16x4 latents through a 4x
 VAE_RECIPE: dict[str, Any] = {
     "resolution": RESOLUTION,
     "crop": 32,
-    "steps": 3000,
+    "steps": 1000,
     "batch_size": 32,
     "learning_rate": 1e-3,
     "kl_weight": 1e-6,
@@ -32,8 +32,8 @@ VAE_RECIPE: dict[str, Any] = {
 
 UNET_RECIPE: dict[str, Any] = {
     "resolution": RESOLUTION,
-    "steps": 6000,
-    "batch_size": 48,
+    "steps": 4000,
+    "batch_size": 32,
     "learning_rate": 4e-4,
     "warmup_steps": 200,
     "cond_dropout": 0.1,
@@ -76,7 +76,9 @@ def train_default_model(
                       callback=callback)
 
 
-def install_default_model(model_dir: Path, target: Path = EMBEDDED_DEFAULT, *, half: bool = True) -> Path:
+def install_default_model(
+    model_dir: Path, target: Path = EMBEDDED_DEFAULT, *, half: bool = True, guidance: float | None = None
+) -> Path:
     """Copy a trained model into the package as the embedded default (UNet in fp16 to stay small)."""
     import torch
     from diffusers import UNet2DConditionModel
@@ -91,6 +93,8 @@ def install_default_model(model_dir: Path, target: Path = EMBEDDED_DEFAULT, *, h
     conf_path = tmp / "bildwerk.json"
     conf = json.loads(conf_path.read_text("utf-8")) if conf_path.is_file() else {}
     conf["name"] = "bildwerk-default"
+    if guidance is not None:
+        conf.setdefault("defaults", {})["guidance"] = guidance
     conf_path.write_text(json.dumps(conf, indent=2, ensure_ascii=False), "utf-8")
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)

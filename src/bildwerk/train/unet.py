@@ -197,6 +197,8 @@ def _export(parts: _Parts, cfg: TrainConfig, folder: Path, unet, *, half: bool =
     if parts.base_config or parts.family == "sentence":
         conf = dict(parts.base_config or {})
         conf["name"] = cfg.name
+        if cfg.guidance is not None:
+            conf.setdefault("defaults", {})["guidance"] = cfg.guidance
         (folder / BILDWERK_CONFIG).write_text(json.dumps(conf, indent=2, ensure_ascii=False), "utf-8")
     return folder
 
