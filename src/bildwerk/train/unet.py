@@ -120,7 +120,7 @@ def _load_parts(cfg: TrainConfig, device: torch.device) -> _Parts:
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
         if cfg.resolution % factor:
             raise InvalidRequestError(f"resolution {cfg.resolution} is not a multiple of the VAE's factor {factor}")
-        enc = SentenceEncoder(SentenceEncoderConfig())
+        enc = SentenceEncoder(SentenceEncoderConfig(scale=SentenceEncoderConfig().dim ** 0.5))
         torch.manual_seed(cfg.seed)
         unet = build_unet(cfg.resolution // factor, enc.config.dim, cfg.unet)
         return _Parts(unet, vae, training_scheduler(), "sentence", encoder=enc,
@@ -182,7 +182,11 @@ def _export(parts: _Parts, cfg: TrainConfig, folder: Path, unet, *, half: bool =
 
     folder.mkdir(parents=True, exist_ok=True)
     if parts.family == "sentence":
-        sched = (DPMSolverMultistepScheduler.from_config(parts.scheduler.config)
+        # The cosine schedule has alpha_bar ~ 1e-7 at t=999: an epsilon model's x0 estimate
+        # there is its error times ~3000, and samples come out saturated. "leading" spacing
+        # starts at t=951 (alpha_bar ~ 0.006, like SD's scaled-linear end) instead.
+        sched = (DPMSolverMultistepScheduler.from_config(parts.scheduler.config, timestep_spacing="leading",
+                                                         steps_offset=1)
                  if parts.pipe is None else parts.pipe.scheduler)
         pipe = StableDiffusionPipeline(vae=parts.vae, unet=unet, text_encoder=None, tokenizer=None, scheduler=sched,
                                        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
