@@ -57,10 +57,10 @@ def load_imagefolder(
     languages: tuple[str, ...] | None = None,
     limit: int | None = None,
 ) -> CaptionedImages:
-    """Rows of ``split`` (all rows when the CSV has no split column, or split=None)."""
+    """Rows of ``split``; rows without a split value count as "train"; split=None takes all."""
     folder = Path(folder)
     rows = read_metadata(folder)
-    if rows and split is not None and "split" in rows[0]:
+    if split is not None:
         rows = [r for r in rows if (r.get("split") or "train") == split]
     if limit:
         rows = rows[:limit]

@@ -8,6 +8,7 @@ as Stable Diffusion's was, so latents reach the UNet with unit variance.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from bildwerk.errors import InvalidRequestError
 from bildwerk.models.devices import choose_device
 from bildwerk.train.checkpoints import (
     checkpoint_dir,
@@ -91,10 +93,9 @@ def train_vae(
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     data = load_imagefolder(cfg.data, resolution=cfg.resolution, split="train")
-    held = None
     try:
         held = load_imagefolder(cfg.data, resolution=cfg.resolution, split="test", limit=256)
-    except Exception:  # noqa: BLE001 - no held-out split is fine; we report train PSNR then
+    except InvalidRequestError:  # no held-out rows: PSNR is then reported on training images
         held = None
 
     torch.manual_seed(cfg.seed)
@@ -155,7 +156,7 @@ def train_vae(
     eval_images = held.images if held is not None else data.images[:256]
     quality = {"psnr_db": psnr(vae, eval_images, device), "on": "test" if held is not None else "train",
                "scaling_factor": scale, "steps": cfg.steps}
-    (final / "quality.json").write_text(__import__("json").dumps(quality, indent=2), "utf-8")
+    (final / "quality.json").write_text(json.dumps(quality, indent=2), "utf-8")
     progress.note(f"VAE saved to {final}: PSNR {quality['psnr_db']:.1f} dB on {quality['on']}, "
                   f"scaling factor {scale:.3f}")
     return final

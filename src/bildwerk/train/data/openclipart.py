@@ -14,8 +14,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from .fetch import fetch_deb
-from .records import SourceInfo, SourceRecord
+from .debian_source import DebianPackageSource, find_content_dir
+from .records import SourceRecord
 
 PACKAGE = "openclipart-png"
 LICENCE = "public-domain"
@@ -293,30 +293,16 @@ def openclipart_caption(rel_path: str | Path) -> str:
 
 
 def png_dir(root: Path) -> Path:
-    """Accept the package root (with usr/share/...) or the png folder itself."""
-    for candidate in (root / PNG_SUBDIR, root / "png", root):
-        if candidate.is_dir() and any(candidate.rglob("*.png")):
-            return candidate
-    raise FileNotFoundError(f"no openclipart PNGs under {root}")
+    return find_content_dir(root, PNG_SUBDIR, "png", "*.png", "openclipart PNGs")
 
 
-class OpenClipartSource:
+class OpenClipartSource(DebianPackageSource):
     """Adapter for openclipart-png; pass ``root`` to use an already extracted tree."""
 
     name = "openclipart"
+    package = PACKAGE
     licence = LICENCE
-
-    def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root) if root is not None else None
-
-    def fetch(self, cache_dir: Path) -> SourceInfo:
-        if self.root is not None:
-            return SourceInfo(self.name, PACKAGE, "local", "local", LICENCE, self.root)
-        pkg = fetch_deb(PACKAGE, cache_dir)
-        return SourceInfo(
-            self.name, PACKAGE, "debian", pkg.version, LICENCE, pkg.root, pkg.sha256,
-            notes="captions derived from folder and file names; symlinks add captions",
-        )
+    notes = "captions derived from folder and file names; symlinks add captions"
 
     def iter_records(self, root: Path) -> Iterator[SourceRecord]:
         base = png_dir(root)

@@ -16,8 +16,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from .fetch import fetch_deb
-from .records import SourceInfo, SourceRecord
+from .debian_source import DebianPackageSource, find_content_dir
+from .records import SourceRecord
 
 PACKAGE = "tuxpaint-stamps-default"
 LICENCE = "GPL-2.0-or-later"
@@ -71,30 +71,16 @@ def _group_key(rel_stem: Path) -> str:
 
 
 def stamps_dir(root: Path) -> Path:
-    """Accept the package root (with usr/share/...) or the stamps folder itself."""
-    for candidate in (root / STAMPS_SUBDIR, root / "stamps", root):
-        if candidate.is_dir() and any(candidate.rglob("*.txt")):
-            return candidate
-    raise FileNotFoundError(f"no Tux Paint stamps (*.txt captions) under {root}")
+    return find_content_dir(root, STAMPS_SUBDIR, "stamps", "*.txt", "Tux Paint stamps (*.txt captions)")
 
 
-class TuxPaintSource:
+class TuxPaintSource(DebianPackageSource):
     """Adapter for Tux Paint stamps; pass ``root`` to use an already extracted tree."""
 
     name = "tuxpaint"
+    package = PACKAGE
     licence = LICENCE
-
-    def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root) if root is not None else None
-
-    def fetch(self, cache_dir: Path) -> SourceInfo:
-        if self.root is not None:
-            return SourceInfo(self.name, PACKAGE, "local", "local", LICENCE, self.root)
-        pkg = fetch_deb(PACKAGE, cache_dir)
-        return SourceInfo(
-            self.name, PACKAGE, "debian", pkg.version, LICENCE, pkg.root, pkg.sha256,
-            notes="PNG preferred where a stamp has both PNG and SVG; *_mirror.png skipped",
-        )
+    notes = "PNG preferred where a stamp has both PNG and SVG; *_mirror.png skipped"
 
     def iter_records(self, root: Path) -> Iterator[SourceRecord]:
         base = stamps_dir(root)
