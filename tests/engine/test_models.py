@@ -89,3 +89,25 @@ def test_manager_keeps_one_model_and_switches(tiny_models):
     b = mgr.get(str(tiny_models["sdxl"]))
     assert b is not a and b.family == "sdxl"
     assert a.native_size == 64 and a.device.type == "cpu" and a.dtype == torch.float32
+
+
+def test_fp16_keeps_the_vae_in_fp32(tiny_models):
+    m = load_model(str(tiny_models["sd"]), device="cpu", dtype="float16")
+    assert m.unet.dtype == torch.float16 and m.vae.dtype == torch.float32
+
+
+def test_fp16_generation_runs_through_every_mode(tiny_models):
+    import numpy as np
+    from PIL import Image
+
+    from bildwerk.engines.diffusers_engine import DiffusersEngine
+    from bildwerk.requests import build_request
+
+    engine = DiffusersEngine(ModelManager(device="cpu", dtype="float16"))
+    r = engine.generate(build_request(prompt="x", model=str(tiny_models["sd-inpaint"]), seed=1, steps=2))
+    assert np.isfinite(np.asarray(r.images[0], dtype=np.float32)).all()
+    image, mask = Image.new("RGB", (64, 64), "red"), Image.new("L", (64, 64), 0)
+    mask.paste(255, (10, 10, 40, 40))
+    r = engine.generate(build_request(mode="inpaint", prompt="x", image=image, mask=mask,
+                                      model=str(tiny_models["sd-inpaint"]), seed=1, steps=2))
+    assert r.images[0].size == (64, 64) and r.model["dtype"] == "float16"

@@ -213,6 +213,9 @@ def load_model(
             "models and 9-channel inpainting models"
         )
     pipe.to(dev)
+    if dt == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
+        # SD/SDXL VAEs overflow to NaN in fp16; the engine casts latents to the VAE's dtype.
+        pipe.vae.to(torch.float32)
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.unet, pipe.vae, getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)):
         if module is not None:
