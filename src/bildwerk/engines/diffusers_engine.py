@@ -93,12 +93,13 @@ class DiffusersEngine:
         state = self._initial_state(request, model, work, seeds)
         timings["prepare"] = time.perf_counter() - t0 - timings["load"]
         t1 = time.perf_counter()
-        for _ in range(state.total):
-            if cancel is not None and cancel.is_set():
-                raise GenerationCancelled(f"cancelled after {state.index} of {state.total} steps")
-            (pred,) = run_unet(model.unet, [state.unet_inputs()])
-            state.advance(pred)
-            emit(ProgressEvent("denoise", state.index, state.total, time.perf_counter() - t0))
+        with torch.inference_mode():  # scheduler steps too: no autograd bookkeeping
+            for _ in range(state.total):
+                if cancel is not None and cancel.is_set():
+                    raise GenerationCancelled(f"cancelled after {state.index} of {state.total} steps")
+                (pred,) = run_unet(model.unet, [state.unet_inputs()])
+                state.advance(pred)
+                emit(ProgressEvent("denoise", state.index, state.total, time.perf_counter() - t0))
         timings["denoise"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
