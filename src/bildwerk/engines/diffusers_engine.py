@@ -38,6 +38,12 @@ def fit_size(width: int, height: int, *, max_side: int = MAX_SIDE, multiple: int
     return min(w, max_side), min(h, max_side)
 
 
+def _input_size(req: GenerationRequest, image: Image.Image) -> tuple[int, int]:
+    """The requested width/height where given, else the input image's own size, fitted."""
+    fit_w, fit_h = fit_size(*image.size)
+    return req.width or fit_w, req.height or fit_h
+
+
 @dataclass
 class _Work:
     """What one request turns into before the loop: the pictures at working size."""
@@ -120,11 +126,7 @@ class DiffusersEngine:
         assert req.image is not None
         original = to_rgb(req.image)
         if req.mode is Mode.IMAGE_TO_IMAGE:
-            if req.width or req.height:
-                w = req.width or fit_size(*original.size)[0]
-                h = req.height or fit_size(*original.size)[1]
-            else:
-                w, h = fit_size(*original.size)
+            w, h = _input_size(req, original)
             image = original if original.size == (w, h) else original.resize((w, h), Image.LANCZOS)
             return _Work(width=w, height=h, image=image)
 
@@ -138,10 +140,7 @@ class DiffusersEngine:
             w, h = req.width or native, req.height or native
             crop = crop_for_inpaint(original, mask, padding=req.only_masked_padding, work_size=(w, h))
             return _Work(w, h, image=crop.image, mask=crop.mask, original=original, alpha=alpha, box=crop.box)
-        if req.width or req.height:
-            w, h = req.width or fit_size(*original.size)[0], req.height or fit_size(*original.size)[1]
-        else:
-            w, h = fit_size(*original.size)
+        w, h = _input_size(req, original)
         image = original.resize((w, h), Image.LANCZOS) if original.size != (w, h) else original
         work_mask = mask.resize((w, h), Image.NEAREST) if mask.size != (w, h) else mask
         return _Work(w, h, image=image, mask=work_mask, original=original, alpha=alpha)

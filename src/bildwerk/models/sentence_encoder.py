@@ -84,18 +84,26 @@ class SentenceEncoder:
             out[idx] = vecs * self.config.scale
         return out
 
+    def texts_for(self, prompt: str) -> list[str]:
+        """The texts a prompt's tokens are made of: the whole prompt, then its words."""
+        return [prompt, *split_phrases(prompt, self.config.tokens - 1)]
+
+    def layout(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors of ``texts_for(prompt)`` -> (tokens, dim): whole, words, whole-prompt padding.
+
+        Training (with pre-embedded captions) and inference both build tokens here, so the
+        layout a model learnt is the one it is sampled with.
+        """
+        out = np.repeat(vectors[:1].astype(np.float32), self.config.tokens, axis=0)
+        out[1 : len(vectors)] = vectors[1:]
+        return out
+
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
         """Token sequences for prompts: [whole prompt, word 1, ..., word k, padding]."""
-        k = self.config.tokens
-        phrases = [split_phrases(p, k - 1) for p in prompts]
-        flat = list(prompts) + [w for ws in phrases for w in ws]
-        vecs = self.embed_texts(flat)
-        out = np.zeros((len(prompts), k, self.config.dim), dtype=np.float32)
-        pos = len(prompts)
-        for i, ws in enumerate(phrases):
-            whole = vecs[i]
-            out[i, :] = whole
-            for j, _w in enumerate(ws):
-                out[i, 1 + j] = vecs[pos + j]
-            pos += len(ws)
-        return torch.from_numpy(out)
+        groups = [self.texts_for(p) for p in prompts]
+        vecs = self.embed_texts([t for g in groups for t in g])
+        out, pos = [], 0
+        for g in groups:
+            out.append(self.layout(vecs[pos : pos + len(g)]))
+            pos += len(g)
+        return torch.from_numpy(np.stack(out))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -32,7 +33,7 @@ from PIL import Image
 from bildwerk.errors import InvalidRequestError
 from bildwerk.models.devices import choose_device
 from bildwerk.models.loader import BILDWERK_CONFIG
-from bildwerk.models.sentence_encoder import SentenceEncoder, SentenceEncoderConfig, split_phrases
+from bildwerk.models.sentence_encoder import SentenceEncoder, SentenceEncoderConfig
 from bildwerk.train.checkpoints import (
     checkpoint_dir,
     latest_checkpoint,
@@ -89,25 +90,17 @@ class _CaptionTable:
 
     def __init__(self, encoder: SentenceEncoder, data: CaptionedImages) -> None:
         self.encoder = encoder
-        k = encoder.config.tokens
         texts: dict[str, int] = {}
         for caps in data.captions:
             for cap in caps.values():
-                for t in [cap, *split_phrases(cap, k - 1)]:
+                for t in encoder.texts_for(cap):
                     texts.setdefault(t, len(texts))
-        order = sorted(texts, key=texts.get)
         self.index = texts
-        self.vectors = torch.from_numpy(encoder.embed_texts(order)).half()
+        self.vectors = encoder.embed_texts(list(texts)).astype(np.float16)  # dict keeps insertion order
 
     def tokens(self, captions: list[str]) -> torch.Tensor:
-        k = self.encoder.config.tokens
-        out = torch.empty((len(captions), k, self.vectors.shape[1]), dtype=torch.float32)
-        for i, cap in enumerate(captions):
-            whole = self.vectors[self.index[cap]].float()
-            out[i] = whole
-            for j, w in enumerate(split_phrases(cap, k - 1)):
-                out[i, 1 + j] = self.vectors[self.index[w]].float()
-        return out
+        rows = [self.vectors[[self.index[t] for t in self.encoder.texts_for(c)]] for c in captions]
+        return torch.from_numpy(np.stack([self.encoder.layout(r) for r in rows]))
 
 
 def _load_parts(cfg: TrainConfig, device: torch.device) -> _Parts:
