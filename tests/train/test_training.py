@@ -130,3 +130,13 @@ def test_lora_fine_tune_of_a_clip_model(folder, tiny_models, tmp_path):
     r = DiffusersEngine(ModelManager(device="cpu")).generate(
         build_request(prompt="red circle", model=str(model_dir), seed=1, steps=2))
     assert r.images[0].size == (64, 64)
+
+
+def test_full_fine_tune_of_a_clip_model_changes_its_weights(folder, tiny_models, tmp_path):
+    cfg = TrainConfig(data=folder, out=tmp_path / "full", base_model=str(tiny_models["sd"]), method="full",
+                      resolution=64, steps=2, batch_size=2, checkpoint_every=2, sample_every=100, device="cpu",
+                      learning_rate=1e-2, warmup_steps=1)
+    tuned = load_model(str(train_unet(cfg, show_progress=False)), device="cpu")
+    base = load_model(str(tiny_models["sd"]), device="cpu")
+    diff = sum(float((a - b).abs().sum()) for a, b in zip(tuned.unet.parameters(), base.unet.parameters(), strict=True))
+    assert diff > 0

@@ -252,6 +252,8 @@ def train_unet(
         unet.requires_grad_(False)
         unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, init_lora_weights="gaussian",
                                     target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    else:
+        unet.requires_grad_(True)  # a loaded model comes frozen for inference
     unet.to(device).train()
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
