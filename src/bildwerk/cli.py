@@ -46,6 +46,17 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder, or a .
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="auto, float32, float16, bfloat16.")]
 StrengthOpt = Annotated[float | None, typer.Option("--strength", help="How much of the input is repainted (0-1]; 0.75 for vary, 1.0 for inpaint.")]
+# Prompt pipeline options (docs/prompts.md), the same on every generating command.
+TranslateOpt = Annotated[str, typer.Option("--translate", help="auto (only for English-only models), llm, lexicon or off.", rich_help_panel="Prompt")]
+LangOpt = Annotated[str | None, typer.Option("--lang", help="The prompt's language (de, ko, ...); detected when unset.", rich_help_panel="Prompt")]
+StyleOpt = Annotated[str | None, typer.Option("--style", help="A style by name (`bildwerk styles`).", rich_help_panel="Prompt")]
+EnhanceOpt = Annotated[bool, typer.Option("--enhance", help="Add the lexicon's details to known terms.", rich_help_panel="Prompt")]
+ExpandOpt = Annotated[bool, typer.Option("--expand", help="Let an LLM add visual detail after the prompt.", rich_help_panel="Prompt")]
+KeywordsOpt = Annotated[bool, typer.Option("--keywords", help="Append KeyBERT's weighted keywords.", rich_help_panel="Prompt")]
+ParaphraseOpt = Annotated[int, typer.Option("--paraphrase", help="Make N rewordings (they feed --keywords).", rich_help_panel="Prompt")]
+LlmOpt = Annotated[str | None, typer.Option("--llm", help="Chat backend: local (SmolLM2), openai, openai:MODEL (BILDWERK_LLM_BASE_URL for vLLM/Ollama).", rich_help_panel="Prompt")]
+DescribeOpt = Annotated[str | None, typer.Option("--describe", help="Describe the input image first and merge it with the prompt: local, openai, azure.", rich_help_panel="Prompt")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail when a prompt backend fails instead of using the documented fallback.", rich_help_panel="Prompt")]
 
 
 def _fail(exc: BildwerkError) -> None:
@@ -53,12 +64,45 @@ def _fail(exc: BildwerkError) -> None:
     raise typer.Exit(2)
 
 
-def _run(fields: dict[str, Any], out: Path, device: str | None, dtype: str | None) -> list[Path]:
+def _prompt_options(translate: str = "auto", lang: str | None = None, style: str | None = None,
+                    enhance: bool = False, expand: bool = False, keywords: bool = False, paraphrase: int = 0,
+                    llm: str | None = None, describe: str | None = None, strict: bool = False,
+                    seed: int | None = None):
+    from pydantic import ValidationError
+
+    from bildwerk.prompts.pipeline import PromptOptions
+    from bildwerk.requests import format_validation_error
+
+    fields: dict[str, Any] = dict(translate=translate, language=lang, style=style, enhance=enhance, expand=expand,
+                                  keywords=keywords, paraphrase=paraphrase, llm=llm, describe=describe,
+                                  fallback=not strict)
+    if seed is not None:
+        fields["seed"] = seed
+    try:
+        return PromptOptions(**fields)
+    except ValidationError as exc:
+        _fail(BildwerkError(format_validation_error(exc).replace("invalid request", "invalid prompt options")))
+
+
+def _show_record(rec) -> None:
+    """The prompt's way from the user's words to the model, when something changed it."""
+    changed = [s for s in rec.steps if s.step != "language" and s.output != s.input]
+    if changed:
+        console.print(f"[dim]prompt:[/] {escape(rec.prompt)}")
+    for w in rec.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+
+
+def _run(fields: dict[str, Any], out: Path, device: str | None, dtype: str | None,
+         prompt_options: Any = None) -> list[Path]:
     from bildwerk.engines.diffusers_engine import DiffusersEngine
     from bildwerk.models.loader import ModelManager
+    from bildwerk.prompts.pipeline import apply_to_request_fields
     from bildwerk.requests import build_request
 
     try:
+        fields = apply_to_request_fields(fields, prompt_options)
+        _show_record(fields["prompt_record"])
         request = build_request(**fields)
         engine = DiffusersEngine(ModelManager(device=device, dtype=dtype))
         with Progress(
@@ -128,13 +172,23 @@ def generate(
     out: OutOpt = Path("outputs"),
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    translate: TranslateOpt = "auto",
+    lang: LangOpt = None,
+    style: StyleOpt = None,
+    enhance: EnhanceOpt = False,
+    expand: ExpandOpt = False,
+    keywords: KeywordsOpt = False,
+    paraphrase: ParaphraseOpt = 0,
+    llm: LlmOpt = None,
+    strict: StrictOpt = False,
 ) -> None:
     """Text to image."""
+    opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, None, strict)
     _run(
         dict(mode="text-to-image", prompt=prompt, negative_prompt=negative, model=model, seed=seed,
              steps=steps, guidance=guidance, width=width, height=height, num_images=num_images,
              scheduler=scheduler),
-        out, device, dtype,
+        out, device, dtype, opts,
     )
 
 
@@ -155,14 +209,25 @@ def vary(
     out: OutOpt = Path("outputs"),
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    translate: TranslateOpt = "auto",
+    lang: LangOpt = None,
+    style: StyleOpt = None,
+    enhance: EnhanceOpt = False,
+    expand: ExpandOpt = False,
+    keywords: KeywordsOpt = False,
+    paraphrase: ParaphraseOpt = 0,
+    llm: LlmOpt = None,
+    describe: DescribeOpt = None,
+    strict: StrictOpt = False,
 ) -> None:
-    """Image to image: variations of IMAGE guided by PROMPT."""
+    """Image to image: variations of IMAGE guided by PROMPT (an edit such as "as a watercolor")."""
     img = _load(image, "image")
+    opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, describe, strict)
     _run(
         dict(mode="image-to-image", image=img, prompt=prompt, negative_prompt=negative, strength=strength,
              model=model, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
              num_images=num_images, scheduler=scheduler),
-        out, device, dtype,
+        out, device, dtype, opts,
     )
 
 
@@ -189,18 +254,124 @@ def inpaint(
     out: OutOpt = Path("outputs"),
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    translate: TranslateOpt = "auto",
+    lang: LangOpt = None,
+    style: StyleOpt = None,
+    enhance: EnhanceOpt = False,
+    expand: ExpandOpt = False,
+    keywords: KeywordsOpt = False,
+    paraphrase: ParaphraseOpt = 0,
+    llm: LlmOpt = None,
+    describe: DescribeOpt = None,
+    strict: StrictOpt = False,
 ) -> None:
     """Inpaint: repaint the masked part of IMAGE; every pixel outside the mask stays as it was."""
     img = _load(image, "image")
     msk = _load(mask, "mask")
+    opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, describe, strict)
     _run(
         dict(mode="inpaint", image=img, mask=msk, prompt=prompt, negative_prompt=negative, strength=strength,
              model=model, seed=seed, steps=steps, guidance=guidance, mask_blur=mask_blur,
              invert_mask=invert_mask, mask_source=mask_source, only_masked=only_masked,
              only_masked_padding=padding, width=width, height=height, num_images=num_images,
              scheduler=scheduler),
-        out, device, dtype,
+        out, device, dtype, opts,
     )
+
+
+@app.command()
+def prompt(
+    text: Annotated[str, typer.Argument(help="A prompt in any language; wildcards and (weights:1.2) allowed.")],
+    negative: NegativeOpt = "",
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Whether to translate depends on the model; the default model reads every language.")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Input image for --describe.")] = None,
+    seed: Annotated[int, typer.Option("--seed", "-s", help="Seed for wildcards and LLM steps.")] = 0,
+    translate: TranslateOpt = "auto",
+    lang: LangOpt = None,
+    style: StyleOpt = None,
+    enhance: EnhanceOpt = False,
+    expand: ExpandOpt = False,
+    keywords: KeywordsOpt = False,
+    paraphrase: ParaphraseOpt = 0,
+    llm: LlmOpt = None,
+    describe: DescribeOpt = None,
+    strict: StrictOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
+) -> None:
+    """Run the prompt pipeline only and show what each step made of the prompt."""
+    from bildwerk.prompts.pipeline import run_prompt_pipeline
+
+    opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, describe, strict,
+                           seed=seed)
+    img = _load(image, "image") if image is not None else None
+    if describe and img is None:
+        _fail(BildwerkError("--describe needs --image"))
+    try:
+        rec = run_prompt_pipeline(text, negative, options=opts, model=model, image=img)
+    except BildwerkError as exc:
+        _fail(exc)
+        raise
+    if as_json:
+        out_console.print_json(rec.model_dump_json())
+        return
+    table = Table(title="prompt pipeline", show_lines=True)
+    for col in ("step", "backend", "output", "seconds"):
+        table.add_column(col)
+    table.add_row("input", "", escape(rec.original), "")
+    for s in rec.steps:
+        note = ""
+        if s.details.get("skipped"):
+            note = f" [dim]({escape(s.details['skipped'])})[/]"
+        out = s.output if s.step != "language" else f"{s.output} ({s.details.get('confidence', '')})"
+        table.add_row(s.step, escape(s.backend or "-"), escape(out) + note, f"{s.seconds:.2f}")
+    out_console.print(table)
+    for v in rec.variants:
+        out_console.print(f"[dim]variant:[/] {escape(v)}")
+    out_console.print(f"[bold]prompt:[/] {escape(rec.prompt)}")
+    if rec.negative_prompt:
+        out_console.print(f"[bold]negative:[/] {escape(rec.negative_prompt)}")
+    for w in rec.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+
+
+@app.command("describe")
+def describe_cmd(
+    image: Annotated[Path, typer.Argument(help="The image to describe.")],
+    backend: Annotated[str | None, typer.Option("--backend", "-b", help="local (offline ImageNet labels), openai, openai:MODEL, azure.")] = None,
+    edit: Annotated[str | None, typer.Option("--edit", help="Merge the description with this edit prompt.")] = None,
+) -> None:
+    """Describe an image in words (the design team's first step)."""
+    from bildwerk.prompts.describe import describer, merge_description
+
+    img = _load(image, "image")
+    try:
+        d = describer(backend).describe(img)
+    except BildwerkError as exc:
+        _fail(exc)
+        raise
+    out_console.print(escape(d.text))
+    conf = f", confidence {d.confidence:.2f}" if d.confidence is not None else ""
+    console.print(f"[dim]{escape(d.backend)}{conf}[/]")
+    if d.labels:
+        console.print("[dim]" + escape(", ".join(f"{k} {v:.2f}" for k, v in d.labels[:5])) + "[/]")
+    if edit:
+        out_console.print(f"[bold]merged:[/] {escape(merge_description(d.text, edit))}")
+
+
+@app.command()
+def styles() -> None:
+    """List the styles (shipped and your own in $BILDWERK_HOME/styles)."""
+    from bildwerk.prompts.styles import load_styles
+
+    try:
+        found = load_styles()
+    except BildwerkError as exc:
+        _fail(exc)
+        raise
+    table = Table("name", "template", "negative prompt")
+    for name, st in sorted(found.items()):
+        table.add_row(escape(name), escape(st.prompt), escape(st.negative_prompt))
+    out_console.print(table)
 
 
 @app.command()

@@ -47,3 +47,9 @@ class UnsupportedModelError(BildwerkError):
     """A model folder that loads but is not a pipeline family bildwerk can drive."""
 
     code = "unsupported_model"
+
+
+class PromptBackendError(BildwerkError):
+    """A prompt step's backend (LLM, translator, describer) failed, timed out or answered nonsense."""
+
+    code = "prompt_backend"

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from bildwerk.errors import InvalidRequestError
+from bildwerk.prompts.record import PromptRecord
 
 # Bounds checked before any tensor is allocated (DESIGN.md security checklist).
 MIN_SIDE = 64
@@ -99,6 +100,10 @@ class GenerationRequest(BaseModel):
         description="Inpaint a crop around the mask at the model's working size, then paste back.",
     )
     only_masked_padding: int = Field(default=32, ge=0, le=1024)
+
+    # How the user's words became ``prompt`` (translation, styles, ...), when the prompt
+    # pipeline ran; kept with the request so every result can say so.
+    prompt_record: PromptRecord | None = None
 
     image: Annotated[Image.Image | None, Field(exclude=True, repr=False)] = None
     mask: Annotated[Image.Image | None, Field(exclude=True, repr=False)] = None

@@ -38,7 +38,7 @@ def inputs(tmp_path):
 def test_generate_writes_png_with_metadata(tiny_models, tmp_path):
     out = tmp_path / "out"
     r = _invoke("generate", "ein See im Wald", "--model", str(tiny_models["sd"]), "--seed", "42",
-                "--steps", "3", "-n", "2", "--out", str(out), "--scheduler", "euler_a")
+                "--steps", "3", "-n", "2", "--out", str(out), "--scheduler", "euler_a", "--translate", "off")
     assert r.exit_code == 0, r.output
     files = sorted(out.glob("*.png"))
     assert [f.name.split("-")[-1] for f in files] == ["42.png", "43.png"]
@@ -166,3 +166,46 @@ def test_info_shows_a1111_brackets_literally(tiny_models, tmp_path):
                 "--out", str(out))
     assert r.exit_code == 0, r.output
     assert "a [cat] on (a beach:1.2)" in _invoke("info", str(out)).output
+
+
+# -- the prompt pipeline through the CLI ----------------------------------------------------
+
+def test_prompt_command_shows_each_step():
+    r = _invoke("prompt", "ein See", "--enhance", "--model", "nonexistent-english-model-dir", "--json")
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert [s["step"] for s in rec["steps"]] == ["language", "translate", "lexicon"]
+    assert rec["steps"][1]["output"] == "a lake" and rec["prompt"].startswith("a lake, ")
+    table = _invoke("prompt", "a {red|blue} car", "--style", "watercolor", "--seed", "2")
+    assert table.exit_code == 0 and "wildcards" in table.stdout and "style" in table.stdout
+
+
+def test_generate_records_prompt_steps_in_png(tiny_models, tmp_path):
+    out = tmp_path / "o.png"
+    r = _invoke("generate", "ein See", "--model", str(tiny_models["sd"]), "--seed", "3", "--steps", "2",
+                "--style", "watercolor", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    meta = read_png_metadata(out.read_bytes())
+    record = meta["record"]["request"]["prompt_record"]
+    assert record["original"] == "ein See" and record["language"] == "de"
+    assert [s["step"] for s in record["steps"]] == ["language", "translate", "style"]
+    assert "a lake" in meta["record"]["request"]["prompt"]
+
+
+def test_bad_prompt_options_and_unknown_style_fail_clearly(tiny_models):
+    r = _invoke("generate", "a cat", "--model", str(tiny_models["sd"]), "--translate", "papago")
+    assert r.exit_code == 2 and "translate" in r.output
+    r = _invoke("generate", "a cat", "--model", str(tiny_models["sd"]), "--style", "nope")
+    assert r.exit_code == 2 and "unknown style" in r.output
+
+
+def test_describe_command_offline(inputs):
+    img, _ = inputs
+    r = _invoke("describe", str(img), "--edit", "make it a watercolor")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip().splitlines()[0] and "merged:" in r.stdout and "watercolor" in r.stdout
+
+
+def test_styles_command_lists_shipped_styles():
+    r = _invoke("styles")
+    assert r.exit_code == 0 and "watercolor" in r.stdout

@@ -22,6 +22,7 @@ import torch
 from bildwerk.errors import ModelNotFoundError, UnsupportedModelError
 from bildwerk.models.devices import choose_device, choose_dtype
 from bildwerk.models.safety import check_model_folder
+from bildwerk.paths import PACKAGE_DATA, bildwerk_home  # noqa: F401 (re-exported)
 
 Family = Literal["sd", "sdxl", "sentence"]
 
@@ -29,12 +30,8 @@ Family = Literal["sd", "sdxl", "sentence"]
 BILDWERK_CONFIG = "bildwerk.json"
 
 # The embedded default model ships inside the package (see docs/default-model.md).
-EMBEDDED_DEFAULT = Path(__file__).resolve().parent.parent / "data" / "models" / "default"
+EMBEDDED_DEFAULT = PACKAGE_DATA / "models" / "default"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-
-
-def bildwerk_home() -> Path:
-    return Path(os.environ.get("BILDWERK_HOME") or Path.home() / ".local" / "share" / "bildwerk")
 
 
 @dataclass(frozen=True)
@@ -80,6 +77,18 @@ def resolve_model(ref: str | None) -> ModelSource:
         f"model {ref!r} not found: it is no folder, no model under {bildwerk_home() / 'models'}, "
         "and no Hugging Face Hub id (ORG/NAME)"
     )
+
+
+def model_is_multilingual(ref: str | None) -> bool:
+    """Whether a model reads prompts in any language (bildwerk's sentence-encoder models),
+    told from its folder without loading weights; hub and CLIP models read English."""
+    try:
+        source = resolve_model(ref)
+    except ModelNotFoundError:
+        return False
+    if source.path is None:
+        return False
+    return read_bildwerk_config(source.path).get("conditioning", {}).get("type") == "usem3"
 
 
 def download_hub_model(hub_id: str) -> Path:

@@ -98,6 +98,35 @@ class SentenceEncoder:
         out[1 : len(vectors)] = vectors[1:]
         return out
 
+    def encode_weighted(self, segments: Sequence[tuple[str, float]]) -> torch.Tensor:
+        """One prompt given as (text, weight) segments -> (tokens, dim).
+
+        With all weights 1 this equals ``encode([text])[0]``. Otherwise the whole-prompt
+        vector moves towards (weight > 1) or away from (weight < 1) each weighted phrase's
+        own vector and keeps its length, the scale the model was trained with; the word
+        tokens of a weighted phrase are scaled by its weight, as A1111 scales CLIP tokens.
+        """
+        prompt = " ".join("".join(t for t, _ in segments).split())
+        weighted = [(t.strip(), w) for t, w in segments if w != 1.0 and t.strip()]
+        if not weighted:
+            return self.encode([prompt])[0]
+        texts = self.texts_for(prompt)
+        vecs = self.embed_texts(texts + [t for t, _ in weighted])
+        whole = vecs[0].copy()
+        for (_, w), v in zip(weighted, vecs[len(texts):], strict=True):
+            whole += (w - 1.0) * v
+        norm = float(np.linalg.norm(whole))
+        if norm > 0:
+            whole *= float(np.linalg.norm(vecs[0])) / norm
+        vecs[0] = whole
+        word_weight: dict[str, float] = {}
+        for text, w in weighted:
+            for word in split_phrases(text, self.config.tokens * 8):
+                word_weight.setdefault(word, w)
+        for i, word in enumerate(texts[1:], start=1):
+            vecs[i] *= word_weight.get(word, 1.0)
+        return torch.from_numpy(self.layout(vecs[: len(texts)]))
+
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
         """Token sequences for prompts: [whole prompt, word 1, ..., word k, padding]."""
         groups = [self.texts_for(p) for p in prompts]

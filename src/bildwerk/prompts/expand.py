@@ -1,0 +1,65 @@
+"""Prompt expansion and paraphrase through a chat LLM, seeded.
+
+Expansion adds visual detail *after* the user's prompt and never rewrites it, so the
+subject cannot change (the LLM's words are appended, capped in length). Paraphrase asks
+for the same meaning in other words, one variant per seed; variants feed keyword
+extraction or separate generations.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bildwerk.errors import PromptBackendError
+from bildwerk.prompts.llm import ChatBackend, clean_answer
+
+# This framing gave the embedded SmolLM2-135M its most usable answers (lists and few-shot
+# examples made it copy the examples); larger LLMs follow it as well.
+EXPAND_SYSTEM = "You describe pictures for an image generator: visible details only, short."
+EXPAND_USER = "Describe this picture in one sentence with colours, lighting and style: {prompt}"
+PARAPHRASE_SYSTEM = ("Rewrite the image prompt you are given in other words, in the same language, "
+                     "keeping its meaning and subject. Answer with the rewritten prompt only, one line.")
+MAX_ADDED_WORDS = 30
+
+
+def tidy_addition(prompt: str, answer: str) -> str:
+    """The new part of an answer: without the prompt repeated in front, stuttered words
+    ("neon neon neon"), a cut-off tail, or more than ``MAX_ADDED_WORDS`` words."""
+    text = " ".join(answer.split())
+    if text.lower().startswith(prompt.lower()):
+        text = text[len(prompt):]
+    text = re.sub(r"^[\s,.;:]*(?:with\s+)?", "", text)
+    words: list[str] = []
+    for w in text.split():
+        if not words or w.lower().strip(",.") != words[-1].lower().strip(",."):
+            words.append(w)
+    truncated = len(words) > MAX_ADDED_WORDS or text.endswith("-")
+    text = " ".join(words[:MAX_ADDED_WORDS])
+    if truncated and "," in text:
+        text = text[: text.rfind(",")]  # end on a whole phrase, not half a word
+    return text.strip(" ,.;:")
+
+
+def expand(prompt: str, llm: ChatBackend, *, seed: int | None = None) -> tuple[str, str]:
+    """(expanded prompt, the added text)."""
+    answer = clean_answer(llm.complete(EXPAND_SYSTEM, EXPAND_USER.format(prompt=prompt), seed=seed,
+                                       max_tokens=60, temperature=0.5))
+    added = tidy_addition(prompt, answer)
+    if not added:
+        raise PromptBackendError(f"the expansion backend {llm.name} answered nothing for {prompt!r}")
+    return f"{prompt.rstrip(' ,.;')}, {added}", added
+
+
+def paraphrase(prompt: str, llm: ChatBackend, count: int, *, seed: int = 0) -> list[str]:
+    """Up to ``count`` distinct rewordings (seed, seed+1, ...); the prompt itself excluded."""
+    out: list[str] = []
+    for i in range(count * 2):  # small models repeat themselves: a few extra tries
+        if len(out) >= count:
+            break
+        answer = clean_answer(llm.complete(PARAPHRASE_SYSTEM, prompt, seed=seed + i, max_tokens=80,
+                                           temperature=0.9))
+        if answer and answer.lower() != prompt.lower() and answer not in out:
+            out.append(answer)
+    if not out:
+        raise PromptBackendError(f"the paraphrase backend {llm.name} gave no variant of {prompt!r}")
+    return out

