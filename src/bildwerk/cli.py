@@ -375,6 +375,36 @@ def styles() -> None:
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback needs --api-key.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p")] = 7860,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="Required from clients (or BILDWERK_API_KEY).", envvar="BILDWERK_API_KEY")] = None,
+    model: ModelOpt = None,
+    store: Annotated[Path | None, typer.Option("--store", help="History and queue folder; $BILDWERK_HOME/store by default.")] = None,
+    max_queue: Annotated[int | None, typer.Option("--max-queue", help="Queued jobs before 429.")] = None,
+    no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Skip the one-step readiness generation.")] = False,
+) -> None:
+    """Serve the REST APIs (native jobs, /sdapi/v1, /v1/images, museum) with a persistent queue."""
+    import uvicorn
+
+    from bildwerk.server.app import create_app
+    from bildwerk.server.settings import ServerSettings
+
+    try:
+        settings = ServerSettings.from_env(host=host, port=port, api_key=api_key, model=model, store=store,
+                                           max_queued=max_queue)
+        if no_warmup:
+            settings.warmup = False
+        application = create_app(settings)
+    except BildwerkError as exc:
+        _fail(exc)
+        raise
+    console.print(f"bildwerk on [bold]http://{host}:{port}[/]  (API docs: /docs; store: {escape(str(settings.store))})")
+    uvicorn.run(application, host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=int(settings.drain_timeout) + 5)
+
+
+@app.command()
 def info(
     image: Annotated[Path, typer.Argument(help="A PNG made by bildwerk (or A1111).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,

@@ -53,3 +53,32 @@ class PromptBackendError(BildwerkError):
     """A prompt step's backend (LLM, translator, describer) failed, timed out or answered nonsense."""
 
     code = "prompt_backend"
+
+
+class RemoteError(BildwerkError):
+    """A remote image service (e.g. the OpenAI Images API) failed or could not be reached."""
+
+    code = "remote_error"
+
+
+class RemoteRateLimited(RemoteError):
+    """The remote service kept answering 429 after the client's own retries."""
+
+    code = "remote_rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        # Seconds the service asked us to wait (Retry-After), so callers can back off.
+        self.retry_after = retry_after
+
+
+class RemoteAuthError(RemoteError):
+    """The remote service has no API key, or refused the one it was given."""
+
+    code = "remote_auth"
+
+
+class RemoteTimeout(RemoteError):
+    """The remote service did not answer within the timeout."""
+
+    code = "remote_timeout"

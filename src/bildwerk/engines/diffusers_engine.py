@@ -21,27 +21,13 @@ from bildwerk.engines.base import CancelToken, GenerationResult, ProgressCallbac
 from bildwerk.engines.conditioning import encode_prompts
 from bildwerk.engines.denoise import DenoiseState, run_unet
 from bildwerk.engines.schedulers import make_scheduler, scheduler_label
+from bildwerk.engines.sizing import input_size
 from bildwerk.errors import GenerationCancelled, InvalidRequestError
 from bildwerk.images.crop import CropBox, composite_full, crop_for_inpaint, paste_back
 from bildwerk.images.io import to_rgb
 from bildwerk.images.masks import feather_mask, mask_is_empty, normalize_mask
 from bildwerk.models.loader import LoadedModel, ModelManager
-from bildwerk.requests import MAX_SIDE, MIN_SIDE, GenerationRequest, Mode
-
-
-def fit_size(width: int, height: int, *, max_side: int = MAX_SIDE, multiple: int = 8) -> tuple[int, int]:
-    """The working size for an input image: within bounds, aspect kept, a multiple of 8."""
-    scale = min(1.0, max_side / max(width, height))
-    scale = max(scale, MIN_SIDE / min(width, height)) if min(width, height) * scale < MIN_SIDE else scale
-    w = max(MIN_SIDE, int(width * scale) // multiple * multiple)
-    h = max(MIN_SIDE, int(height * scale) // multiple * multiple)
-    return min(w, max_side), min(h, max_side)
-
-
-def _input_size(req: GenerationRequest, image: Image.Image) -> tuple[int, int]:
-    """The requested width/height where given, else the input image's own size, fitted."""
-    fit_w, fit_h = fit_size(*image.size)
-    return req.width or fit_w, req.height or fit_h
+from bildwerk.requests import GenerationRequest, Mode
 
 
 @dataclass
@@ -126,7 +112,7 @@ class DiffusersEngine:
         assert req.image is not None
         original = to_rgb(req.image)
         if req.mode is Mode.IMAGE_TO_IMAGE:
-            w, h = _input_size(req, original)
+            w, h = input_size(req, original)
             image = original if original.size == (w, h) else original.resize((w, h), Image.LANCZOS)
             return _Work(width=w, height=h, image=image)
 
@@ -140,7 +126,7 @@ class DiffusersEngine:
             w, h = req.width or native, req.height or native
             crop = crop_for_inpaint(original, mask, padding=req.only_masked_padding, work_size=(w, h))
             return _Work(w, h, image=crop.image, mask=crop.mask, original=original, alpha=alpha, box=crop.box)
-        w, h = _input_size(req, original)
+        w, h = input_size(req, original)
         image = original.resize((w, h), Image.LANCZOS) if original.size != (w, h) else original
         work_mask = mask.resize((w, h), Image.NEAREST) if mask.size != (w, h) else mask
         return _Work(w, h, image=image, mask=work_mask, original=original, alpha=alpha)

@@ -81,7 +81,10 @@ def resolve_model(ref: str | None) -> ModelSource:
 
 def model_is_multilingual(ref: str | None) -> bool:
     """Whether a model reads prompts in any language (bildwerk's sentence-encoder models),
-    told from its folder without loading weights; hub and CLIP models read English."""
+    told from its folder without loading weights; hub and CLIP models read English. Remote
+    OpenAI image models read many languages themselves."""
+    if ref and ref.startswith("openai:"):
+        return True
     try:
         source = resolve_model(ref)
     except ModelNotFoundError:
@@ -89,6 +92,19 @@ def model_is_multilingual(ref: str | None) -> bool:
     if source.path is None:
         return False
     return read_bildwerk_config(source.path).get("conditioning", {}).get("type") == "usem3"
+
+
+def recommended_guidance(ref: str | None) -> float:
+    """The guidance a model's card recommends (bildwerk.json), else Stable Diffusion's 7.5;
+    read from the folder without loading weights."""
+    try:
+        source = resolve_model(ref)
+    except ModelNotFoundError:
+        return 7.5
+    if source.path is None:
+        return 7.5
+    value = read_bildwerk_config(source.path).get("defaults", {}).get("guidance")
+    return float(value) if value is not None else 7.5
 
 
 def download_hub_model(hub_id: str) -> Path:

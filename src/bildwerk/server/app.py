@@ -1,0 +1,93 @@
+"""The FastAPI application: one job service, several API surfaces, operations endpoints.
+
+    bildwerk serve                      # 127.0.0.1:7860, the default model
+    bildwerk serve --host 0.0.0.0 --api-key KEY --model ./sd-folder
+
+Routers are thin: they translate their surface's vocabulary (native, AUTOMATIC1111, OpenAI,
+the museum's) into the one ``GenerationRequest`` and hand it to the ``JobService``.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from bildwerk.images.io import ImageLimits
+from bildwerk.server.errors import install_error_handlers
+from bildwerk.server.security import GuardMiddleware
+from bildwerk.server.settings import ServerSettings
+
+log = logging.getLogger("bildwerk.server")
+
+
+class AppState:
+    """What routers need, reachable as ``request.app.state.bildwerk``."""
+
+    def __init__(self, settings: ServerSettings, service: Any) -> None:
+        self.settings = settings
+        self.service = service
+        self.limits = ImageLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_image_pixels)
+        self.a1111_model: str | None = settings.model  # A1111's options can switch it
+
+
+def build_service(settings: ServerSettings, **kwargs: Any):
+    from bildwerk.jobs.service import JobService
+    from bildwerk.jobs.store import Store
+
+    settings.store.mkdir(parents=True, exist_ok=True)
+    warmup = (settings.model or "") if settings.warmup else None
+    return JobService(Store(settings.store), max_queued=settings.max_queued, warmup_model=warmup, **kwargs)
+
+
+def create_app(settings: ServerSettings | None = None, service: Any | None = None) -> FastAPI:
+    settings = settings or ServerSettings.from_env()
+    settings.check()
+    service = service or build_service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start()
+        log.info("bildwerk serving on %s:%s (store %s)", settings.host, settings.port, settings.store)
+        try:
+            yield
+        finally:
+            # SIGTERM: uvicorn stops accepting, then this drains the running job; queued jobs
+            # stay in the store and run after the next start.
+            service.stop(drain_timeout=settings.drain_timeout)
+
+    app = FastAPI(title="bildwerk", version=_version(), lifespan=lifespan,
+                  description="Self-hosted, multilingual image generation. Native jobs API, "
+                              "AUTOMATIC1111-compatible /sdapi/v1, OpenAI-compatible /v1/images, "
+                              "the museum's inpainting endpoint, health, readiness and metrics.")
+    app.state.bildwerk = AppState(settings, service)
+    install_error_handlers(app)
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key,
+                       allowed_origins=settings.allowed_origins)
+
+    from bildwerk.server import (
+        routes_a1111,
+        routes_museum,
+        routes_native,
+        routes_openai,
+        routes_ops,
+    )
+
+    for module in (routes_ops, routes_native, routes_a1111, routes_openai, routes_museum):
+        app.include_router(module.router)
+    return app
+
+
+def state(request: Request) -> AppState:
+    return request.app.state.bildwerk
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bildwerk")
+    except PackageNotFoundError:
+        return "0"

@@ -1,0 +1,87 @@
+"""What several API surfaces share: decoding inputs, submitting and waiting, job views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from PIL import Image
+
+from bildwerk.errors import BildwerkError, InvalidImageError
+from bildwerk.images.io import decode_base64_image, decode_image
+from bildwerk.server.app import AppState
+
+
+class JobFailed(BildwerkError):
+    """A synchronous call's job ended without images; carries the job's own error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class JobTimeout(BildwerkError):
+    code = "job_timeout"
+
+
+def b64_image(st: AppState, text: str | None, what: str) -> Image.Image | None:
+    if text is None or text == "":
+        return None
+    return decode_base64_image(text, limits=st.limits, what=what)
+
+
+async def upload_image(st: AppState, upload: Any, what: str) -> Image.Image | None:
+    if upload is None:
+        return None
+    data = await upload.read(st.limits.max_bytes + 1)
+    if not data:
+        raise InvalidImageError(f"the {what} upload is empty")
+    return decode_image(data, limits=st.limits, what=what)
+
+
+async def submit_and_wait(st: AppState, fields: dict[str, Any], *, api: str, options: Any = None,
+                          image: Image.Image | None = None, mask: Image.Image | None = None) -> Any:
+    """Queue a job like any other (so it is persisted and counted) and wait for its end."""
+    row = st.service.submit(fields, api=api, options=options, image=image, mask=mask)
+    done = await st.service.wait(row.id, timeout=st.settings.sync_timeout)
+    if done is None or done.status != "succeeded":
+        if done is not None and done.status in ("failed", "cancelled"):
+            code = done.error_type or ("cancelled" if done.status == "cancelled" else "internal")
+            raise JobFailed(code, done.error_message or f"job {row.id} {done.status}")
+        raise JobTimeout(f"job {row.id} is still {done.status if done else 'unknown'} after "
+                         f"{st.settings.sync_timeout:.0f} s; follow it at /api/v1/jobs/{row.id}")
+    return done
+
+
+def result_pngs(st: AppState, row: Any) -> list[bytes]:
+    return [st.service.store.read_image(r.sha256) for r in sorted(row.results, key=lambda r: r.idx)]
+
+
+def job_view(request: Request, row: Any, progress: dict | None = None, *, full: bool = False) -> dict[str, Any]:
+    base = str(request.base_url).rstrip("/")
+    view: dict[str, Any] = {
+        "id": row.id,
+        "status": row.status,
+        "api": row.api,
+        "engine": row.engine,
+        "model": row.model,
+        "mode": row.mode,
+        "prompt": row.prompt,
+        "seed": row.seed,
+        "created_at": row.created_at,
+        "started_at": row.started_at,
+        "finished_at": row.finished_at,
+        "error": ({"code": row.error_type, "message": row.error_message} if row.error_type else None),
+        "results": [{"index": r.idx, "seed": r.seed, "sha256": r.sha256,
+                     "url": f"{base}/api/v1/jobs/{row.id}/images/{r.idx}"}
+                    for r in sorted(row.results, key=lambda r: r.idx)],
+        "links": {"self": f"{base}/api/v1/jobs/{row.id}", "events": f"{base}/api/v1/jobs/{row.id}/events",
+                  "cancel": f"{base}/api/v1/jobs/{row.id}/cancel"},
+    }
+    if progress is not None:
+        view["progress"] = progress
+    if full:
+        view.update(request=row.request, options=row.options, record=row.record,
+                    inputs={role: {"sha256": sha, "url": f"{base}/api/v1/images/{sha}"}
+                            for role, sha in row.inputs.items()})
+    return view

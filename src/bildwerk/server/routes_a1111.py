@@ -1,0 +1,231 @@
+"""AUTOMATIC1111-compatible ``/sdapi/v1``: existing A1111 clients and scripts work unchanged.
+
+Calls are synchronous as in A1111, but every one is a job in the persistent queue (history,
+metrics and restarts treat them like any other). Unknown A1111 fields are accepted and
+ignored, as A1111 itself does for fields of extensions it lacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from bildwerk.engines.schedulers import SCHEDULERS, canonical_scheduler_name
+from bildwerk.errors import InvalidRequestError
+from bildwerk.images.metadata import read_png_metadata
+from bildwerk.prompts.pipeline import PromptOptions
+from bildwerk.requests import MAX_IMAGES
+from bildwerk.server.app import state
+from bildwerk.server.common import b64_image, result_pngs, submit_and_wait
+
+router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"])
+
+
+class _A1111Base(BaseModel):
+    model_config = ConfigDict(extra="allow")  # A1111 clients send many fields we do not use
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] = Field(default_factory=list)
+    seed: int = -1
+    steps: int = 20
+    cfg_scale: float | None = None  # unset: the model's recommended value
+    width: int | None = None  # unset: the model's own size
+    height: int | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    sampler_name: str | None = None
+    sampler_index: str | None = None
+    scheduler: str | None = None
+    override_settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class Txt2ImgIn(_A1111Base):
+    pass
+
+
+class Img2ImgIn(_A1111Base):
+    init_images: list[str] = Field(default_factory=list)
+    mask: str | None = None
+    mask_blur: int = 4
+    inpaint_full_res: bool | int = True
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_invert: int = 0
+    denoising_strength: float = 0.75
+    resize_mode: int = 0
+
+
+def _sampler(body: _A1111Base) -> str | None:
+    name = body.sampler_name or body.sampler_index
+    if not name:
+        return None
+    if body.scheduler and body.scheduler.lower() == "karras" and "karras" not in name.lower():
+        try:
+            return canonical_scheduler_name(f"{name} Karras")
+        except ValueError:
+            pass
+    return name
+
+
+def _fields(st, body: _A1111Base) -> tuple[dict[str, Any], PromptOptions | None]:
+    n = body.batch_size * body.n_iter
+    if not 1 <= n <= MAX_IMAGES:
+        raise InvalidRequestError(f"batch_size x n_iter must be between 1 and {MAX_IMAGES}, got {n}")
+    model = body.override_settings.get("sd_model_checkpoint") or st.a1111_model
+    fields = dict(prompt=body.prompt, negative_prompt=body.negative_prompt,
+                  seed=None if body.seed is None or body.seed < 0 else body.seed, steps=body.steps,
+                  guidance=body.cfg_scale, width=body.width, height=body.height, num_images=n,
+                  scheduler=_sampler(body), model=model)
+    options = None
+    if body.styles:
+        if len(body.styles) > 1:
+            raise InvalidRequestError("bildwerk applies one style per request")
+        options = PromptOptions(style=body.styles[0])
+    return fields, options
+
+
+def _answer(st, body: _A1111Base, row) -> dict:
+    pngs = result_pngs(st, row)
+    record = row.record or {}
+    req = record.get("request", {})
+    seeds = [r.seed for r in sorted(row.results, key=lambda r: r.idx)]
+    infotexts = [read_png_metadata(p)["parameters"] or "" for p in pngs]
+    info = {
+        "prompt": req.get("prompt", body.prompt), "negative_prompt": req.get("negative_prompt", ""),
+        "all_prompts": [req.get("prompt", body.prompt)] * len(pngs), "seed": seeds[0] if seeds else None,
+        "all_seeds": seeds, "subseed": -1, "all_subseeds": [-1] * len(seeds), "steps": req.get("steps"),
+        "cfg_scale": record.get("guidance"), "sampler_name": record.get("scheduler"),
+        "width": record.get("width"), "height": record.get("height"), "sd_model_name": (record.get("model") or {}).get("name"),
+        "batch_size": body.batch_size, "job_timestamp": row.created_at, "infotexts": infotexts,
+        "bildwerk_job": row.id,
+    }
+    parameters = body.model_dump(exclude={"init_images", "mask"})
+    return {"images": [base64.b64encode(p).decode() for p in pngs], "parameters": parameters,
+            "info": json.dumps(info, ensure_ascii=False)}
+
+
+@router.post("/txt2img")
+async def txt2img(body: Txt2ImgIn, request: Request) -> dict:
+    st = state(request)
+    fields, options = _fields(st, body)
+    row = await submit_and_wait(st, {"mode": "text-to-image", **fields}, api="a1111", options=options)
+    return _answer(st, body, row)
+
+
+@router.post("/img2img")
+async def img2img(body: Img2ImgIn, request: Request) -> dict:
+    st = state(request)
+    if not body.init_images:
+        raise InvalidRequestError("init_images needs one image (base64)")
+    image = b64_image(st, body.init_images[0], "init image")
+    mask = b64_image(st, body.mask, "mask")
+    fields, options = _fields(st, body)
+    fields.update(strength=body.denoising_strength)
+    if mask is not None:
+        fields.update(mode="inpaint", mask_blur=body.mask_blur, only_masked=bool(body.inpaint_full_res),
+                      only_masked_padding=body.inpaint_full_res_padding,
+                      invert_mask=bool(body.inpainting_mask_invert), mask_source="auto")
+    else:
+        fields["mode"] = "image-to-image"
+    row = await submit_and_wait(st, fields, api="a1111", options=options, image=image, mask=mask)
+    return _answer(st, body, row)
+
+
+@router.get("/progress")
+def progress(request: Request) -> dict:
+    svc = state(request).service
+    job = svc.current
+    queued = svc.store.count("queued")
+    if job is None:
+        return {"progress": 0.0, "eta_relative": 0.0, "current_image": None, "textinfo": None,
+                "state": {"skipped": False, "interrupted": False, "job": "", "job_count": queued,
+                          "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}}
+    p = svc.progress.get(job)
+    d = p.as_dict() if p else {"fraction": 0.0, "step": 0, "total": 0, "elapsed": 0.0}
+    frac = d["fraction"]
+    eta = d["elapsed"] / frac * (1 - frac) if frac > 0 else 0.0
+    return {"progress": frac, "eta_relative": round(eta, 3), "current_image": None, "textinfo": None,
+            "state": {"skipped": False, "interrupted": job in svc._cancelled, "job": job,
+                      "job_count": queued + 1, "job_timestamp": "0", "job_no": 0,
+                      "sampling_step": d["step"], "sampling_steps": d["total"]}}
+
+
+@router.post("/interrupt")
+def interrupt(request: Request) -> dict:
+    svc = state(request).service
+    if svc.current:
+        svc.cancel(svc.current)
+    return {}
+
+
+class ImageIn(BaseModel):
+    image: str
+    model: str | None = None
+
+
+@router.post("/png-info")
+def png_info(body: ImageIn, request: Request) -> dict:
+    st = state(request)
+    data = body.image.split(",", 1)[1] if body.image.startswith("data:") else body.image
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError as exc:
+        raise InvalidRequestError("image is not valid base64") from exc
+    meta = read_png_metadata(raw, limits=st.limits)
+    return {"info": meta["parameters"] or "", "items": {"parameters": meta["parameters"] or ""},
+            "parameters": meta["parsed"], "bildwerk": meta["record"]}
+
+
+@router.post("/interrogate")
+def interrogate(body: ImageIn, request: Request) -> dict:
+    """A caption of the image: bildwerk's describer (offline by default; see docs/prompts.md)."""
+    from bildwerk.prompts.describe import describer
+
+    image = b64_image(state(request), body.image, "image")
+    spec = None if body.model in (None, "", "clip", "deepdanbooru") else body.model
+    return {"caption": describer(spec).describe(image).text}
+
+
+@router.get("/sd-models")
+def sd_models(request: Request) -> list[dict]:
+    from bildwerk.paths import bildwerk_home
+
+    names = ["default"] + sorted(p.name for p in (bildwerk_home() / "models").glob("*")
+                                 if (p / "model_index.json").is_file())
+    return [{"title": n, "model_name": n, "hash": None, "sha256": None, "filename": n, "config": None}
+            for n in names]
+
+
+@router.get("/samplers")
+def samplers() -> list[dict]:
+    return [{"name": s.name, "aliases": list(s.aliases), "options": {}} for s in SCHEDULERS]
+
+
+@router.get("/schedulers")
+def schedulers() -> list[dict]:
+    return [{"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1,
+             "need_inner_model": False},
+            {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0,
+             "need_inner_model": False}]
+
+
+@router.get("/options")
+def get_options(request: Request) -> dict:
+    st = state(request)
+    return {"sd_model_checkpoint": st.a1111_model or "default", "samples_format": "png"}
+
+
+@router.post("/options")
+def set_options(body: dict[str, Any], request: Request) -> dict:
+    st = state(request)
+    if "sd_model_checkpoint" in body:
+        from bildwerk.models.loader import resolve_model
+
+        ref = body["sd_model_checkpoint"] or None
+        resolve_model(None if ref == "default" else ref)  # unknown -> 404 now, not at the next call
+        st.a1111_model = None if ref == "default" else ref
+    return {}

@@ -1,0 +1,68 @@
+"""The museum's endpoint: a visitor's mask on the map, a prompt in any language, a PNG back.
+
+One JSON call: the map section and the painted mask as data URLs, the visitor's words, the
+model choice (``local`` — the server's model —, ``remote`` — the OpenAI Images API —, or any
+model name) and a text-fidelity value. bildwerk crops around the mask with context,
+inpaints, and pastes back so nothing outside the mask changes; the request, the prompt steps
+(language, translation, the museum's lexicon enhancement), the input, the mask and the
+result are kept in the history like every job.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from bildwerk.prompts.pipeline import PromptOptions
+from bildwerk.server.app import state
+from bildwerk.server.common import b64_image, result_pngs, submit_and_wait
+
+router = APIRouter(prefix="/api/v1/museum", tags=["museum"])
+
+
+class MuseumInpaintIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(description="The map section: a data URL (or plain base64) of a PNG/JPEG/WebP.")
+    mask: str = Field(description="Same size; white (or transparent) where something new should appear.")
+    prompt: str = Field(min_length=1, max_length=500, description="What should appear, in any language.")
+    model: str = Field(default="local", description="local, remote, or a model name.")
+    text_fidelity: float = Field(default=0.5, ge=0.0, le=1.0,
+                                 description="0 = free, 0.5 = the model's recommended guidance, 1 = twice that.")
+    language: str | None = Field(default=None, description="The prompt's language if known (de, en, ...).")
+    enhance: bool = Field(default=True, description="Add the curated lexicon details to known terms.")
+    seed: int | None = None
+    steps: int | None = None
+    mask_blur: int = 8
+    padding: int = 32
+
+
+def guidance_for_fidelity(fidelity: float, recommended: float) -> float:
+    """0 -> 1 (no guidance), 0.5 -> the model's recommendation, 1 -> twice it; linear between."""
+    if fidelity <= 0.5:
+        return round(1.0 + (recommended - 1.0) * fidelity / 0.5, 3)
+    return round(recommended * (1.0 + (fidelity - 0.5) / 0.5), 3)
+
+
+@router.post("/inpaint", responses={200: {"content": {"image/png": {}}}})
+async def museum_inpaint(body: MuseumInpaintIn, request: Request) -> Response:
+    from bildwerk.models.loader import recommended_guidance
+
+    st = state(request)
+    image = b64_image(st, body.image, "image")
+    mask = b64_image(st, body.mask, "mask")
+    if body.model == "local":
+        model = st.settings.model
+    elif body.model == "remote":
+        model = st.settings.remote_model
+    else:
+        model = body.model
+    guidance = guidance_for_fidelity(body.text_fidelity, recommended_guidance(model))
+    fields = dict(mode="inpaint", prompt=body.prompt, model=model, guidance=guidance, seed=body.seed,
+                  steps=body.steps, mask_blur=body.mask_blur, only_masked=True,
+                  only_masked_padding=body.padding, mask_source="auto")
+    options = PromptOptions(language=body.language, enhance=body.enhance)
+    row = await submit_and_wait(st, fields, api="museum", options=options, image=image, mask=mask)
+    png = result_pngs(st, row)[0]
+    return Response(png, media_type="image/png",
+                    headers={"X-Bildwerk-Job": row.id, "X-Content-Type-Options": "nosniff"})

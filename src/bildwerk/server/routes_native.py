@@ -1,0 +1,214 @@
+"""bildwerk's own API: asynchronous jobs (202 + id), progress as server-sent events,
+cancellation, results, history search, delete, export as a training folder."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from bildwerk.errors import BildwerkError, InvalidRequestError
+from bildwerk.prompts.pipeline import PromptOptions
+from bildwerk.server.app import state
+from bildwerk.server.common import b64_image, job_view
+from bildwerk.server.errors import error_response
+
+router = APIRouter(prefix="/api/v1", tags=["jobs"])
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+class JobIn(BaseModel):
+    """A generation. Unset fields take the model's or bildwerk's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["text-to-image", "image-to-image", "inpaint"] = "text-to-image"
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = Field(default=None, description="Text fidelity (CFG scale).")
+    strength: float | None = None
+    width: int | None = None
+    height: int | None = None
+    num_images: int | None = None
+    scheduler: str | None = None
+    model: str | None = Field(default=None, description="Model folder or name, or openai:MODEL for the remote engine.")
+    image: str | None = Field(default=None, description="Input image: base64 or a data: URL.")
+    mask: str | None = Field(default=None, description="Inpainting mask: white = change, or alpha 0 = change.")
+    mask_source: Literal["auto", "luminance", "alpha"] | None = None
+    invert_mask: bool | None = None
+    mask_blur: int | None = None
+    only_masked: bool | None = None
+    only_masked_padding: int | None = None
+    prompt_options: PromptOptions | None = None
+
+
+@router.post("/jobs", status_code=202)
+def create_job(body: JobIn, request: Request) -> JSONResponse:
+    st = state(request)
+    fields = body.model_dump(exclude={"image", "mask", "prompt_options"}, exclude_none=True)
+    fields.setdefault("model", st.settings.model)
+    image = b64_image(st, body.image, "image")
+    mask = b64_image(st, body.mask, "mask")
+    row = st.service.submit(fields, api="native", options=body.prompt_options, image=image, mask=mask)
+    view = job_view(request, row)
+    return JSONResponse(view, status_code=202, headers={"Location": view["links"]["self"]})
+
+
+@router.get("/jobs")
+def list_jobs(request: Request, status: str | None = None, q: str | None = Query(None, description="Text in the prompt."),
+              model: str | None = None, api: str | None = None, mode: str | None = None,
+              since: float | None = None, until: float | None = None,
+              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)) -> dict:
+    store = state(request).service.store
+    rows = store.list_jobs(status=status, text=q, model=model, api=api, mode=mode, since=since, until=until,
+                           limit=limit, offset=offset)
+    return {"jobs": [job_view(request, r) for r in rows], "limit": limit, "offset": offset,
+            "total": store.count(status)}
+
+
+def _row_or_404(request: Request, job_id: str):
+    row = state(request).service.store.get(job_id)
+    if row is None:
+        raise NotFound(f"no job {job_id!r}")
+    return row
+
+
+class NotFound(BildwerkError):
+    code = "not_found"
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, request: Request) -> dict:
+    """One job's full record: request, prompt steps, engine, model, seeds, versions, timings."""
+    info = state(request).service.status(job_id)
+    if info is None:
+        raise NotFound(f"no job {job_id!r}")
+    view = job_view(request, info["row"], info["progress"], full=True)
+    view["queue_position"] = info["position"]
+    return view
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202)
+def cancel_job(job_id: str, request: Request) -> dict:
+    row = _row_or_404(request, job_id)
+    outcome = state(request).service.cancel(job_id)
+    return {"id": job_id, "status": outcome or row.status}
+
+
+@router.delete("/jobs/{job_id}", status_code=204)
+def delete_job(job_id: str, request: Request) -> Response:
+    row = _row_or_404(request, job_id)
+    if row.status in ("queued", "running"):
+        return error_response("conflict", "the job has not ended; cancel it first", 409)
+    state(request).service.store.delete(job_id)
+    return Response(status_code=204)
+
+
+@router.get("/jobs/{job_id}/events")
+async def job_events(job_id: str, request: Request) -> StreamingResponse:
+    """Server-sent events: ``progress`` while it runs, then one ``end`` with the status."""
+    svc = state(request).service
+    _row_or_404(request, job_id)
+
+    async def stream():
+        last = None
+        idle = 0.0
+        while True:
+            info = svc.status(job_id)
+            if info is None:
+                yield "event: end\ndata: {\"status\": \"deleted\"}\n\n"
+                return
+            row, prog = info["row"], info["progress"]
+            current = (row.status, prog["phase"], prog["step"])
+            if current != last:
+                last, idle = current, 0.0
+                payload = {"id": job_id, "status": row.status, **prog, "queue_position": info["position"]}
+                yield f"event: progress\ndata: {json.dumps(payload)}\n\n"
+            if row.status in ("succeeded", "failed", "cancelled"):
+                end = {"id": job_id, "status": row.status,
+                       "error": {"code": row.error_type, "message": row.error_message} if row.error_type else None}
+                yield f"event: end\ndata: {json.dumps(end)}\n\n"
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(0.1)
+            idle += 0.1
+            if idle >= 15:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _png(data: bytes) -> Response:
+    return Response(data, media_type="image/png", headers={"X-Content-Type-Options": "nosniff",
+                                                          "Cache-Control": "public, max-age=31536000, immutable"})
+
+
+@router.get("/jobs/{job_id}/images/{index}")
+def job_image(job_id: str, index: int, request: Request) -> Response:
+    row = _row_or_404(request, job_id)
+    for r in row.results:
+        if r.idx == index:
+            return _png(state(request).service.store.read_image(r.sha256))
+    raise NotFound(f"job {job_id} has no image {index}")
+
+
+@router.get("/images/{sha256}")
+def image_by_hash(sha256: str, request: Request) -> Response:
+    if not _SHA.match(sha256):  # only hashes reach the file system: no paths, no traversal
+        raise InvalidRequestError("an image is named by its sha256 (64 hex characters)")
+    store = state(request).service.store
+    if not store.image_path(sha256).is_file():
+        raise NotFound(f"no image {sha256}")
+    return _png(store.read_image(sha256))
+
+
+@router.get("/export")
+def export(request: Request, ids: str | None = Query(None, description="Comma-separated job ids."),
+           q: str | None = None, model: str | None = None, api: str | None = None,
+           since: float | None = None, until: float | None = None) -> StreamingResponse:
+    """A zip of an image folder plus metadata.csv, ready for ``bildwerk train``."""
+    store = state(request).service.store
+    job_ids = [i for i in (ids or "").split(",") if i] or None
+    tmp = Path(tempfile.mkdtemp(prefix="bildwerk-export-"))
+    try:
+        out = tmp / "export"
+        filters = {k: v for k, v in dict(text=q, model=model, api=api, since=since, until=until).items()
+                   if v is not None}
+        store.export(job_ids, out, **filters)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # PNGs do not compress further
+            for f in sorted(out.rglob("*")):
+                if f.is_file():
+                    zf.write(f, f.relative_to(out).as_posix())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    buf.seek(0)
+    return StreamingResponse(buf, media_type="application/zip",
+                             headers={"Content-Disposition": 'attachment; filename="bildwerk-export.zip"'})
+
+
+@router.get("/models")
+def models(request: Request) -> dict:
+    from bildwerk.paths import bildwerk_home
+
+    st = state(request)
+    local = ["default"] + sorted(p.name for p in (bildwerk_home() / "models").glob("*")
+                                 if (p / "model_index.json").is_file())
+    return {"default": st.settings.model or "default", "local": local,
+            "remote": ["openai:dall-e-2", "openai:dall-e-3", "openai:gpt-image-1"],
+            "loaded": st.service.router.describe()["loaded"]}

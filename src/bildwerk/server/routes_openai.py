@@ -1,0 +1,114 @@
+"""OpenAI-compatible ``/v1/images``: the official SDK (``base_url`` pointed here) works.
+
+``model`` may name a bildwerk model (folder, name, ``openai:MODEL`` for the real remote
+API); OpenAI's own names (dall-e-2, dall-e-3, gpt-image-*) and none mean the server's
+default model, since SDKs send them by default. Edits follow OpenAI's convention: the
+mask's transparent pixels (alpha 0) are the ones to change; without a mask, the image's
+own transparency is the mask.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from typing import Literal
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from pydantic import BaseModel, ConfigDict
+
+from bildwerk.errors import InvalidRequestError
+from bildwerk.server.app import state
+from bildwerk.server.common import result_pngs, submit_and_wait, upload_image
+
+router = APIRouter(prefix="/v1/images", tags=["OpenAI"])
+_OPENAI_NAMES = re.compile(r"^(dall-e-\d|gpt-image.*)$")
+
+
+def _model(st, name: str | None) -> str | None:
+    if not name or _OPENAI_NAMES.match(name):
+        return st.settings.model
+    return name
+
+
+def _size(size: str | None) -> tuple[int | None, int | None]:
+    if size in (None, "", "auto"):
+        return None, None
+    m = re.fullmatch(r"(\d{2,4})x(\d{2,4})", size)
+    if not m:
+        raise InvalidRequestError(f"size must look like 1024x1024, got {size!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _answer(request: Request, st, row, response_format: str | None) -> dict:
+    base = str(request.base_url).rstrip("/")
+    revised = (row.record or {}).get("request", {}).get("prompt")
+    data = []
+    for r, png in zip(sorted(row.results, key=lambda r: r.idx), result_pngs(st, row), strict=True):
+        item = {"revised_prompt": revised}
+        if response_format == "url":
+            item["url"] = f"{base}/api/v1/images/{r.sha256}"
+        else:
+            item["b64_json"] = base64.b64encode(png).decode()
+        data.append(item)
+    return {"created": int(time.time()), "data": data}
+
+
+class GenerationsIn(BaseModel):
+    model_config = ConfigDict(extra="allow")  # quality, style, user, background, ...
+
+    prompt: str
+    model: str | None = None
+    n: int = 1
+    size: str | None = None
+    response_format: Literal["b64_json", "url"] | None = None
+    seed: int | None = None  # not OpenAI's, but bildwerk's records are reproducible
+
+
+@router.post("/generations")
+async def generations(body: GenerationsIn, request: Request) -> dict:
+    st = state(request)
+    w, h = _size(body.size)
+    fields = dict(mode="text-to-image", prompt=body.prompt, num_images=body.n, width=w, height=h,
+                  model=_model(st, body.model), seed=body.seed)
+    row = await submit_and_wait(st, fields, api="openai")
+    return _answer(request, st, row, body.response_format)
+
+
+@router.post("/edits")
+async def edits(request: Request, image: UploadFile | None = File(None),
+                image_list: list[UploadFile] | None = File(None, alias="image[]"),
+                mask: UploadFile | None = File(None), prompt: str = Form(...), model: str | None = Form(None),
+                n: int = Form(1), size: str | None = Form(None),
+                response_format: Literal["b64_json", "url"] | None = Form(None)) -> dict:
+    st = state(request)
+    upload = image or (image_list[0] if image_list else None)
+    if upload is None:
+        raise InvalidRequestError("image is required")
+    img = await upload_image(st, upload, "image")
+    msk = await upload_image(st, mask, "mask")
+    w, h = _size(size)
+    fields = dict(prompt=prompt, num_images=n, width=w, height=h, model=_model(st, model))
+    if msk is None and img.mode in ("RGBA", "LA"):
+        msk = img.getchannel("A")  # OpenAI: without a mask, the image's transparency is the mask
+        fields.update(mode="inpaint", mask_source="luminance", invert_mask=True)
+    elif msk is not None:
+        if msk.mode not in ("RGBA", "LA"):
+            raise InvalidRequestError("the mask must have an alpha channel: transparent pixels are the ones to change")
+        fields.update(mode="inpaint", mask_source="alpha")
+    else:
+        fields.update(mode="image-to-image")
+    row = await submit_and_wait(st, fields, api="openai", image=img.convert("RGB"), mask=msk)
+    return _answer(request, st, row, response_format)
+
+
+@router.post("/variations")
+async def variations(request: Request, image: UploadFile = File(...), model: str | None = Form(None),
+                     n: int = Form(1), size: str | None = Form(None),
+                     response_format: Literal["b64_json", "url"] | None = Form(None)) -> dict:
+    st = state(request)
+    img = await upload_image(st, image, "image")
+    w, h = _size(size)
+    fields = dict(mode="image-to-image", prompt="", num_images=n, width=w, height=h, model=_model(st, model))
+    row = await submit_and_wait(st, fields, api="openai", image=img.convert("RGB"))
+    return _answer(request, st, row, response_format)

@@ -1,0 +1,35 @@
+"""Operations: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bildwerk.server.app import state
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+def health() -> dict:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+def ready(request: Request) -> JSONResponse:
+    """Readiness: the worker runs, the model loaded and a one-step generation worked."""
+    svc = state(request).service
+    alive = svc._thread is not None and svc._thread.is_alive()
+    if svc.ready and alive:
+        return JSONResponse({"status": "ready", "model": svc.router.describe()["loaded"]})
+    reason = svc.ready_error or ("the worker is not running" if not alive else "warming up")
+    return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    svc = state(request).service
+    svc.metrics.queue_depth.set(svc.store.queue_depth())
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)

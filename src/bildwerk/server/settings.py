@@ -1,0 +1,66 @@
+"""Server settings: every key has a default, an environment override and a validator."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from bildwerk.errors import InvalidRequestError
+from bildwerk.paths import bildwerk_home
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=7860, ge=1, le=65535)
+    api_key: str | None = Field(default=None, description="Required on every request but /health and /ready.")
+    store: Path = Field(default_factory=lambda: bildwerk_home() / "store")
+    model: str | None = Field(default=None, description="Model for requests that name none; the default model.")
+    remote_model: str = "openai:gpt-image-1"
+    max_queued: int = Field(default=64, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=48 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64)
+    sync_timeout: float = Field(default=600.0, gt=0, description="How long A1111/OpenAI/museum calls wait.")
+    drain_timeout: float = Field(default=30.0, ge=0)
+    allowed_origins: list[str] = Field(default_factory=list)
+    warmup: bool = True
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ServerSettings:
+        env: dict[str, object] = {}
+        for key, var in (("host", "BILDWERK_HOST"), ("port", "BILDWERK_PORT"), ("api_key", "BILDWERK_API_KEY"),
+                         ("store", "BILDWERK_STORE"), ("model", "BILDWERK_MODEL"),
+                         ("remote_model", "BILDWERK_REMOTE_MODEL"), ("max_queued", "BILDWERK_MAX_QUEUED"),
+                         ("max_body_bytes", "BILDWERK_MAX_BODY_BYTES"), ("sync_timeout", "BILDWERK_SYNC_TIMEOUT"),
+                         ("drain_timeout", "BILDWERK_DRAIN_TIMEOUT")):
+            value = _env(var)
+            if value is not None:
+                env[key] = value
+        origins = _env("BILDWERK_ALLOWED_ORIGINS")
+        if origins:
+            env["allowed_origins"] = [o.strip() for o in origins.split(",") if o.strip()]
+        env.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**env)
+
+    @property
+    def loopback(self) -> bool:
+        if self.host in ("localhost",):
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def check(self) -> None:
+        """Refuse to serve beyond this machine without an API key (ComfyUI #987)."""
+        if not self.loopback and not self.api_key:
+            raise InvalidRequestError(
+                f"refusing to listen on {self.host} without an API key: set BILDWERK_API_KEY or "
+                "--api-key (clients send it as 'Authorization: Bearer KEY'), or bind 127.0.0.1")

@@ -1,0 +1,146 @@
+"""AUTOMATIC1111 /sdapi/v1, OpenAI /v1/images (with the official SDK) and the museum endpoint."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import openai
+import pytest
+from harness.images import data_url, png_b64, png_bytes
+from PIL import Image, ImageDraw
+
+from bildwerk.images.metadata import read_png_metadata
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    return Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def box_mask() -> Image.Image:
+    m = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(m).rectangle((20, 20, 44, 44), fill=255)
+    return m
+
+
+def _img(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+# -- AUTOMATIC1111 ---------------------------------------------------------------------------
+
+def test_a1111_txt2img(server):
+    with server.client() as c:
+        r = c.post("/sdapi/v1/txt2img", json={"prompt": "a (red:1.2) apple", "negative_prompt": "blurry",
+                                              "seed": 11, "steps": 3, "cfg_scale": 5, "width": 64, "height": 64,
+                                              "batch_size": 2, "sampler_name": "Euler a",
+                                              "some_extension_field": {"x": 1}})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        info = json.loads(body["info"])
+        assert len(body["images"]) == 2 and info["all_seeds"] == [11, 12] and info["sampler_name"] == "Euler a"
+        assert _img(body["images"][0]).size == (64, 64)
+        assert body["parameters"]["prompt"] == "a (red:1.2) apple"
+        assert "Seed: 11" in info["infotexts"][0]
+        png_info = c.post("/sdapi/v1/png-info", json={"image": body["images"][0]}).json()
+        assert png_info["parameters"]["Seed"] == 11 and "Steps: 3" in png_info["info"]
+
+
+def test_a1111_img2img_inpaint_options(server, photo, box_mask):
+    with server.client() as c:
+        inverted = Image.eval(box_mask, lambda v: 255 - v)
+        r = c.post("/sdapi/v1/img2img", json={
+            "init_images": [png_b64(photo)], "mask": png_b64(inverted), "inpainting_mask_invert": 1,
+            "mask_blur": 2, "inpaint_full_res": True, "inpaint_full_res_padding": 8, "denoising_strength": 0.9,
+            "prompt": "a lake", "steps": 3, "seed": 1})
+        assert r.status_code == 200, r.text
+        out = np.asarray(_img(r.json()["images"][0]).convert("RGB"))
+        outside = np.asarray(box_mask) == 0
+        assert np.array_equal(out[outside], np.asarray(photo)[outside])
+        plain = c.post("/sdapi/v1/img2img", json={"init_images": [png_b64(photo)], "prompt": "x", "steps": 3,
+                                                   "denoising_strength": 0.5})
+        assert plain.status_code == 200 and json.loads(plain.json()["info"])["all_seeds"]
+
+
+def test_a1111_listings_options_progress_interrupt_interrogate(server, photo):
+    with server.client() as c:
+        assert any(s["name"] == "DPM++ 2M" for s in c.get("/sdapi/v1/samplers").json())
+        assert {s["label"] for s in c.get("/sdapi/v1/schedulers").json()} >= {"Automatic", "Karras"}
+        assert c.get("/sdapi/v1/sd-models").json()[0]["title"] == "default"
+        assert "sd_model_checkpoint" in c.get("/sdapi/v1/options").json()
+        bad = c.post("/sdapi/v1/options", json={"sd_model_checkpoint": "no-such-model"})
+        assert bad.status_code == 404
+        prog = c.get("/sdapi/v1/progress").json()
+        assert 0.0 <= prog["progress"] <= 1.0 and "job_count" in prog["state"]
+        assert c.post("/sdapi/v1/interrupt").status_code == 200
+        cap = c.post("/sdapi/v1/interrogate", json={"image": png_b64(photo), "model": "clip"})
+        assert cap.status_code == 200 and cap.json()["caption"]
+        too_many = c.post("/sdapi/v1/txt2img", json={"prompt": "x", "batch_size": 4, "n_iter": 4})
+        assert too_many.status_code == 400 and "batch_size" in too_many.json()["error"]["message"]
+
+
+# -- OpenAI, with the official SDK ----------------------------------------------------------
+
+def test_openai_sdk_generations(server):
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    res = client.images.generate(model="dall-e-2", prompt="a red apple", n=2, size="64x64",
+                                 response_format="b64_json")
+    assert len(res.data) == 2 and res.data[0].revised_prompt == "a red apple"
+    assert _img(res.data[0].b64_json).size == (64, 64)
+    url = client.images.generate(prompt="a red apple", size="64x64", response_format="url").data[0].url
+    import httpx
+
+    assert httpx.get(url).headers["content-type"] == "image/png"
+
+
+def test_openai_sdk_edit_with_alpha_mask_and_variation(server, photo, box_mask):
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
+    mask.putalpha(Image.eval(box_mask, lambda v: 255 - v))  # alpha 0 = editable
+    res = client.images.edit(image=("in.png", png_bytes(photo), "image/png"),
+                             mask=("mask.png", png_bytes(mask), "image/png"), prompt="a lake", n=1, size="64x64")
+    out = np.asarray(_img(res.data[0].b64_json).convert("RGB"))
+    outside = np.asarray(box_mask) == 0
+    assert np.array_equal(out[outside], np.asarray(photo)[outside])
+    assert not np.array_equal(out[~outside], np.asarray(photo)[~outside])
+    var = client.images.create_variation(image=("in.png", png_bytes(photo), "image/png"), n=1, size="64x64")
+    assert _img(var.data[0].b64_json).size == (64, 64)
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.images.edit(image=("in.png", b"not an image", "image/png"), prompt="x")
+    assert "image" in str(exc.value)
+
+
+# -- the museum ------------------------------------------------------------------------------
+
+def test_museum_inpaint_german_prompt(server, photo, box_mask):
+    with server.client() as c:
+        r = c.post("/api/v1/museum/inpaint", json={"image": data_url(photo), "mask": data_url(box_mask),
+                                                   "prompt": "ein See", "text_fidelity": 0.7, "seed": 5,
+                                                   "steps": 3})
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "image/png"
+        out = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+        outside = np.asarray(box_mask) == 0
+        assert np.array_equal(out[outside], np.asarray(photo)[outside])
+        job = c.get(f"/api/v1/jobs/{r.headers['x-bildwerk-job']}").json()
+        assert job["api"] == "museum" and set(job["inputs"]) == {"image", "mask"}
+        rec = job["record"]["request"]["prompt_record"]
+        assert rec["original"] == "ein See" and rec["prompt"].startswith("a lake, ")
+        assert job["record"]["guidance"] > 7.5  # fidelity 0.7 is above the recommendation
+        meta = read_png_metadata(r.content)
+        assert meta["record"]["request"]["prompt_record"]["language"] == "de"
+        bad = c.post("/api/v1/museum/inpaint", json={"image": data_url(photo), "mask": "data:image/png;base64,AAAA",
+                                                     "prompt": "ein See"})
+        assert bad.status_code == 400
+
+
+def test_guidance_for_fidelity():
+    from bildwerk.server.routes_museum import guidance_for_fidelity
+
+    assert guidance_for_fidelity(0.0, 7.5) == 1.0
+    assert guidance_for_fidelity(0.5, 7.5) == 7.5
+    assert guidance_for_fidelity(1.0, 4.0) == 8.0
