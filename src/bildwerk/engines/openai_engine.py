@@ -18,7 +18,6 @@ The key comes from ``BILDWERK_OPENAI_API_KEY`` or ``OPENAI_API_KEY``, the endpoi
 
 from __future__ import annotations
 
-import email.utils
 import math
 import os
 import threading
@@ -43,6 +42,7 @@ from bildwerk.errors import (
 from bildwerk.images.crop import CropBox, context_box, paste_back
 from bildwerk.images.io import decode_base64_image, encode_png, to_rgb
 from bildwerk.images.masks import feather_mask, mask_bbox, mask_is_empty, normalize_mask
+from bildwerk.openai_errors import explain, retry_after_seconds  # noqa: F401 (re-exported)
 from bildwerk.requests import GenerationRequest, Mode
 
 PREFIX = "openai:"
@@ -186,29 +186,6 @@ def openai_mask_png(change: Image.Image) -> bytes:
 
 def _file(png: bytes, name: str) -> tuple[str, bytes, str]:
     return (name, png, "image/png")
-
-
-def retry_after_seconds(headers: Any) -> float | None:
-    """Seconds from ``retry-after-ms`` / ``Retry-After`` (number or HTTP date); None if absent."""
-    if headers is None:
-        return None
-    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / divisor
-        except ValueError:
-            continue
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    raw = headers.get("retry-after")
-    if raw:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-    return None
 
 
 @dataclass
@@ -537,63 +514,25 @@ class OpenAIImagesEngine:
         retries = getattr(client, "max_retries", self.max_retries)
         try:
             return method(**kwargs)
-        # Subclasses first: APITimeoutError is an APIConnectionError, the status errors
-        # are APIStatusErrors.
-        except openai.APITimeoutError as e:
-            timeout = getattr(client, "timeout", self.timeout)
-            raise RemoteTimeout(
-                f"{where} did not answer within {_seconds(timeout)} ({retries} retries)"
-            ) from e
-        except openai.APIConnectionError as e:
-            cause = f": {self._redact(client, str(e.__cause__))}" if e.__cause__ else ""
-            raise RemoteError(f"{where} could not be reached{cause}") from e
-        except openai.RateLimitError as e:
-            wait = retry_after_seconds(getattr(e.response, "headers", None))
-            hint = f"; retry after {wait:g} s" if wait is not None else ""
-            raise RemoteRateLimited(
-                f"{where} is rate limited (HTTP 429) after {retries} retries: "
-                f"{self._detail(client, e)}{hint}",
-                retry_after=wait,
-            ) from e
-        except openai.AuthenticationError as e:
-            raise RemoteAuthError(
-                f"{where} rejected the API key (HTTP 401); set {self._key_hint()} to a valid key"
-            ) from e
-        except openai.PermissionDeniedError as e:
-            raise RemoteAuthError(
-                f"{where} refused access (HTTP 403): {self._detail(client, e)}; check that "
-                f"the key in {self._key_hint()} may use {name}"
-            ) from e
-        except openai.BadRequestError as e:
-            # Content policy refusals, bad sizes...: the request is what OpenAI refused.
-            raise InvalidRequestError(
-                f"OpenAI ({name}) refused the request: {self._detail(client, e)}"
-            ) from e
-        except openai.APIStatusError as e:
-            raise RemoteError(
-                f"{where} answered HTTP {e.status_code}: {self._detail(client, e)}"
-            ) from e
         except openai.OpenAIError as e:
-            # Malformed answers (APIResponseValidationError) and anything else the SDK raises.
-            raise RemoteError(f"{where} failed: {self._redact(client, str(e))}") from e
+            f = explain(e, where=where, secrets=[self._api_key, getattr(client, "api_key", None)],
+                        timeout=getattr(client, "timeout", self.timeout), retries=retries,
+                        key_hint=self._key_hint())
+            if f.kind == "timeout":
+                raise RemoteTimeout(f.message) from e
+            if f.kind == "rate_limited":
+                raise RemoteRateLimited(f.message, retry_after=f.retry_after) from e
+            if f.kind in ("auth", "forbidden"):
+                raise RemoteAuthError(f.message) from e
+            if f.kind == "bad_request":
+                # Content policy refusals, bad sizes...: the request is what OpenAI refused.
+                raise InvalidRequestError(f"OpenAI ({name}) refused the request: {f.message}") from e
+            raise RemoteError(f.message) from e
 
     def _key_hint(self) -> str:
         if self._key_source in KEY_ENV_VARS:
             return self._key_source
         return " or ".join(KEY_ENV_VARS)
-
-    def _detail(self, client: Any, e: Any) -> str:
-        # The SDK puts the body's "error" object in e.body; its message is the useful part.
-        body = getattr(e, "body", None)
-        message = body.get("message") if isinstance(body, dict) else None
-        return self._redact(client, str(message or getattr(e, "message", e)))
-
-    def _redact(self, client: Any, text: str) -> str:
-        # Some servers echo the key in their error text; it must not reach logs or users.
-        for key in {self._api_key, getattr(client, "api_key", None)}:
-            if isinstance(key, str) and len(key) >= 4:
-                text = text.replace(key, "***")
-        return " ".join(text.split())
 
     # -- result -----------------------------------------------------------------------------
     @staticmethod
@@ -618,11 +557,6 @@ class OpenAIImagesEngine:
             timings=timings,
             notes=notes,
         )
-
-
-def _seconds(timeout: Any) -> str:
-    value = getattr(timeout, "read", timeout)  # an httpx Timeout, or a number
-    return f"{float(value):g} s" if isinstance(value, int | float) else "the timeout"
 
 
 __all__ = [

@@ -22,10 +22,8 @@ chat model instead.
 from __future__ import annotations
 
 import base64
-import email.utils
 import http.client
 import json
-import math
 import os
 import re
 import threading
@@ -34,7 +32,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from io import BytesIO
 from typing import Any, Protocol, runtime_checkable
 
@@ -47,6 +44,7 @@ from bildwerk.errors import (
     PromptBackendError,
 )
 from bildwerk.images.io import decode_image, encode_png, to_rgb
+from bildwerk.openai_errors import explain, one_line, redact, retry_after_seconds
 
 ImageInput = Image.Image | bytes
 
@@ -112,18 +110,11 @@ def _one_line(text: str) -> str:
 
 
 def _clip(text: str, limit: int = 300) -> str:
-    text = _one_line(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# Provider messages sometimes echo a masked key ("Incorrect API key provided: sk-ab***yz").
-_KEYLIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_*.\-]{4,}")
+    return one_line(text, limit)
 
 
 def _redact(text: str, secret: str | None) -> str:
-    if secret:
-        text = text.replace(secret, "***")
-    return _KEYLIKE.sub(r"\1-***", text)
+    return redact(text, [secret])
 
 
 # --------------------------------------------------------------------------- local
@@ -265,6 +256,7 @@ class OpenAIVisionDescriber:
                                      timeout=timeout, max_retries=max_retries)
         self.endpoint = str(self._client.base_url).rstrip("/")
         self.timeout = timeout
+        self.max_retries = max_retries
         self.name = f"openai:{self.model}"
 
     def __repr__(self) -> str:  # never shows the key
@@ -287,26 +279,11 @@ class OpenAIVisionDescriber:
             reply = self._client.chat.completions.create(
                 model=self.model, messages=messages, max_tokens=150, temperature=0.2
             )
-        except openai.APITimeoutError as exc:
-            raise PromptBackendError(
-                f"the vision model at {where} did not answer within {self.timeout:g} s"
-            ) from exc
-        except openai.APIConnectionError as exc:
-            raise PromptBackendError(f"could not reach the vision model at {where}: {exc}") from exc
-        except openai.AuthenticationError as exc:
-            raise PromptBackendError(
-                f"the vision model at {where} rejected the API key (401): "
-                f"{self._detail(exc)}; check BILDWERK_LLM_API_KEY / OPENAI_API_KEY"
-            ) from exc
-        except openai.APIStatusError as exc:
-            raise PromptBackendError(
-                f"the vision model at {where} failed with HTTP {exc.status_code}: "
-                f"{self._detail(exc)}"
-            ) from exc
         except openai.OpenAIError as exc:
-            raise PromptBackendError(
-                f"the vision model at {where} failed: {_clip(_redact(str(exc), self._key))}"
-            ) from exc
+            failure = explain(exc, where=f"the vision model at {where}", secrets=[self._key],
+                              timeout=self.timeout, retries=self.max_retries,
+                              key_hint="BILDWERK_LLM_API_KEY or OPENAI_API_KEY")
+            raise PromptBackendError(failure.message) from exc
         choices = getattr(reply, "choices", None) or []
         content = choices[0].message.content if choices and choices[0].message else None
         text = _clean_line(content or "")
@@ -314,13 +291,6 @@ class OpenAIVisionDescriber:
             raise PromptBackendError(f"the vision model at {where} answered with an empty caption")
         return Description(text=text, backend=self.name, confidence=None, labels=[])
 
-    def _detail(self, exc: Any) -> str:
-        body = getattr(exc, "body", None)
-        message = None
-        if isinstance(body, dict):
-            inner = body.get("error", body)
-            message = inner.get("message") if isinstance(inner, dict) else None
-        return _clip(_redact(str(message or getattr(exc, "message", "") or exc), self._key))
 
 
 # --------------------------------------------------------------------------- Azure
@@ -409,25 +379,15 @@ class AzureDescriber:
         return self._parse(payload)
 
     def _retry_wait(self, header: str | None, attempt: int) -> float:
-        wait = None
-        if header:
-            try:
-                wait = float(header)
-            except ValueError:
-                try:  # Retry-After may also be an HTTP date
-                    when = email.utils.parsedate_to_datetime(header)
-                    wait = (when - datetime.now(UTC)).total_seconds()
-                except (TypeError, ValueError):
-                    wait = None
-        if wait is None or not math.isfinite(wait):
+        wait = retry_after_seconds({"retry-after": header} if header else None)
+        if wait is None:
             wait = 2.0**attempt  # no usable hint: back off 1, 2, 4... s
         return min(max(wait, 0.0), self.max_retry_wait)
 
     def _status_error(self, status: int, body: bytes) -> PromptBackendError:
         where = f"Azure Computer Vision at {self.endpoint}"
         code, message = _azure_error(body)
-        detail = f" ({code}: {message})" if code or message else ""
-        detail = _redact(detail, self._key)
+        detail = f" ({_redact(f'{code}: {message}', self._key)})" if code or message else ""
         if status == 403 and "quota" in message.lower():  # the free tier's monthly cap
             return PromptBackendError(f"{where} refused the request: quota exhausted{detail}")
         if status in (401, 403):
@@ -446,8 +406,8 @@ class AzureDescriber:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         where = f"Azure Computer Vision at {self.endpoint}"
         if isinstance(reason, TimeoutError) or "timed out" in str(reason).lower():
-            return PromptBackendError(f"{where} did not answer within {self.timeout:g} s")
-        return PromptBackendError(f"could not reach {where}: {_clip(str(reason))}")
+            return PromptBackendError(f"{where} timed out: no answer within {self.timeout:g} s")
+        return PromptBackendError(f"{where} could not be reached: {_clip(str(reason))}")
 
     def _parse(self, payload: bytes) -> Description:
         where = f"Azure Computer Vision at {self.endpoint}"

@@ -21,6 +21,8 @@ import threading
 from typing import Any, Protocol, runtime_checkable
 
 from bildwerk.errors import InvalidRequestError, PromptBackendError
+from bildwerk.openai_errors import explain
+from bildwerk.openai_errors import one_line as _one_line
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 # Local servers (Ollama, llama.cpp, vLLM without --api-key) ignore the key, but the SDK
@@ -131,27 +133,10 @@ class OpenAIChat:
         where = f"LLM endpoint {self.endpoint} (model {self.model})"
         try:
             response = self._client.chat.completions.create(**kwargs)
-        # APITimeoutError subclasses APIConnectionError and RateLimitError subclasses
-        # APIStatusError, so the specific cases come first.
-        except openai.APITimeoutError as e:
-            raise PromptBackendError(
-                f"{where} timed out after {self.timeout:g} s ({self.max_retries} retries)"
-            ) from e
-        except openai.APIConnectionError as e:
-            cause = f": {self._redact(str(e.__cause__))}" if e.__cause__ else ""
-            raise PromptBackendError(f"{where} could not be reached{cause}") from e
-        except openai.RateLimitError as e:
-            raise PromptBackendError(
-                f"{where} is rate limited (HTTP 429) after {self.max_retries} retries: "
-                f"{self._status_detail(e)}"
-            ) from e
-        except openai.APIStatusError as e:
-            raise PromptBackendError(
-                f"{where} answered HTTP {e.status_code}: {self._status_detail(e)}"
-            ) from e
         except openai.OpenAIError as e:
-            # Malformed answers (APIResponseValidationError) and anything else the SDK raises.
-            raise PromptBackendError(f"{where} failed: {self._redact(str(e))}") from e
+            failure = explain(e, where=where, secrets=[self._secret()], timeout=self.timeout,
+                              retries=self.max_retries, key_hint="BILDWERK_LLM_API_KEY or OPENAI_API_KEY")
+            raise PromptBackendError(failure.message) from e
 
         choices = getattr(response, "choices", None) or []
         content = choices[0].message.content if choices else None
@@ -161,22 +146,8 @@ class OpenAIChat:
             raise PromptBackendError(f"{where} returned an empty answer ({reason})")
         return text
 
-    def _status_detail(self, e: Any) -> str:
-        # The SDK puts the body's "error" object in e.body; its message is the useful part.
-        body = getattr(e, "body", None)
-        message = body.get("message") if isinstance(body, dict) else None
-        return self._redact(_one_line(str(message or e.message)))
-
-    def _redact(self, text: str) -> str:
-        # Some servers echo the key back in their error text; it must not reach logs.
-        if self._api_key and self._api_key != _PLACEHOLDER_KEY:
-            text = text.replace(self._api_key, "***")
-        return _one_line(text)
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    def _secret(self) -> str | None:
+        return self._api_key if self._api_key != _PLACEHOLDER_KEY else None
 
 
 # --------------------------------------------------------------------------- local SmolLM2
