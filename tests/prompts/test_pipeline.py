@@ -204,3 +204,11 @@ def test_request_validated_before_any_backend_runs():
     assert llm.calls == []
     fields = apply_to_request_fields({"prompt": "a {red|blue} car"}, None)
     assert fields["seed"] is not None and fields["prompt_record"].step("wildcards").details["seed"] == fields["seed"]
+
+
+def test_language_without_lexicon_is_left_untranslated_with_warning():
+    rec = PromptPipeline().run("il gatto nero sul divano", options=PromptOptions(language="it"))
+    assert rec.prompt == "il gatto nero sul divano" and rec.step("translate").details["failed"]
+    assert any("no lexicon" in w for w in rec.warnings)
+    with pytest.raises(PromptBackendError, match="no lexicon"):
+        PromptPipeline().run("il gatto nero", options=PromptOptions(language="it", fallback=False))

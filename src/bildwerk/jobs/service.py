@@ -167,10 +167,8 @@ class JobService:
             prog_d = {"phase": row.status, "step": 1, "total": 1, "fraction": 1.0, "elapsed": 0.0}
         else:
             prog_d = (prog or Progress()).as_dict()
-        return {"row": row, "progress": prog_d, "position": self._position(row) if row.status == "queued" else 0}
-
-    def _position(self, row: Any) -> int:
-        return max(1, self.store.count("queued"))
+        position = self.store.queue_position(job_id) if row.status == "queued" else 0
+        return {"row": row, "progress": prog_d, "position": position or 0}
 
     async def wait(self, job_id: str, timeout: float = 600.0) -> Any:
         """Wait (without blocking the event loop) until a job ends; returns its row."""
@@ -189,12 +187,16 @@ class JobService:
     def _loop(self) -> None:
         self._warm_up()
         while not self._stop.is_set():
-            row = self.store.claim_next()
-            if row is None:
-                self._wake.wait(self.poll_interval)  # polling also finds jobs other processes queued
-                self._wake.clear()
-                continue
-            self._run(row)
+            try:
+                row = self.store.claim_next()
+                if row is None:
+                    self._wake.wait(self.poll_interval)  # polling also finds jobs queued elsewhere
+                    self._wake.clear()
+                    continue
+                self._run(row)
+            except Exception:  # noqa: BLE001 - the worker must outlive any one failure
+                log.exception("worker error; going on")
+                time.sleep(self.poll_interval)
 
     def _warm_up(self) -> None:
         """Readiness: the model loads and a one-step generation works."""
@@ -244,26 +246,37 @@ class JobService:
             self.ready, self.ready_error = True, None
         except GenerationCancelled:
             if self._stopping_hard and job_id not in self._cancelled:
-                self.store.requeue(job_id)  # shutdown, not the user's wish: run it next start
-            else:
-                self.store.mark_cancelled(job_id)
+                self._record(lambda: self.store.requeue(job_id))  # shutdown: run it next start
+            elif self._record(lambda: self.store.mark_cancelled(job_id)):
                 self._ended(row, "cancelled", t0)
         except BildwerkError as exc:
-            self.store.fail(job_id, exc.code, str(exc))
-            self.metrics.failures.labels(exc.code).inc()
-            self._ended(row, "failed", t0)
+            self._failed(row, exc.code, str(exc), t0)
         except Exception as exc:  # noqa: BLE001 - one bad job must not stop the worker
             kind = "out_of_memory" if "OutOfMemory" in type(exc).__name__ else "internal"
             log.exception("job %s failed", job_id)
-            self.store.fail(job_id, kind, f"{type(exc).__name__}: {exc}")
-            self.metrics.failures.labels(kind).inc()
-            self._ended(row, "failed", t0)
+            self._failed(row, kind, f"{type(exc).__name__}: {exc}", t0)
             if kind == "out_of_memory":
                 self.router.models.unload()
         finally:
             self.current = None
             self.metrics.in_flight.set(0)
             self._cancelled.discard(job_id)
+
+    def _record(self, write) -> bool:
+        """A store write at the end of a job; a job deleted or ended meanwhile is not an error."""
+        from bildwerk.jobs.store import StoreError
+
+        try:
+            write()
+            return True
+        except StoreError as exc:
+            log.warning("could not record the end of a job: %s", exc)
+            return False
+
+    def _failed(self, row: Any, code: str, message: str, t0: float) -> None:
+        if self._record(lambda: self.store.fail(row.id, code, message)):
+            self.metrics.failures.labels(code).inc()
+            self._ended(row, "failed", t0)
 
     def _ended(self, row: Any, status: str, t0: float) -> None:
         run = time.perf_counter() - t0

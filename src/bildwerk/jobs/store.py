@@ -906,6 +906,18 @@ class Store:
         """Jobs queued or running."""
         return self.count(ACTIVE_STATUSES)
 
+    def queue_position(self, job_id: str) -> int | None:
+        """1 for the next queued job to run, 2 for the one after...; None unless queued."""
+        with self.transaction(write=False) as conn:
+            row = conn.execute("SELECT created_at, rowid FROM jobs WHERE id = ? AND status = 'queued'",
+                               (job_id,)).fetchone()
+            if row is None:
+                return None
+            (ahead,) = conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND "
+                "(created_at < ? OR (created_at = ? AND rowid < ?))", (row[0], row[0], row[1])).fetchone()
+        return int(ahead) + 1
+
     # -- deleting and garbage collection
 
     def delete(self, job_id: str) -> bool:

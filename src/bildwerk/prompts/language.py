@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from bildwerk.prompts.lexicon import english_vocabulary, load_lexicon, words
 
 DEFAULT_LANGUAGES = ("en", "de", "fr", "ko", "ru", "es", "it")
+ENGLISH_PRIOR = 0.15
 _detectors: dict[tuple[str, ...], object] = {}
 _lock = threading.Lock()
 
@@ -75,5 +76,9 @@ def detect_language(text: str, *, hint: str | None = None,
     lex_weight = 0.5 if n <= 6 else 0.25
     scores = {c: (1 - lex_weight) * lingua.get(c, 0.0) + lex_weight * _lexicon_coverage(c, text)
               for c in codes}
+    if "en" in scores and text.isascii():
+        # Prompts are English far more often than not; a short ASCII prompt that looks a little
+        # Italian ("fine", "cat") is English unless a lexicon or lingua says clearly otherwise.
+        scores["en"] += ENGLISH_PRIOR
     best = max(scores, key=scores.__getitem__)
     return Detection(best, round(scores[best], 4), {k: round(v, 4) for k, v in scores.items()})

@@ -177,7 +177,13 @@ class PromptPipeline:
             mode = "llm" if _translating_llm(o) or injected else "lexicon"
 
         def _lexicon(extra: dict | None = None):
-            r = translate_lexicon(prompt, lang)
+            try:
+                r = translate_lexicon(prompt, lang)
+            except PromptBackendError as exc:
+                if not o.fallback:
+                    raise
+                rec.warnings.append(f"{exc}; the prompt was left untranslated")
+                return prompt, None, {"failed": str(exc), **(extra or {})}
             if r.untranslated:
                 rec.warnings.append(f"the lexicon did not know: {', '.join(r.untranslated)} (kept as written)")
             return r.text, r.backend, {"untranslated": r.untranslated, "matched": r.matched, **(extra or {})}
