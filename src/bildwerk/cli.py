@@ -570,14 +570,27 @@ def default_model(
     work: Annotated[Path, typer.Option("--work", help="Run folder for checkpoints and samples.")] = Path("var/default-model"),
     install: Annotated[bool, typer.Option("--install/--no-install", help="Install the result as the embedded default.")] = True,
     device: DeviceOpt = None,
+    unet_steps: Annotated[int | None, typer.Option("--unet-steps", help="Override the recipe's UNet steps (a GPU run can afford 50k+).")] = None,
+    vae_steps: Annotated[int | None, typer.Option("--vae-steps", help="Override the recipe's VAE steps.")] = None,
+    prediction_type: Annotated[str | None, typer.Option("--prediction-type", help="epsilon (the recipe's) or v_prediction.")] = None,
 ) -> None:
     """Reproduce the embedded default model: dataset, VAE, UNet, install (resumable)."""
+    from pydantic import ValidationError
+
+    from bildwerk.requests import format_validation_error
     from bildwerk.train.recipe import DATA_SIZE, install_default_model, train_default_model
 
+    over = {"device": device} if device else {}
+    vae_over = {**over, **({"steps": vae_steps} if vae_steps else {})}
+    unet_over = {**over, **({"steps": unet_steps} if unet_steps else {}),
+                 **({"prediction_type": prediction_type} if prediction_type else {})}
     if not (data_dir / "metadata.csv").is_file():
         data(data_dir, size=DATA_SIZE)
-    over = {"device": device} if device else {}
-    model_dir = train_default_model(data_dir, work, vae_overrides=over, unet_overrides=over)
+    try:
+        model_dir = train_default_model(data_dir, work, vae_overrides=vae_over, unet_overrides=unet_over)
+    except ValidationError as exc:
+        _fail(BildwerkError(format_validation_error(exc).replace("invalid request", "invalid recipe override")))
+        raise
     if install:
         target = install_default_model(model_dir)
         out_console.print(f"installed the default model at {target}")

@@ -209,3 +209,11 @@ def test_describe_command_offline(inputs):
 def test_styles_command_lists_shipped_styles():
     r = _invoke("styles")
     assert r.exit_code == 0 and "watercolor" in r.stdout
+
+
+def test_default_model_rejects_a_bad_override_before_training(tmp_path):
+    folder = _folder(tmp_path / "data")
+    r = _invoke("default-model", "--data", str(folder), "--work", str(tmp_path / "work"), "--no-install",
+                "--prediction-type", "sample")
+    assert r.exit_code == 2 and "prediction_type" in r.output
+    assert not (tmp_path / "work" / "vae-run").exists()  # nothing was trained

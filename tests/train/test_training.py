@@ -140,3 +140,17 @@ def test_full_fine_tune_of_a_clip_model_changes_its_weights(folder, tiny_models,
     base = load_model(str(tiny_models["sd"]), device="cpu")
     diff = sum(float((a - b).abs().sum()) for a, b in zip(tuned.unet.parameters(), base.unet.parameters(), strict=True))
     assert diff > 0
+
+
+def test_v_prediction_from_scratch_is_recorded_and_samples(folder, vae_dir, tmp_path):
+    cfg = TrainConfig(data=folder, out=tmp_path / "v", vae=vae_dir, resolution=32, steps=2, batch_size=4,
+                      checkpoint_every=2, sample_every=2, sample_prompts=["red circle"], unet=TINY_UNET,
+                      device="cpu", warmup_steps=1, prediction_type="v_prediction")
+    model_dir = train_unet(cfg, show_progress=False)
+    model = load_model(str(model_dir), device="cpu")
+    assert model.pipe.scheduler.config.prediction_type == "v_prediction"
+    r = DiffusersEngine(ModelManager(device="cpu")).generate(
+        build_request(prompt="ein roter Kreis", model=str(model_dir), seed=1, steps=3))
+    assert np.isfinite(np.asarray(r.images[0], dtype=float)).all()
+    with pytest.raises(ValueError):
+        TrainConfig(data=folder, out=tmp_path / "x", prediction_type="sample")

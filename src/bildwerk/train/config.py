@@ -26,6 +26,9 @@ class TrainConfig(BaseModel):
     grad_clip: float = Field(default=1.0, gt=0)
     cond_dropout: float = Field(default=0.1, ge=0, le=1, description="Classifier-free guidance dropout.")
     min_snr_gamma: float | None = Field(default=5.0, description="Min-SNR loss weighting; None = plain MSE.")
+    prediction_type: Literal["epsilon", "v_prediction"] = Field(
+        default="epsilon", description="What a model trained from scratch predicts; v-prediction avoids the "
+        "blown-up first steps of an epsilon model on the cosine schedule.")
     ema_decay: float = Field(default=0.999, ge=0, lt=1)
     lora_rank: int = Field(default=8, ge=1, le=256)
     flip: bool = True

@@ -69,11 +69,13 @@ def train_default_model(
 
     validate_image_folder(data).raise_if_failed()
     vae_dir = work / "vae-run" / "vae"
+    # Both configurations first: a bad override fails now, not after the VAE's half hour.
+    vae_cfg = vae_config(data, work, **(vae_overrides or {}))
+    unet_cfg = unet_config(data, work, vae_dir, **(unet_overrides or {}))
     if not (vae_dir / "config.json").is_file():
-        vae_dir = train_vae(vae_config(data, work, **(vae_overrides or {})), show_progress=show_progress,
-                            callback=callback)
-    return train_unet(unet_config(data, work, vae_dir, **(unet_overrides or {})), show_progress=show_progress,
-                      callback=callback)
+        trained = train_vae(vae_cfg, show_progress=show_progress, callback=callback)
+        unet_cfg = unet_cfg.model_copy(update={"vae": trained})
+    return train_unet(unet_cfg, show_progress=show_progress, callback=callback)
 
 
 def install_default_model(

@@ -66,12 +66,12 @@ def build_unet(sample_size: int, cross_attention_dim: int, overrides: dict | Non
     )
 
 
-def training_scheduler():
+def training_scheduler(prediction_type: str = "epsilon"):
     from diffusers import DDPMScheduler
 
     # A cosine schedule suits small latents (16x16) better than SD's scaled-linear.
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
-                         clip_sample=False)
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                         prediction_type=prediction_type, clip_sample=False)
 
 
 @dataclass
@@ -116,7 +116,7 @@ def _load_parts(cfg: TrainConfig, device: torch.device) -> _Parts:
         enc = SentenceEncoder(SentenceEncoderConfig(scale=SentenceEncoderConfig().dim ** 0.5))
         torch.manual_seed(cfg.seed)
         unet = build_unet(cfg.resolution // factor, enc.config.dim, cfg.unet)
-        return _Parts(unet, vae, training_scheduler(), "sentence", encoder=enc,
+        return _Parts(unet, vae, training_scheduler(cfg.prediction_type), "sentence", encoder=enc,
                       base_config={"conditioning": enc.config.__dict__})
     from bildwerk.models.loader import load_model
 
