@@ -288,3 +288,7 @@ class JobService:
         p = self.progress.get(row.id)
         if p is not None:
             p.phase, p.updated = status, time.time()
+        # Progress of ended jobs lives in the store; keep the in-memory map small on a long run.
+        cutoff = time.time() - 60
+        for job_id in [k for k, v in list(self.progress.items()) if v.phase in FINAL and v.updated < cutoff]:
+            self.progress.pop(job_id, None)
