@@ -152,6 +152,14 @@ def test_text_to_image_dall_e_2_size_mapping_and_resize(server):
     assert (events[0].step, events[0].total) == (0, 1)
 
 
+def test_weights_are_removed_from_the_remote_prompt(server):
+    req = build_request(prompt="a (red:1.3) [old] lighthouse", model="openai:dall-e-2", width=256, height=256)
+    result = engine_for(server).generate(req)
+    [call] = image_requests(server)
+    assert call.json["prompt"] == "a red old lighthouse"
+    assert any("weights removed" in n for n in result.notes)
+
+
 def test_text_to_image_dall_e_3_loops_one_image_per_call(server):
     req = build_request(prompt="a fjord", model="openai:dall-e-3", width=1024, height=576,
                         num_images=2, guidance=5.0)

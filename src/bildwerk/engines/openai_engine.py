@@ -184,6 +184,13 @@ def openai_mask_png(change: Image.Image) -> bytes:
     return encode_png(out)
 
 
+def _remote_prompt(req: GenerationRequest) -> str:
+    # OpenAI reads no A1111 weights: "(red:1.3) apple" would arrive with its brackets.
+    from bildwerk.prompts.weights import plain_text
+
+    return plain_text(req.prompt)
+
+
 def _file(png: bytes, name: str) -> tuple[str, bytes, str]:
     return (name, png, "image/png")
 
@@ -273,6 +280,8 @@ class OpenAIImagesEngine:
         ]
         if req.negative_prompt:
             notes.append("negative prompt not sent: the OpenAI Images API has no negative prompt")
+        if _remote_prompt(req) != req.prompt:
+            notes.append("prompt weights removed: the OpenAI Images API reads plain text")
         ignored = [f for f in ("steps", "guidance", "scheduler") if f in req.model_fields_set]
         if req.mode is Mode.IMAGE_TO_IMAGE or (req.mode is Mode.INPAINT and req.strength != 1.0):
             ignored.append("strength")
@@ -308,7 +317,7 @@ class OpenAIImagesEngine:
         self._need_prompt(req, name)
         out = (req.width or DEFAULT_SIZE[0], req.height or DEFAULT_SIZE[1])
         remote = closest_size(spec.sizes, out)
-        kwargs = {"model": name, "prompt": req.prompt, "size": f"{remote[0]}x{remote[1]}"}
+        kwargs = {"model": name, "prompt": _remote_prompt(req), "size": f"{remote[0]}x{remote[1]}"}
         return _Plan(
             endpoint="generate",
             kwargs=kwargs | self._b64(spec),
@@ -338,7 +347,7 @@ class OpenAIImagesEngine:
             )
         else:
             endpoint = "edit"
-            kwargs["prompt"] = req.prompt
+            kwargs["prompt"] = _remote_prompt(req)
         kwargs["size"] = f"{remote[0]}x{remote[1]}"
         notes.insert(0, self._size_note(name, remote, original.size, f", {endpoint}"))
         if out != original.size:
@@ -388,7 +397,7 @@ class OpenAIImagesEngine:
         mask_png = openai_mask_png(frame.place_mask(mask.crop(box.as_tuple())))
         kwargs = {
             "model": name,
-            "prompt": req.prompt,
+            "prompt": _remote_prompt(req),
             "image": _file(png, "image.png"),
             "mask": _file(mask_png, "mask.png"),
             "size": f"{remote[0]}x{remote[1]}",
