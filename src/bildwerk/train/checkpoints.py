@@ -19,6 +19,18 @@ import torch
 _STEP = re.compile(r"^step-(\d+)$")
 
 
+def start_run(cfg: Any) -> tuple[torch.device, Path]:
+    """What every training run does first: threads, device, its folder and its settings file."""
+    from bildwerk.models.devices import choose_device
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = choose_device(cfg.device)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "train_config.json").write_text(cfg.model_dump_json(indent=2), "utf-8")
+    return device, cfg.out
+
+
 def checkpoint_dir(out: Path, step: int) -> Path:
     return out / "checkpoints" / f"step-{step}"
 

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bildwerk.errors import InvalidRequestError
-from bildwerk.models.devices import choose_device
 from bildwerk.models.loader import BILDWERK_CONFIG
 from bildwerk.models.sentence_encoder import SentenceEncoder, SentenceEncoderConfig
 from bildwerk.train.checkpoints import (
@@ -42,6 +41,7 @@ from bildwerk.train.checkpoints import (
     rng_state,
     save_state,
     set_rng_state,
+    start_run,
 )
 from bildwerk.train.config import TrainConfig
 from bildwerk.train.imagefolder import CaptionedImages, load_imagefolder, to_model_range
@@ -228,12 +228,7 @@ def train_unet(
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
     """Train (or resume); returns the folder of the final exported model."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = choose_device(cfg.device)
-    out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(cfg.model_dump_json(indent=2), "utf-8")
+    device, out = start_run(cfg)
     data = load_imagefolder(cfg.data, resolution=cfg.resolution, split="train", languages=cfg.languages)
     parts = _load_parts(cfg, device)
     vae, unet, sched = parts.vae, parts.unet, parts.scheduler

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from bildwerk.errors import InvalidRequestError
-from bildwerk.models.devices import choose_device
 from bildwerk.train.checkpoints import (
     checkpoint_dir,
     latest_checkpoint,
@@ -27,6 +26,7 @@ from bildwerk.train.checkpoints import (
     rng_state,
     save_state,
     set_rng_state,
+    start_run,
 )
 from bildwerk.train.config import VaeTrainConfig
 from bildwerk.train.imagefolder import load_imagefolder, to_model_range
@@ -87,11 +87,7 @@ def train_vae(
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
     """Train (or resume) a VAE; returns the folder of the finished ``AutoencoderKL``."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = choose_device(cfg.device)
-    out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
+    device, out = start_run(cfg)
     data = load_imagefolder(cfg.data, resolution=cfg.resolution, split="train")
     try:
         held = load_imagefolder(cfg.data, resolution=cfg.resolution, split="test", limit=256)
