@@ -135,7 +135,10 @@ def test_accuracy_arithmetic(tmp_path, monkeypatch):
     assert payload["per_language"]["de"]["gap_top5_points"] == pytest.approx(-50.0)
     assert payload["rows"][0]["real_top5"] == [281, 1, 2, 3, 4]
     md = rep.to_markdown()
-    assert "| de | 2 | 1 | 50.0% | 100.0% | 0.0% | 50.0% | 0.50 | -50.0 |" in md
+    assert "| de | 2 | 1 | 50.0% | 100.0% | 0.0% | 50.0% | 0.50 [" in md and "| -50.0 [" in md
+    lo, hi = de.ratio_top5_ci  # the bootstrap interval holds the point value
+    assert lo <= de.ratio_top5 <= hi and de.gap_top5_ci[0] <= -50.0 <= de.gap_top5_ci[1]
+    assert en.gap_top5_ci is None
     assert "NOT met" in md
 
 

@@ -99,6 +99,9 @@ class LanguageResult:
     real: Accuracy
     generated: Accuracy | None = None
     english_generated: Accuracy | None = None  # English prompts, same rows (for the gap)
+    # 95% bootstrap intervals over rows: with a few dozen rows the point values are noisy.
+    ratio_top5_ci: tuple[float, float] | None = None
+    gap_top5_ci: tuple[float, float] | None = None
 
     @property
     def ratio_top5(self) -> float | None:
@@ -144,6 +147,8 @@ class LanguageResult:
             "ratio_top1": self.ratio_top1,
             "gap_top5_points": self.gap_top5_points,
             "gap_top1_points": self.gap_top1_points,
+            "ratio_top5_ci95": self.ratio_top5_ci,
+            "gap_top5_points_ci95": self.gap_top5_ci,
         }
 
 
@@ -256,15 +261,21 @@ class QualityReport:
         lines += [
             "",
             "| captions | rows | skipped | real top-1 | real top-5 | generated top-1 "
-            "| generated top-5 | generated / real (top-5) | top-5 gap to en (points) |",
+            "| generated top-5 | generated / real (top-5) [95% CI] | top-5 gap to en (points) [95% CI] |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for lang, r in self.per_language.items():
             gen = r.generated
+            ratio = _num(r.ratio_top5) + (f" [{r.ratio_top5_ci[0]:.2f}, {r.ratio_top5_ci[1]:.2f}]"
+                                          if r.ratio_top5_ci else "")
+            gap = ""
+            if lang != "en":
+                gap = _points(r.gap_top5_points) + (f" [{r.gap_top5_ci[0]:+.1f}, {r.gap_top5_ci[1]:+.1f}]"
+                                                    if r.gap_top5_ci else "")
             lines.append(
                 f"| {lang} | {r.rows} | {r.skipped} | {_pct(r.real.top1)} | {_pct(r.real.top5)} "
                 f"| {_pct(gen.top1 if gen else None)} | {_pct(gen.top5 if gen else None)} "
-                f"| {_num(r.ratio_top5)} | {_points(r.gap_top5_points) if lang != 'en' else ''} |"
+                f"| {ratio} | {gap} |"
             )
         if self.generated:
             lines += ["", "Targets:"]
@@ -511,5 +522,28 @@ def _aggregate(results: list[RowResult], languages: list[str], generate: bool) -
                     res.generated.add(top, set(r.classes))
                 for top in r.generated_top5.get("en", []):
                     res.english_generated.add(top, set(r.classes))
+        if generate and have:
+            res.ratio_top5_ci, res.gap_top5_ci = _bootstrap(have, lang)
         per_language[lang] = res
     return {"real": real, "per_language": per_language, "per_class": list(per_class.values())}
+
+
+def _bootstrap(rows: list[RowResult], lang: str, n: int = 2000, seed: int = 0
+               ) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """95% percentile intervals of the generated/real top-5 ratio and of the gap to English,
+    resampling rows (a row's seeds stay together)."""
+    import numpy as np
+
+    def hits(tops: list[list[int]], classes: set[int]) -> float:
+        return float(np.mean([bool(set(t) & classes) for t in tops])) if tops else 0.0
+
+    real = np.array([float(bool(set(r.real_top5 or []) & set(r.classes))) for r in rows])
+    gen = np.array([hits(r.generated_top5.get(lang, []), set(r.classes)) for r in rows])
+    eng = np.array([hits(r.generated_top5.get("en", []), set(r.classes)) for r in rows])
+    idx = np.random.default_rng(seed).integers(0, len(rows), size=(n, len(rows)))
+    real_m, gen_m, eng_m = real[idx].mean(1), gen[idx].mean(1), eng[idx].mean(1)
+    ok = real_m > 0
+    ratio = (tuple(float(x) for x in np.percentile(gen_m[ok] / real_m[ok], [2.5, 97.5]))
+             if ok.any() else None)
+    gap = tuple(float(x) for x in np.percentile(100 * (gen_m - eng_m), [2.5, 97.5])) if lang != "en" else None
+    return ratio, gap  # type: ignore[return-value]
