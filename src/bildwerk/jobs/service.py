@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import threading
 import time
@@ -147,8 +148,8 @@ class JobService:
         return row
 
     def retry_after(self) -> int:
-        """Seconds a refused client should wait: the queue's share of one job's time."""
-        return max(1, int(self._last_run_seconds * max(1, self.store.queue_depth()) / 4))
+        """Seconds a refused client should wait: about one job's time, when a slot frees."""
+        return max(1, math.ceil(self._last_run_seconds))
 
     def cancel(self, job_id: str) -> str | None:
         outcome = self.store.cancel(job_id)

@@ -32,7 +32,7 @@ VAE_RECIPE: dict[str, Any] = {
 
 UNET_RECIPE: dict[str, Any] = {
     "resolution": RESOLUTION,
-    "steps": 10000,
+    "steps": 13000,
     "batch_size": 32,
     "learning_rate": 4e-4,
     "warmup_steps": 200,
