@@ -217,3 +217,29 @@ def test_default_model_rejects_a_bad_override_before_training(tmp_path):
                 "--prediction-type", "sample")
     assert r.exit_code == 2 and "prediction_type" in r.output
     assert not (tmp_path / "work" / "vae-run").exists()  # nothing was trained
+
+
+def test_history_and_export_from_the_command_line(tmp_path):
+    from bildwerk.images.io import encode_png
+    from bildwerk.jobs.store import Store
+
+    store = Store(tmp_path / "store")
+    request = {"mode": "text-to-image", "prompt": "a lake", "seed": 4, "model": "default"}
+    job = store.create_job(request=request, api="museum", engine="local")
+    assert store.claim_next().id == job.id
+    record = {"request": {**request, "prompt_record": {"original": "ein See", "language": "de",
+                                                         "prompt": "a lake", "steps": []}},
+              "model": {"name": "bildwerk-default"}}
+    store.finish(job.id, [(encode_png(Image.new("RGB", (64, 64), "blue")), 4)], record)
+    listed = _invoke("history", "--store", str(tmp_path / "store"), "--q", "See")
+    assert listed.exit_code == 0 and job.id[:12] in listed.stdout and "museum" in listed.stdout
+    out = tmp_path / "set"
+    r = _invoke("export", str(out), "--store", str(tmp_path / "store"), "--api", "museum")
+    assert r.exit_code == 0, r.output
+    assert "1 images" in r.stdout and "ready for" in r.stdout
+    meta = (out / "metadata.csv").read_text("utf-8")
+    assert "a lake" in meta and "ein See" in meta
+    again = _invoke("export", str(out), "--store", str(tmp_path / "store"))
+    assert again.exit_code == 2 and "empty folder" in again.output
+    missing = _invoke("history", "--store", str(tmp_path / "nowhere"))
+    assert missing.exit_code == 2 and "no bildwerk store" in missing.output
