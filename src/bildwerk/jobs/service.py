@@ -24,11 +24,11 @@ from bildwerk.engines.base import ProgressEvent
 from bildwerk.engines.registry import EngineRouter
 from bildwerk.errors import BildwerkError, GenerationCancelled
 from bildwerk.jobs.metrics import JobMetrics
-from bildwerk.jobs.store import QueueFull, Store
+from bildwerk.jobs.store import FINISHED_STATUSES, QueueFull, Store
 
 log = logging.getLogger("bildwerk.jobs")
 
-FINAL = frozenset({"succeeded", "failed", "cancelled"})
+FINAL = frozenset(FINISHED_STATUSES)
 
 
 @dataclass

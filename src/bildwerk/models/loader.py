@@ -79,32 +79,39 @@ def resolve_model(ref: str | None) -> ModelSource:
     )
 
 
+def local_model_names() -> list[str]:
+    """"default" and the models installed under ``$BILDWERK_HOME/models``."""
+    folder = bildwerk_home() / "models"
+    return ["default"] + sorted(p.name for p in folder.glob("*") if (p / "model_index.json").is_file())
+
+
+def _folder_config(ref: str | None) -> dict[str, Any]:
+    """A local model's bildwerk.json, read without loading weights; {} for hub or unknown refs."""
+    try:
+        source = resolve_model(ref)
+    except ModelNotFoundError:
+        return {}
+    return read_bildwerk_config(source.path) if source.path is not None else {}
+
+
+def _guidance_from_config(config: dict[str, Any]) -> float:
+    value = config.get("defaults", {}).get("guidance")
+    return float(value) if value is not None else 7.5
+
+
 def model_is_multilingual(ref: str | None) -> bool:
     """Whether a model reads prompts in any language (bildwerk's sentence-encoder models),
     told from its folder without loading weights; hub and CLIP models read English. Remote
     OpenAI image models read many languages themselves."""
     if ref and ref.startswith("openai:"):
         return True
-    try:
-        source = resolve_model(ref)
-    except ModelNotFoundError:
-        return False
-    if source.path is None:
-        return False
-    return read_bildwerk_config(source.path).get("conditioning", {}).get("type") == "usem3"
+    return _folder_config(ref).get("conditioning", {}).get("type") == "usem3"
 
 
 def recommended_guidance(ref: str | None) -> float:
     """The guidance a model's card recommends (bildwerk.json), else Stable Diffusion's 7.5;
     read from the folder without loading weights."""
-    try:
-        source = resolve_model(ref)
-    except ModelNotFoundError:
-        return 7.5
-    if source.path is None:
-        return 7.5
-    value = read_bildwerk_config(source.path).get("defaults", {}).get("guidance")
-    return float(value) if value is not None else 7.5
+    return _guidance_from_config(_folder_config(ref))
 
 
 def download_hub_model(hub_id: str) -> Path:
@@ -161,8 +168,7 @@ class LoadedModel:
     @property
     def default_guidance(self) -> float:
         """The guidance the model's card recommends (bildwerk.json), else Stable Diffusion's 7.5."""
-        value = self.extras.get("config", {}).get("defaults", {}).get("guidance")
-        return float(value) if value is not None else 7.5
+        return _guidance_from_config(self.extras.get("config", {}))
 
     def guidance_for(self, requested: float | None) -> float:
         return self.default_guidance if requested is None else requested

@@ -192,10 +192,9 @@ def interrogate(body: ImageIn, request: Request) -> dict:
 
 @router.get("/sd-models")
 def sd_models(request: Request) -> list[dict]:
-    from bildwerk.paths import bildwerk_home
+    from bildwerk.models.loader import local_model_names
 
-    names = ["default"] + sorted(p.name for p in (bildwerk_home() / "models").glob("*")
-                                 if (p / "model_index.json").is_file())
+    names = local_model_names()
     return [{"title": n, "model_name": n, "hash": None, "sha256": None, "filename": n, "config": None}
             for n in names]
 

@@ -17,7 +17,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from bildwerk.errors import BildwerkError, InvalidRequestError
+from bildwerk.errors import InvalidRequestError
+from bildwerk.jobs.store import ImageNotFoundError, JobNotFoundError
 from bildwerk.prompts.pipeline import PromptOptions
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, job_view
@@ -81,12 +82,8 @@ def list_jobs(request: Request, status: str | None = None, q: str | None = Query
 def _row_or_404(request: Request, job_id: str):
     row = state(request).service.store.get(job_id)
     if row is None:
-        raise NotFound(f"no job {job_id!r}")
+        raise JobNotFoundError(job_id)
     return row
-
-
-class NotFound(BildwerkError):
-    code = "not_found"
 
 
 @router.get("/jobs/{job_id}")
@@ -94,7 +91,7 @@ def get_job(job_id: str, request: Request) -> dict:
     """One job's full record: request, prompt steps, engine, model, seeds, versions, timings."""
     info = state(request).service.status(job_id)
     if info is None:
-        raise NotFound(f"no job {job_id!r}")
+        raise JobNotFoundError(job_id)
     view = job_view(request, info["row"], info["progress"], full=True)
     view["queue_position"] = info["position"]
     return view
@@ -164,7 +161,7 @@ def job_image(job_id: str, index: int, request: Request) -> Response:
     for r in row.results:
         if r.idx == index:
             return _png(state(request).service.store.read_image(r.sha256))
-    raise NotFound(f"job {job_id} has no image {index}")
+    return error_response("not_found", f"job {job_id} has no image {index}", 404)
 
 
 @router.get("/images/{sha256}")
@@ -173,7 +170,7 @@ def image_by_hash(sha256: str, request: Request) -> Response:
         raise InvalidRequestError("an image is named by its sha256 (64 hex characters)")
     store = state(request).service.store
     if not store.image_path(sha256).is_file():
-        raise NotFound(f"no image {sha256}")
+        raise ImageNotFoundError(sha256)
     return _png(store.read_image(sha256))
 
 
@@ -204,11 +201,9 @@ def export(request: Request, ids: str | None = Query(None, description="Comma-se
 
 @router.get("/models")
 def models(request: Request) -> dict:
-    from bildwerk.paths import bildwerk_home
+    from bildwerk.models.loader import local_model_names
 
     st = state(request)
-    local = ["default"] + sorted(p.name for p in (bildwerk_home() / "models").glob("*")
-                                 if (p / "model_index.json").is_file())
-    return {"default": st.settings.model or "default", "local": local,
+    return {"default": st.settings.model or "default", "local": local_model_names(),
             "remote": ["openai:dall-e-2", "openai:dall-e-3", "openai:gpt-image-1"],
             "loaded": st.service.router.describe()["loaded"]}
