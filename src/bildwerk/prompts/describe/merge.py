@@ -7,7 +7,8 @@ import re
 from typing import Protocol
 
 from bildwerk.errors import BildwerkError, PromptBackendError
-from bildwerk.prompts.describe.text import _clean_line, _clip, _one_line
+from bildwerk.prompts.answer import clean_answer
+from bildwerk.prompts.describe.text import _clip, _one_line
 
 # Verbs that start an edit instruction; "X and VERB ..." splits into two edits.
 _VERBS = (
@@ -227,7 +228,7 @@ def merge_with_llm(description: str, edit: str, backend: _ChatLike,
         raise
     except Exception as exc:  # a backend outside bildwerk may raise anything
         raise PromptBackendError(f"the merge model failed: {_clip(str(exc))}") from exc
-    merged = _clean_line(answer or "")
+    merged = clean_answer(answer or "")
     if not merged:
         name = getattr(backend, "name", type(backend).__name__)
         raise PromptBackendError(f"the merge model {name} answered with an empty prompt")

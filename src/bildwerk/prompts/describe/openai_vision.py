@@ -9,8 +9,8 @@ from typing import Any
 from bildwerk.errors import PromptBackendError
 from bildwerk.images.io import encode_png
 from bildwerk.openai_errors import explain
+from bildwerk.prompts.answer import clean_answer
 from bildwerk.prompts.describe.base import Description, ImageInput, _as_image, _fit
-from bildwerk.prompts.describe.text import _clean_line
 
 DEFAULT_VISION_MODEL = "gpt-4o-mini"
 DESCRIBE_INSTRUCTION = (
@@ -76,7 +76,7 @@ class OpenAIVisionDescriber:
             raise PromptBackendError(failure.message) from exc
         choices = getattr(reply, "choices", None) or []
         content = choices[0].message.content if choices and choices[0].message else None
-        text = _clean_line(content or "")
+        text = clean_answer(content or "")
         if not text:
             raise PromptBackendError(f"the vision model at {where} answered with an empty caption")
         return Description(text=text, backend=self.name, confidence=None, labels=[])
