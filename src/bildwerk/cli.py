@@ -45,6 +45,7 @@ SchedOpt = Annotated[str | None, typer.Option("--scheduler", help="DDIM, Euler, 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder, or a .png file for one image.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="auto, float32, float16, bfloat16.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="Training compute: auto (bf16 where the hardware has it), fp32, bf16, fp16.")]
 StrengthOpt = Annotated[float | None, typer.Option("--strength", help="How much of the input is repainted (0-1]; 0.75 for vary, 1.0 for inpaint.")]
 # Prompt pipeline options (docs/prompts.md), the same on every generating command.
 TranslateOpt = Annotated[str, typer.Option("--translate", help="auto (only for English-only models), llm, lexicon or off.", rich_help_panel="Prompt")]
@@ -578,6 +579,7 @@ def train_vae_cmd(
     resolution: Annotated[int, typer.Option("--resolution")] = 64,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     device: DeviceOpt = None,
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """Train a small VAE for a model trained from scratch (resumes from its last checkpoint)."""
     from bildwerk.train.config import VaeTrainConfig
@@ -585,7 +587,8 @@ def train_vae_cmd(
 
     _check_folder(data_dir)
     final = train_vae(VaeTrainConfig(data=data_dir, out=out, steps=steps, resolution=resolution,
-                                     batch_size=batch_size, device=device))
+                                     batch_size=batch_size, device=device,
+                                     precision=precision))
     out_console.print(f"VAE: {final}")
 
 
@@ -605,6 +608,7 @@ def train(
     sample_every: Annotated[int, typer.Option("--sample-every")] = 250,
     sample_prompt: Annotated[list[str] | None, typer.Option("--sample-prompt", help="Repeat for several.")] = None,
     device: DeviceOpt = None,
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """Train or fine-tune on an imagefolder; checks the folder first and resumes if interrupted."""
     from pydantic import ValidationError
@@ -619,7 +623,7 @@ def train(
         cfg = TrainConfig(data=data_dir, out=out, base_model=base, method=method, vae=vae, steps=steps,
                           batch_size=batch_size, learning_rate=learning_rate, resolution=resolution,
                           lora_rank=lora_rank, checkpoint_every=checkpoint_every, sample_every=sample_every,
-                          device=device, **extra)
+                          device=device, precision=precision, **extra)
     except ValidationError as exc:
         _fail(BildwerkError(format_validation_error(exc)))
     try:
@@ -638,6 +642,7 @@ def default_model(
     unet_steps: Annotated[int | None, typer.Option("--unet-steps", help="Override the recipe's UNet steps (a GPU run can afford 50k+).")] = None,
     vae_steps: Annotated[int | None, typer.Option("--vae-steps", help="Override the recipe's VAE steps.")] = None,
     prediction_type: Annotated[str | None, typer.Option("--prediction-type", help="epsilon (the recipe's) or v_prediction.")] = None,
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """Reproduce the embedded default model: dataset, VAE, UNet, install (resumable)."""
     from pydantic import ValidationError
@@ -645,7 +650,7 @@ def default_model(
     from bildwerk.requests import format_validation_error
     from bildwerk.train.recipe import DATA_SIZE, install_default_model, train_default_model
 
-    over = {"device": device} if device else {}
+    over = {"precision": precision, **({"device": device} if device else {})}
     vae_over = {**over, **({"steps": vae_steps} if vae_steps else {})}
     unet_over = {**over, **({"steps": unet_steps} if unet_steps else {}),
                  **({"prediction_type": prediction_type} if prediction_type else {})}

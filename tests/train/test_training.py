@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from diffusers import UNet2DConditionModel
 from PIL import Image, ImageDraw
 
 from bildwerk.engines.diffusers_engine import DiffusersEngine
@@ -108,12 +111,18 @@ def test_resume_continues_from_the_last_checkpoint(folder, vae_dir, tmp_path):
     out = tmp_path / "resume"
     base = dict(data=folder, out=out, vae=vae_dir, resolution=32, batch_size=4, checkpoint_every=2,
                 sample_every=100, unet=TINY_UNET, device="cpu", warmup_steps=1)
-    train_unet(TrainConfig(steps=2, **base), show_progress=False)
+    train_unet(TrainConfig(steps=2, precision="fp32", **base), show_progress=False)
     assert latest_checkpoint(out).name == "step-2"
     seen = []
-    train_unet(TrainConfig(steps=4, **base), show_progress=False, callback=seen.append)
+    # The weights stay fp32 whatever the compute precision, so a run may resume with another one.
+    train_unet(TrainConfig(steps=4, precision="bf16", **base), show_progress=False, callback=seen.append)
     assert [e["step"] for e in seen] == [3, 4]  # picked up where it stopped
+    assert all(np.isfinite(e["loss"]) for e in seen)
     assert [e["step"] for e in read_log(out / "train_log.jsonl")] == [1, 2, 3, 4]
+    meta = json.loads((latest_checkpoint(out) / "meta.json").read_text())
+    assert meta["step"] == 4 and meta["precision"] == "bf16"
+    unet = UNet2DConditionModel.from_pretrained(out / "model" / "unet")
+    assert {p.dtype for p in unet.parameters()} == {torch.float32}
 
 
 def test_lora_fine_tune_of_a_clip_model(folder, tiny_models, tmp_path):

@@ -42,6 +42,9 @@ class TrainConfig(BaseModel):
     seed: int = 0
     device: str | None = None
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="Compute precision; auto = bf16 where the hardware has it, else fp32."
+    )
     name: str = "bildwerk-model"
     guidance: float | None = Field(
         default=None, ge=0, le=30,
@@ -73,3 +76,4 @@ class VaeTrainConfig(BaseModel):
     seed: int = 0
     device: str | None = None
     threads: int | None = None
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

@@ -45,6 +45,7 @@ from bildwerk.train.checkpoints import (
 )
 from bildwerk.train.config import TrainConfig
 from bildwerk.train.imagefolder import CaptionedImages, load_imagefolder, to_model_range
+from bildwerk.train.precision import MixedPrecision
 from bildwerk.train.progress import TrainProgress
 
 DEFAULT_UNET: dict[str, Any] = {
@@ -229,6 +230,7 @@ def train_unet(
 ) -> Path:
     """Train (or resume); returns the folder of the final exported model."""
     device, out = start_run(cfg)
+    amp = MixedPrecision.choose(cfg.precision, device)  # refuses an impossible choice before any work
     data = load_imagefolder(cfg.data, resolution=cfg.resolution, split="train", languages=cfg.languages)
     parts = _load_parts(cfg, device)
     vae, unet, sched = parts.vae, parts.unet, parts.scheduler
@@ -277,6 +279,7 @@ def train_unet(
         gen.set_state(state["data_rng"])
         pyrand.setstate(state["py_rng"])
         set_rng_state(state["rng"])
+        amp.load_state_dict(state.get("scaler"))
         start = int(state["step"])
 
     def lr_at(step: int) -> float:
@@ -289,6 +292,7 @@ def train_unet(
     if start == 0:
         progress.note(f"{n} images, languages {', '.join(data.languages)}, setup {setup_s:.1f}s, "
                       f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters")
+    progress.note(f"compute precision {amp.name} on {device}")
     final = out / "model"
     try:
         for step in range(start, cfg.steps):
@@ -312,13 +316,11 @@ def train_unet(
             t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
             noisy = sched.add_noise(x0, noise, t)
             target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(x0, noise, t)
-            pred = unet(noisy.to(device), t.to(device), cond.to(device)).sample
+            with amp.autocast():
+                pred = unet(noisy.to(device), t.to(device), cond.to(device)).sample
             per = F.mse_loss(pred.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
             loss = (per * _min_snr_weights(sched, t, cfg.min_snr_gamma).to(device)).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            amp.step(loss, opt, params, cfg.grad_clip)
             if ema is not None:
                 ema.step(unet.parameters())
             done = step + 1
@@ -329,7 +331,7 @@ def train_unet(
                 folder = checkpoint_dir(out, done)
                 model_dir = _export_current(parts, cfg, unet, ema, folder / "model")
                 state = {"optimizer": opt.state_dict(), "data_rng": gen.get_state(), "py_rng": pyrand.getstate(),
-                         "rng": rng_state(), "step": done}
+                         "rng": rng_state(), "step": done, "scaler": amp.state_dict()}
                 if cfg.method == "lora":
                     from peft import get_peft_model_state_dict
 
@@ -337,7 +339,7 @@ def train_unet(
                 else:
                     state["unet"] = unet.state_dict()
                     state["ema"] = ema.state_dict() if ema is not None else None
-                save_state(folder, state, {"step": done, "loss": loss.item()})
+                save_state(folder, state, {"step": done, "loss": loss.item(), "precision": amp.name})
                 prune(out, cfg.keep_checkpoints)
                 if last:
                     import shutil

@@ -30,6 +30,7 @@ from bildwerk.train.checkpoints import (
 )
 from bildwerk.train.config import VaeTrainConfig
 from bildwerk.train.imagefolder import load_imagefolder, to_model_range
+from bildwerk.train.precision import MixedPrecision
 from bildwerk.train.progress import TrainProgress
 
 
@@ -88,6 +89,7 @@ def train_vae(
 ) -> Path:
     """Train (or resume) a VAE; returns the folder of the finished ``AutoencoderKL``."""
     device, out = start_run(cfg)
+    amp = MixedPrecision.choose(cfg.precision, device)
     data = load_imagefolder(cfg.data, resolution=cfg.resolution, split="train")
     try:
         held = load_imagefolder(cfg.data, resolution=cfg.resolution, split="test", limit=256)
@@ -109,6 +111,7 @@ def train_vae(
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["data_rng"])
         set_rng_state(state["rng"])
+        amp.load_state_dict(state.get("scaler"))
         start = int(state["step"])
     vae.to(device).train()
 
@@ -118,28 +121,29 @@ def train_vae(
 
     progress = TrainProgress(cfg.steps, start, out / "train_log.jsonl", description="VAE",
                              show=show_progress, callback=callback)
+    progress.note(f"compute precision {amp.name} on {device}")
     try:
         for step in range(start, cfg.steps):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
             x = _batch(data.images, idx, cfg.crop, gen).to(device)
-            post = vae.encode(x).latent_dist
-            rec = vae.decode(post.sample()).sample
+            with amp.autocast():
+                post = vae.encode(x).latent_dist
+                rec = vae.decode(post.sample()).sample
+            rec = rec.float()
             rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
-            kl = post.kl().mean()
+            kl = post.kl().float().mean()
             loss = rec_loss + cfg.kl_weight * kl
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            opt.step()
+            amp.step(loss, opt, list(vae.parameters()), 1.0)
             done = step + 1
             progress.update(done, loss.item(), rec=rec_loss.item(), kl=kl.item(), lr=lr_at(step))
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 folder = checkpoint_dir(out, done)
                 vae.save_pretrained(folder / "vae", safe_serialization=True)
                 save_state(folder, {"optimizer": opt.state_dict(), "data_rng": gen.get_state(),
-                                    "rng": rng_state(), "step": done}, {"step": done, "loss": loss.item()})
+                                    "rng": rng_state(), "step": done, "scaler": amp.state_dict()},
+                           {"step": done, "loss": loss.item(), "precision": amp.name})
                 prune(out, 2)
     finally:
         progress.close()
