@@ -95,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep generated pictures in this folder")
     p.add_argument("--normalization", choices=("lite", "imagenet"), default="lite",
                    help="judge input normalisation (default: lite, as the weights were trained)")
+    p.add_argument("--translations", type=Path, default=None,
+                   help="TSV (en, de, ko, ...) of captions for rows that lack a language in the "
+                        "dataset, e.g. bench/data/heldout-caption-translations.tsv; marked in the report")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return p.parse_args(argv)
 
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from bildwerk.evaluation.judge import Judge, JudgeUnavailable
-    from bildwerk.evaluation.quality import evaluate
+    from bildwerk.evaluation.quality import evaluate, load_translations
 
     if not (args.data / "metadata.csv").is_file():
         print(f"error: {args.data}/metadata.csv not found", file=sys.stderr)
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds_per_caption=args.seeds, steps=args.steps, guidance=args.guidance,
         image_size=args.image_size, limit=args.limit, progress=progress, split=args.split,
         seed=args.seed, generate=not args.real_only, judge=judge, save_dir=args.save_images,
+        translations=load_translations(args.translations) if args.translations else None,
     )
     report.environment = environment()
     print(environment_markdown(report.environment))

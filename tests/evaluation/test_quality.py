@@ -45,6 +45,7 @@ PROMPT_COLOURS = {
     "cat": (1, 0, 0), "Katze": (2, 0, 0), "고양이": (3, 0, 0),
     "red sports car": (4, 0, 0), "roter Sportwagen": (5, 0, 0),
     "a bear": (6, 0, 0), "곰": (7, 0, 0),
+    "ein Bär": (8, 0, 0), "빨간 스포츠카": (9, 0, 0),
 }
 JUDGEMENTS = {
     # real pictures (colour at the centre)
@@ -59,6 +60,8 @@ JUDGEMENTS = {
     (5, 0, 0): [1, 2, 3, 4, 5],  # de car: miss
     (6, 0, 0): [1, 2, 3, 4, 296],  # en bear: top-5 only
     (7, 0, 0): [294, 1, 2, 3, 4],  # ko bear: top-1
+    (8, 0, 0): [1, 2, 294, 3, 4],  # de bear (translations file): top-5 only
+    (9, 0, 0): [1, 2, 3, 4, 5],  # ko car (translations file): miss
 }
 
 
@@ -140,6 +143,38 @@ def test_accuracy_arithmetic(tmp_path, monkeypatch):
     assert lo <= de.ratio_top5 <= hi and de.gap_top5_ci[0] <= -50.0 <= de.gap_top5_ci[1]
     assert en.gap_top5_ci is None
     assert "NOT met" in md
+
+
+def test_translations_fill_only_missing_languages_and_are_marked(tmp_path):
+    data = write_dataset(tmp_path / "ds")
+    tsv = tmp_path / "tr.tsv"
+    tsv.write_text("# comment lines are skipped\nen\tde\tko\n"
+                   "a bear\tein Bär\t\n"  # the dataset has no German for the bear
+                   "red sports car\tnicht benutzt\t빨간 스포츠카\n"  # German exists: kept
+                   "cat\tKatze\t\n", encoding="utf-8")
+    translations = quality.load_translations(tsv)
+    assert translations["a bear"] == {"de": "ein Bär"}
+    engine = FakeEngine()
+    rep = evaluate(data, "m", steps=3, engine=engine, judge=FakeJudge(), translations=translations)
+
+    rows = {r.file_name: r for r in rep.rows}
+    assert rows["images/bear.png"].captions["de"] == "ein Bär"
+    assert rows["images/bear.png"].translated == ["de"]
+    assert rows["images/car.png"].captions == {"en": "red sports car", "de": "roter Sportwagen",
+                                                "ko": "빨간 스포츠카"}
+    assert rows["images/car.png"].translated == ["ko"]
+    assert rows["images/cat.png"].translated == []
+    assert "nicht benutzt" not in {r.prompt for r in engine.requests}
+    de, ko = rep.per_language["de"], rep.per_language["ko"]
+    assert (de.rows, de.skipped, ko.rows, ko.skipped) == (3, 0, 3, 0)
+    assert de.generated.top5_hits == 1 + 1  # Katze (top-5) + ein Bär (top-5); roter Sportwagen misses
+    assert rep.settings["translated_captions"] == {"de": 1, "ko": 1}
+    assert "from a translations file: de 1, ko 1 rows" in rep.to_markdown()
+
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("english\tde\nx\ty\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="'en' column"):
+        quality.load_translations(bad)
 
 
 def test_real_only_and_limit(tmp_path):

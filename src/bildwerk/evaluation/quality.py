@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +87,8 @@ class RowResult:
     real_top5: list[int] | None = None
     generated_top5: dict[str, list[list[int]]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
+    # Languages whose caption came from a translations file, not from the dataset.
+    translated: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -258,6 +260,9 @@ class QualityReport:
                 f"{s.get('seeds_per_caption')} seed(s) per caption from seed {s.get('seed')}, "
                 f"{s.get('generated_size') or 'native'} px."
             )
+        if s.get("translated_captions"):
+            filled = ", ".join(f"{lang} {n}" for lang, n in s["translated_captions"].items())
+            lines.append(f"Captions not in the dataset, from a translations file: {filled} rows.")
         lines += [
             "",
             "| captions | rows | skipped | real top-1 | real top-5 | generated top-1 "
@@ -354,6 +359,23 @@ def _generate(engine: Any, caption: str, *, model: str | None, seed: int, count:
     return images
 
 
+def load_translations(path: str | Path) -> dict[str, dict[str, str]]:
+    """A tab-separated file with an ``en`` column and one column per language ->
+    English caption -> {language: caption}. Empty cells are left out."""
+    import csv
+
+    with Path(path).open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader((line for line in fh if not line.startswith("#")), delimiter="\t")
+        if not reader.fieldnames or "en" not in reader.fieldnames:
+            raise ValueError(f"{path}: needs a header row with an 'en' column")
+        out: dict[str, dict[str, str]] = {}
+        for row in reader:
+            en = (row.pop("en") or "").strip()
+            if en:
+                out[en] = {lang: text.strip() for lang, text in row.items() if lang and text and text.strip()}
+    return out
+
+
 def evaluate(
     dataset_dir: str | Path,
     model: str | None,
@@ -372,6 +394,7 @@ def evaluate(
     engine: Any | None = None,
     save_dir: str | Path | None = None,
     match_real_size: bool = True,
+    translations: Mapping[str, Mapping[str, str]] | None = None,
 ) -> QualityReport:
     """Judge real and generated pictures of the rows whose caption names ImageNet classes.
 
@@ -384,6 +407,9 @@ def evaluate(
     False judges only the real pictures. ``judge``/``engine`` replace the
     efficientnet judge and the diffusers engine (tests, other backends);
     ``save_dir`` keeps the generated pictures as ``<lang>/<row>_<seed>.png``.
+    ``translations`` (English caption -> {language: caption}) fills languages a row lacks
+    in the dataset; such captions are marked per row and counted in the settings, so a
+    report never passes them off as the dataset's own.
     """
     if seeds_per_caption < 1:
         raise ValueError("seeds_per_caption must be at least 1")
@@ -404,12 +430,15 @@ def evaluate(
     # Rows whose picture is really there; the same seeds for a row in every language.
     present: list[EvalRow] = [row for row in chosen if row.image_path.is_file()]
     missing_names = [row.file_name for row in chosen if not row.image_path.is_file()]
-    results = [
-        RowResult(file_name=row.file_name, term=row.term, classes=sorted(row.classes),
-                  captions={lang: row.captions[lang] for lang in languages if lang in row.captions},
-                  seeds=[seed + i * seeds_per_caption + j for j in range(seeds_per_caption)])
-        for i, row in enumerate(present)
-    ]
+    results = []
+    for i, row in enumerate(present):
+        extra = (translations or {}).get(row.captions.get("en", ""), {})
+        captions = {lang: row.captions.get(lang) or extra.get(lang) for lang in languages}
+        results.append(RowResult(
+            file_name=row.file_name, term=row.term, classes=sorted(row.classes),
+            captions={lang: c for lang, c in captions.items() if c},
+            seeds=[seed + i * seeds_per_caption + j for j in range(seeds_per_caption)],
+            translated=[lang for lang in languages if not row.captions.get(lang) and extra.get(lang)]))
 
     # 1. Generate per language, then judge.
     generated_side: int | None = None
@@ -485,6 +514,8 @@ def evaluate(
             "seed": seed, "image_size": image_size, "limit": limit,
             "generated_size": generated_size,
             "real_sizes": sorted(real_sizes), "match_real_size": match_real_size,
+            "translated_captions": {lang: sum(lang in r.translated for r in results) for lang in languages
+                                    if any(lang in r.translated for r in results)},
         },
         judge=judge_settings,
         timings={k: round(v, 3) for k, v in timings.items()},
