@@ -36,7 +36,8 @@ def write_dataset(folder: Path) -> Path:
             ImageDraw.Draw(im).ellipse((8, 8, 56, 56), fill=colour)
             im.save(folder / "images" / name)
             w.writerow({"file_name": f"images/{name}", "text": en, "split": split,
-                        "source": "test", "licence": "CC0", "text_de": de, "text_ko": ko})
+                        "source": "bears" if name == "bear.png" else "test", "licence": "CC0",
+                        "text_de": de, "text_ko": ko})
     return folder
 
 
@@ -143,6 +144,16 @@ def test_accuracy_arithmetic(tmp_path, monkeypatch):
     assert lo <= de.ratio_top5 <= hi and de.gap_top5_ci[0] <= -50.0 <= de.gap_top5_ci[1]
     assert en.gap_top5_ci is None
     assert "NOT met" in md
+
+    # By source: the bear row is its own source; en bear is a top-5 hit, the real bear a miss.
+    src = rep.by_source()
+    assert list(src) == ["bears", "test"] and src["bears"]["rows"] == 1 and src["test"]["rows"] == 2
+    assert src["bears"]["real"].top5 == 0.0 and src["bears"]["generated"]["en"].top5 == 1.0
+    assert src["test"]["real"].top5 == 1.0 and src["test"]["generated"]["de"].top5 == 0.5
+    assert "| test | 2 | 100.0% | 100.0% (1.00) | 50.0% (0.50) | 0.0% (0.00) |" in md  # ko: cat misses
+    # The ratio divides by the real accuracy of the rows that have the language.
+    assert src["bears"]["real_for"]["ko"].top5 == 0.0 and "| bears | 1 | 0.0% | 100.0% | | 100.0% |" in md
+    assert payload["by_source"]["bears"]["generated"]["ko"]["top1"] == 1.0
 
 
 def test_translations_fill_only_missing_languages_and_are_marked(tmp_path):

@@ -89,6 +89,7 @@ class RowResult:
     seeds: list[int] = field(default_factory=list)
     # Languages whose caption came from a translations file, not from the dataset.
     translated: list[str] = field(default_factory=list)
+    source: str = ""  # the dataset's source column (openclipart, emoji, tuxpaint, ...)
 
 
 @dataclass
@@ -231,12 +232,33 @@ class QualityReport:
             "per_language": {k: v.to_dict() for k, v in self.per_language.items()},
             "targets": self.targets(),
             "per_class": [c.to_dict() for c in self.per_class],
+            "by_source": {k: {"rows": v["rows"], "real": v["real"].to_dict(),
+                              "real_for": {lang: a.to_dict() for lang, a in v["real_for"].items()},
+                              "generated": {lang: a.to_dict() for lang, a in v["generated"].items()}}
+                          for k, v in self.by_source().items()},
             "rows": [asdict(r) for r in self.rows],
             "settings": self.settings,
             "judge": self.judge,
             "timings": self.timings,
             "environment": self.environment,
         }
+
+    def by_source(self) -> dict[str, dict[str, Any]]:
+        """Real and generated (per language) top-5 accuracy for each source of the rows:
+        where the model falls short, not only by how much."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.rows:
+            entry = out.setdefault(r.source or "unknown",
+                                   {"rows": 0, "real": Accuracy(), "generated": {}, "real_for": {}})
+            entry["rows"] += 1
+            entry["real"].add(r.real_top5 or [], set(r.classes))
+            for lang, tops in r.generated_top5.items():
+                # Real accuracy on the rows that have this language, for a like-for-like ratio.
+                entry["real_for"].setdefault(lang, Accuracy()).add(r.real_top5 or [], set(r.classes))
+                acc = entry["generated"].setdefault(lang, Accuracy())
+                for top in tops:
+                    acc.add(top, set(r.classes))
+        return dict(sorted(out.items()))
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
@@ -292,6 +314,23 @@ class QualityReport:
                 else:
                     shown = f"{value:.2f}" if t["kind"] == "ratio" else f"{value:+.1f}"
                 lines.append(f"- {name}: {shown} ({mark})")
+        sources = self.by_source()
+        if self.generated and len(sources) > 1:
+            langs = list(self.languages)
+            lines += ["", "| source | rows | real top-5 |" + "".join(f" {lang} top-5 (ratio) |" for lang in langs),
+                      "|---|---:|---:|" + "---:|" * len(langs)]
+            for name, v in sources.items():
+                real5 = v["real"].top5
+                cells = ""
+                for lang in langs:
+                    acc = v["generated"].get(lang)
+                    if acc is None or acc.top5 is None:
+                        cells += " |"
+                        continue
+                    real_lang = v["real_for"][lang].top5
+                    ratio = f" ({acc.top5 / real_lang:.2f})" if real_lang else ""
+                    cells += f" {_pct(acc.top5)}{ratio} |"
+                lines.append(f"| {name} | {v['rows']} | {_pct(real5)} |{cells}")
         if per_class and self.per_class:
             langs = [lang for lang in self.languages if self.generated]
             head = "| object | ImageNet classes | rows | real top-5 |" + "".join(
@@ -438,7 +477,8 @@ def evaluate(
             file_name=row.file_name, term=row.term, classes=sorted(row.classes),
             captions={lang: c for lang, c in captions.items() if c},
             seeds=[seed + i * seeds_per_caption + j for j in range(seeds_per_caption)],
-            translated=[lang for lang in languages if not row.captions.get(lang) and extra.get(lang)]))
+            translated=[lang for lang in languages if not row.captions.get(lang) and extra.get(lang)],
+            source=row.extra.get("source", "")))
 
     # 1. Generate per language, then judge.
     generated_side: int | None = None
