@@ -24,6 +24,8 @@ def test_auto_on_cpu_follows_the_hardware(monkeypatch, native):
 def test_auto_on_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert resolve_precision("auto", torch.device("cuda"), auto_fp16=False) == "fp32"  # the VAE's
+    assert resolve_precision("fp16", torch.device("cuda"), auto_fp16=False) == "fp16"  # asked for
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_precision("auto", torch.device("cuda")) == "bf16"
     assert resolve_precision("auto", torch.device("mps")) == "fp32"

@@ -37,14 +37,20 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The precision a run really uses on ``device``: "fp32", "bf16" or "fp16"."""
+def resolve_precision(precision: str, device: torch.device, *, auto_fp16: bool = True) -> str:
+    """The precision a run really uses on ``device``: "fp32", "bf16" or "fp16".
+
+    ``auto_fp16`` False makes "auto" fall back to fp32 instead of fp16 on GPUs without
+    bf16 (VAE activations overflow fp16; asking for fp16 explicitly still gets it).
+    """
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise InvalidRequestError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
     kind = device.type
     if precision == "auto":
         if kind == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            if torch.cuda.is_bf16_supported():
+                return "bf16"
+            return "fp16" if auto_fp16 else "fp32"
         if kind == "cpu" and cpu_has_native_bf16():
             return "bf16"
         return "fp32"
@@ -64,8 +70,8 @@ class MixedPrecision:
     scaler: Any = None
 
     @classmethod
-    def choose(cls, precision: str, device: torch.device) -> MixedPrecision:
-        name = resolve_precision(precision, device)
+    def choose(cls, precision: str, device: torch.device, *, auto_fp16: bool = True) -> MixedPrecision:
+        name = resolve_precision(precision, device, auto_fp16=auto_fp16)
         scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
         return cls(name, device, scaler)
 

@@ -89,7 +89,7 @@ def train_vae(
 ) -> Path:
     """Train (or resume) a VAE; returns the folder of the finished ``AutoencoderKL``."""
     device, out = start_run(cfg)
-    amp = MixedPrecision.choose(cfg.precision, device)
+    amp = MixedPrecision.choose(cfg.precision, device, auto_fp16=False)  # fp16 VAEs overflow
     data = load_imagefolder(cfg.data, resolution=cfg.resolution, split="train")
     try:
         held = load_imagefolder(cfg.data, resolution=cfg.resolution, split="test", limit=256)
