@@ -163,3 +163,25 @@ def test_v_prediction_from_scratch_is_recorded_and_samples(folder, vae_dir, tmp_
     assert np.isfinite(np.asarray(r.images[0], dtype=float)).all()
     with pytest.raises(ValueError):
         TrainConfig(data=folder, out=tmp_path / "x", prediction_type="sample")
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_fine_tune_the_embedded_default_model(folder, tmp_path, method):
+    """The museum's path: its own captioned pictures on top of bildwerk's default model, offline."""
+    cfg = TrainConfig(data=folder, out=tmp_path / method, base_model="default", method=method, resolution=64,
+                      steps=2, batch_size=2, checkpoint_every=2, sample_every=100, device="cpu",
+                      learning_rate=1e-3, warmup_steps=1, name="museum-model")
+    model_dir = train_unet(cfg, show_progress=False)
+    tuned = load_model(str(model_dir), device="cpu")
+    base = load_model("default", device="cpu")
+    assert tuned.family == base.family == "sentence"  # still multilingual, no translation needed
+    assert tuned.name == "museum-model"
+    assert tuned.default_guidance == base.default_guidance  # the base's recommendation carries over
+    moved = sum(float((a.float() - b.float()).abs().sum())
+                for a, b in zip(tuned.unet.parameters(), base.unet.parameters(), strict=True))
+    assert moved > 0
+    if method == "lora":
+        assert (tmp_path / method / "checkpoints" / "step-2" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    r = DiffusersEngine(ModelManager(device="cpu")).generate(
+        build_request(prompt="ein roter Kreis", model=str(model_dir), seed=1, steps=2))
+    assert r.images[0].size == (64, 64)
