@@ -108,3 +108,20 @@ def test_embedded_llm_expands_deterministically():
     b = PromptPipeline().run("a red fox in the snow", options=opts)
     assert a.prompt == b.prompt and a.prompt.startswith("a red fox in the snow, ")
     assert a.step("expand").backend == "local:smollm2-135m"
+
+
+def test_korean_base_forms_drop_particles_only_from_known_nouns():
+    ko = lexicon.load_lexicon("ko")
+    assert ko.base_form("고양이가") == "고양이" and ko.base_form("바닷가에서") == "바닷가"
+    assert ko.base_form("해변을") == "해변"
+    # Nouns that end like a particle stay whole.
+    for word in ("고양이", "사과", "바닷가", "가을", "미지의말이"):
+        assert ko.base_form(word) == word
+
+
+def test_korean_keywords_without_particles():
+    found = extract_keywords(["바닷가에서 노는 귀여운 고양이가 해변을 본다"], language="ko", top_n=6)
+    words_found = [w for k, _ in found for w in k.split()]
+    assert words_found
+    assert not {"고양이가", "바닷가에서", "해변을"} & set(words_found)
+    assert len({k for k, _ in found}) == len(found)  # merged forms are not repeated

@@ -90,7 +90,24 @@ def extract_keywords(texts: Sequence[str], *, top_n: int = 5, max_ngram: int = 2
     kw = _keybert(backend)
     found = kw.extract_keywords(doc, keyphrase_ngram_range=(1, max_ngram), top_n=top_n,
                                 stop_words=stop_words(language), use_mmr=True, diversity=0.5)
-    return [(str(k), float(s)) for k, s in found]
+    keywords = [(str(k), float(s)) for k, s in found]
+    return _without_particles(keywords) if language == "ko" else keywords
+
+
+def _without_particles(keywords: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Korean keywords without their case particles ("고양이가" -> "고양이"), where the Korean
+    lexicon knows the bare noun (no morphological analyser ships offline). Keywords that
+    become equal are merged, keeping the better score."""
+    from bildwerk.prompts.lexicon import load_lexicon
+
+    lex = load_lexicon("ko")
+    if lex is None:
+        return keywords
+    out: dict[str, float] = {}
+    for phrase, score in keywords:
+        bare = " ".join(lex.base_form(w) for w in phrase.split())
+        out.setdefault(bare, score)  # best first already
+    return list(out.items())
 
 
 def weighted_keywords(keywords: Sequence[tuple[str, float]], *, max_weight: float = 1.4) -> list[tuple[str, float]]:

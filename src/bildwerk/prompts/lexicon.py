@@ -75,6 +75,16 @@ class Lexicon:
                     return self.terms[(stem,)]
         return None
 
+    def base_form(self, word: str) -> str:
+        """The word without its ending or particle when what is left is itself a known term
+        ("고양이가" -> "고양이", "바닷가에서" -> "바닷가"); otherwise the word as written, so
+        nouns that merely end like a particle ("고양이", "사과", "바닷가") stay whole."""
+        for suffix in _SUFFIXES.get(self.language, ()):
+            stem = word[: -len(suffix)]
+            if word.endswith(suffix) and len(stem) >= 2 and (stem,) in self.terms:
+                return stem
+        return word
+
     def coverage(self, text: str) -> float:
         """Share of the text's words this lexicon knows (a language-detection signal)."""
         ws = words(text)
