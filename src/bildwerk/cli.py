@@ -601,6 +601,7 @@ def train(
     vae: Annotated[Path | None, typer.Option("--vae", help="VAE folder (from scratch).")] = None,
     steps: Annotated[int, typer.Option("--steps")] = 1000,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step: the effective batch is --batch-size x this, in the memory of one.")] = 1,
     learning_rate: Annotated[float, typer.Option("--lr")] = 1e-4,
     resolution: Annotated[int, typer.Option("--resolution")] = 512,
     lora_rank: Annotated[int, typer.Option("--lora-rank")] = 8,
@@ -621,7 +622,8 @@ def train(
     try:
         extra = {"sample_prompts": sample_prompt} if sample_prompt else {}
         cfg = TrainConfig(data=data_dir, out=out, base_model=base, method=method, vae=vae, steps=steps,
-                          batch_size=batch_size, learning_rate=learning_rate, resolution=resolution,
+                          batch_size=batch_size, gradient_accumulation=grad_accum,
+                          learning_rate=learning_rate, resolution=resolution,
                           lora_rank=lora_rank, checkpoint_every=checkpoint_every, sample_every=sample_every,
                           device=device, precision=precision, **extra)
     except ValidationError as exc:

@@ -66,7 +66,9 @@ def _one_step(amp: MixedPrecision) -> tuple[torch.nn.Module, torch.Tensor]:
     with amp.autocast():
         y = model(x)
     loss = torch.nn.functional.mse_loss(y.float(), x)
-    amp.step(loss, opt, list(model.parameters()), clip=1.0)
+    amp.backward(loss)
+    amp.step(opt, list(model.parameters()), clip=1.0)
+    assert all(p.grad is None for p in model.parameters())  # cleared for the next step
     return model, torch.stack([(a - b.detach()).abs().sum() for a, b in zip(before, model.parameters(), strict=True)])
 
 
@@ -91,3 +93,16 @@ def test_fp16_step_is_scaled_and_the_scaler_state_round_trips():
     other = MixedPrecision("fp16", CPU, torch.amp.GradScaler("cpu"))
     other.load_state_dict(state)
     assert other.scaler.get_scale() == 1024.0
+
+
+def test_accumulated_halves_give_the_full_batch_gradient():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    x, y = torch.randn(8, 4), torch.randn(8, 2)
+    amp = MixedPrecision.choose("fp32", CPU)
+    amp.backward(torch.nn.functional.mse_loss(model(x), y))
+    full = model.weight.grad.clone()
+    model.zero_grad(set_to_none=True)
+    for half in (slice(0, 4), slice(4, 8)):
+        amp.backward(torch.nn.functional.mse_loss(model(x[half]), y[half]) / 2)
+    assert torch.allclose(model.weight.grad, full, atol=1e-6)

@@ -185,3 +185,20 @@ def test_fine_tune_the_embedded_default_model(folder, tmp_path, method):
     r = DiffusersEngine(ModelManager(device="cpu")).generate(
         build_request(prompt="ein roter Kreis", model=str(model_dir), seed=1, steps=2))
     assert r.images[0].size == (64, 64)
+
+
+def test_gradient_accumulation_runs_micro_batches_per_step(folder, vae_dir, tmp_path, monkeypatch):
+    import bildwerk.train.unet as unet_mod
+
+    calls = []
+    real = unet_mod._min_snr_weights
+    monkeypatch.setattr(unet_mod, "_min_snr_weights", lambda s, t, g: calls.append(len(t)) or real(s, t, g))
+    seen = []
+    cfg = TrainConfig(data=folder, out=tmp_path / "accum", vae=vae_dir, resolution=32, steps=2, batch_size=3,
+                      gradient_accumulation=4, checkpoint_every=2, sample_every=100, unet=TINY_UNET,
+                      device="cpu", warmup_steps=1)
+    train_unet(cfg, show_progress=False, callback=seen.append)
+    assert calls == [3] * 8  # 4 micro-batches of 3 for each of the 2 optimizer steps
+    assert [e["step"] for e in seen] == [1, 2] and all(np.isfinite(e["loss"]) for e in seen)
+    with pytest.raises(ValueError):
+        TrainConfig(data=folder, out=tmp_path / "x", gradient_accumulation=0)

@@ -20,6 +20,9 @@ class TrainConfig(BaseModel):
     resolution: int = Field(default=64, ge=32, le=1024)
     steps: int = Field(default=1000, ge=1)
     batch_size: int = Field(default=32, ge=1, le=1024)
+    gradient_accumulation: int = Field(
+        default=1, ge=1, le=1024, description="Micro-batches per optimizer step (effective batch = batch_size x this)."
+    )
     learning_rate: float = Field(default=3e-4, gt=0)
     warmup_steps: int = Field(default=200, ge=0)
     weight_decay: float = Field(default=1e-2, ge=0)

@@ -80,19 +80,21 @@ class MixedPrecision:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=_DTYPES[self.name])
 
-    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params: list[torch.Tensor], clip: float) -> None:
-        """Backward, gradient clipping and optimizer step (scaled for fp16)."""
-        opt.zero_grad(set_to_none=True)
-        if self.scaler is None:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, clip)
-            opt.step()
-            return
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(opt)
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate this loss's gradients (scaled for fp16); call once per micro-batch."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], clip: float) -> None:
+        """Clip the accumulated gradients, step the optimizer, clear the gradients."""
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, clip)
-        self.scaler.step(opt)  # skipped when the scaled gradients overflowed
-        self.scaler.update()
+        if self.scaler is not None:
+            self.scaler.step(opt)  # skipped when the scaled gradients overflowed
+            self.scaler.update()
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict[str, Any] | None:
         return self.scaler.state_dict() if self.scaler is not None else None

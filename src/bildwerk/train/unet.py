@@ -293,38 +293,50 @@ def train_unet(
         progress.note(f"{n} images, languages {', '.join(data.languages)}, setup {setup_s:.1f}s, "
                       f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters")
     progress.note(f"compute precision {amp.name} on {device}")
+
+    def micro_batch_loss() -> torch.Tensor:
+        """One batch drawn from the pre-encoded latents: noise, condition (with CFG dropout), loss."""
+        idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
+        flip = (torch.rand(cfg.batch_size, generator=gen) < 0.5) & data.flippable[idx] if cfg.flip else None
+        mean, std = latents["mean"][idx], latents["std"][idx]
+        if flip is not None and flip.any():
+            mean[flip], std[flip] = latents["fmean"][idx][flip], latents["fstd"][idx][flip]
+        x0 = mean + std * torch.randn(mean.shape, generator=gen)
+        caps = [pyrand.choice(list(data.captions[i].values())) for i in idx.tolist()]
+        drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cond_dropout
+        if table is not None:
+            cond = table.tokens(caps)
+            cond[drop] = 0.0  # the empty prompt: CFG's unconditional input
+        else:
+            caps = ["" if d else c for c, d in zip(caps, drop.tolist(), strict=True)]
+            cond = _clip_conditioning(parts.pipe, caps, device)
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
+        noisy = sched.add_noise(x0, noise, t)
+        target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(x0, noise, t)
+        with amp.autocast():
+            pred = unet(noisy.to(device), t.to(device), cond.to(device)).sample
+        per = F.mse_loss(pred.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
+        loss = (per * _min_snr_weights(sched, t, cfg.min_snr_gamma).to(device)).mean()
+        return loss
+
     final = out / "model"
     try:
         for step in range(start, cfg.steps):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
-            flip = (torch.rand(cfg.batch_size, generator=gen) < 0.5) & data.flippable[idx] if cfg.flip else None
-            mean, std = latents["mean"][idx], latents["std"][idx]
-            if flip is not None and flip.any():
-                mean[flip], std[flip] = latents["fmean"][idx][flip], latents["fstd"][idx][flip]
-            x0 = mean + std * torch.randn(mean.shape, generator=gen)
-            caps = [pyrand.choice(list(data.captions[i].values())) for i in idx.tolist()]
-            drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cond_dropout
-            if table is not None:
-                cond = table.tokens(caps)
-                cond[drop] = 0.0  # the empty prompt: CFG's unconditional input
-            else:
-                caps = ["" if d else c for c, d in zip(caps, drop.tolist(), strict=True)]
-                cond = _clip_conditioning(parts.pipe, caps, device)
-            noise = torch.randn(x0.shape, generator=gen)
-            t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
-            noisy = sched.add_noise(x0, noise, t)
-            target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(x0, noise, t)
-            with amp.autocast():
-                pred = unet(noisy.to(device), t.to(device), cond.to(device)).sample
-            per = F.mse_loss(pred.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
-            loss = (per * _min_snr_weights(sched, t, cfg.min_snr_gamma).to(device)).mean()
-            amp.step(loss, opt, params, cfg.grad_clip)
+            # Gradient accumulation: several micro-batches per optimizer step, for a large
+            # effective batch in little memory.
+            step_loss = 0.0
+            for _ in range(cfg.gradient_accumulation):
+                loss = micro_batch_loss()
+                amp.backward(loss / cfg.gradient_accumulation)
+                step_loss += loss.item() / cfg.gradient_accumulation
+            amp.step(opt, params, cfg.grad_clip)
             if ema is not None:
                 ema.step(unet.parameters())
             done = step + 1
-            progress.update(done, loss.item(), lr=lr_at(step))
+            progress.update(done, step_loss, lr=lr_at(step))
 
             last = done == cfg.steps
             if done % cfg.checkpoint_every == 0 or last:
@@ -339,7 +351,7 @@ def train_unet(
                 else:
                     state["unet"] = unet.state_dict()
                     state["ema"] = ema.state_dict() if ema is not None else None
-                save_state(folder, state, {"step": done, "loss": loss.item(), "precision": amp.name})
+                save_state(folder, state, {"step": done, "loss": step_loss, "precision": amp.name})
                 prune(out, cfg.keep_checkpoints)
                 if last:
                     import shutil

@@ -135,7 +135,8 @@ def train_vae(
             rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
             kl = post.kl().float().mean()
             loss = rec_loss + cfg.kl_weight * kl
-            amp.step(loss, opt, list(vae.parameters()), 1.0)
+            amp.backward(loss)
+            amp.step(opt, list(vae.parameters()), 1.0)
             done = step + 1
             progress.update(done, loss.item(), rec=rec_loss.item(), kl=kl.item(), lr=lr_at(step))
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
