@@ -554,8 +554,8 @@ def evaluate(
             "seed": seed, "image_size": image_size, "limit": limit,
             "generated_size": generated_size,
             "real_sizes": sorted(real_sizes), "match_real_size": match_real_size,
-            "translated_captions": {lang: sum(lang in r.translated for r in results) for lang in languages
-                                    if any(lang in r.translated for r in results)},
+            "translated_captions": {lang: n for lang in languages
+                                    if (n := sum(lang in r.translated for r in results))},
         },
         judge=judge_settings,
         timings={k: round(v, 3) for k, v in timings.items()},

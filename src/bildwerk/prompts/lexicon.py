@@ -68,12 +68,7 @@ class Lexicon:
         """One word, as written or with a common ending removed."""
         if (word,) in self.terms:
             return self.terms[(word,)]
-        for suffix in _SUFFIXES.get(self.language, ()):
-            if word.endswith(suffix) and len(word) - len(suffix) >= 2:
-                stem = word[: -len(suffix)]
-                if (stem,) in self.terms:
-                    return self.terms[(stem,)]
-        return None
+        return self.terms.get((self.base_form(word),))
 
     def base_form(self, word: str) -> str:
         """The word without its ending or particle when what is left is itself a known term

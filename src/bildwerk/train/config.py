@@ -7,6 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Training compute precision (train/precision.py resolves "auto" on the hardware).
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -45,7 +48,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
     device: str | None = None
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Precision = Field(
         default="auto", description="Compute precision; auto = bf16 where the hardware has it, else fp32."
     )
     name: str = "bildwerk-model"
@@ -79,4 +82,4 @@ class VaeTrainConfig(BaseModel):
     seed: int = 0
     device: str | None = None
     threads: int | None = None
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Precision = "auto"

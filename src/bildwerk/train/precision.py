@@ -13,13 +13,13 @@ import contextlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, get_args
 
 import torch
 
 from bildwerk.errors import InvalidRequestError
+from bildwerk.train.config import Precision
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -43,8 +43,8 @@ def resolve_precision(precision: str, device: torch.device, *, auto_fp16: bool =
     ``auto_fp16`` False makes "auto" fall back to fp32 instead of fp16 on GPUs without
     bf16 (VAE activations overflow fp16; asking for fp16 explicitly still gets it).
     """
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise InvalidRequestError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
+    if precision not in get_args(Precision):
+        raise InvalidRequestError(f"unknown precision {precision!r}; choose {', '.join(get_args(Precision))}")
     kind = device.type
     if precision == "auto":
         if kind == "cuda":

@@ -114,6 +114,7 @@ def train_vae(
         amp.load_state_dict(state.get("scaler"))
         start = int(state["step"])
     vae.to(device).train()
+    params = list(vae.parameters())
 
     def lr_at(step: int) -> float:
         warm = min(1.0, (step + 1) / 100)
@@ -136,7 +137,7 @@ def train_vae(
             kl = post.kl().float().mean()
             loss = rec_loss + cfg.kl_weight * kl
             amp.backward(loss)
-            amp.step(opt, list(vae.parameters()), 1.0)
+            amp.step(opt, params, 1.0)
             done = step + 1
             progress.update(done, loss.item(), rec=rec_loss.item(), kl=kl.item(), lr=lr_at(step))
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
