@@ -1,7 +1,7 @@
 """Mixed-precision training: bf16 or fp16 compute, fp32 weights and optimizer.
 
 "auto" picks bf16 where the hardware computes it natively — CUDA GPUs with bf16 and
-CPUs with AMX or AVX512-BF16 (the default model's UNet: 2.07 instead of 1.9 steps/s on a
+CPUs with AMX or AVX512-BF16 (the default model's UNet: 2.0 instead of 1.9 steps/s on a
 2-core Xeon) — and fp32 elsewhere. fp16 is for older GPUs only and uses a gradient scaler;
 on a CPU it is refused (use bf16). The weights stay fp32, so checkpoints, EMA and the
 exported model do not depend on the choice, and a run may resume with another one.
