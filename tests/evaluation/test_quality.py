@@ -99,9 +99,15 @@ def test_accuracy_arithmetic(tmp_path, monkeypatch):
     data = write_dataset(tmp_path / "ds")
     monkeypatch.setattr(quality, "Judge", FakeJudge)  # evaluate builds its judge from here
     engine = FakeEngine()
-    rep = evaluate(data, "some-model", seeds_per_caption=2, steps=3, engine=engine)
+    def roundtrip(images):  # a "VAE" that paints every picture green: the real car's judgement for all
+        return [Image.new("RGB", im.size, GREEN) for im in images]
+
+    rep = evaluate(data, "some-model", seeds_per_caption=2, steps=3, engine=engine, scheduler="Euler a",
+                   roundtrip=roundtrip)
 
     assert rep.rows_in_split == 4 and rep.rows_mapped == 3 and rep.rows_evaluated == 3
+    # Through the "VAE" every picture is judged [1, 817, ...]: only the car's row is right.
+    assert (rep.roundtrip.images, rep.roundtrip.top1_hits, rep.roundtrip.top5_hits) == (3, 0, 1)
     assert rep.real.images == 3 and (rep.real.top1_hits, rep.real.top5_hits) == (1, 2)
 
     en, de, ko = rep.per_language["en"], rep.per_language["de"], rep.per_language["ko"]
@@ -127,7 +133,7 @@ def test_accuracy_arithmetic(tmp_path, monkeypatch):
     seeds = {(r.prompt, r.seed) for r in engine.requests}
     assert ("cat", 0) in seeds and ("Katze", 0) in seeds and ("고양이", 0) in seeds
     assert ("red sports car", 2) in seeds and ("a bear", 4) in seeds and ("곰", 4) in seeds
-    assert all(r.num_images == 2 and r.steps == 3 and r.model == "some-model"
+    assert all(r.num_images == 2 and r.steps == 3 and r.model == "some-model" and r.scheduler == "Euler a"
                for r in engine.requests)
 
     per_class = {c.term: c for c in rep.per_class}
@@ -139,6 +145,8 @@ def test_accuracy_arithmetic(tmp_path, monkeypatch):
     assert payload["per_language"]["de"]["gap_top5_points"] == pytest.approx(-50.0)
     assert payload["rows"][0]["real_top5"] == [281, 1, 2, 3, 4]
     md = rep.to_markdown()
+    assert "top-1 0.0%, top-5 33.3% (real: 66.7%)" in md and payload["roundtrip"]["top5_hits"] == 1
+    assert "sampler Euler a" in md and payload["settings"]["scheduler"] == "Euler a"
     assert "| de | 2 | 1 | 50.0% | 100.0% | 0.0% | 50.0% | 0.50 [" in md and "| -50.0 [" in md
     lo, hi = de.ratio_top5_ci  # the bootstrap interval holds the point value
     assert lo <= de.ratio_top5 <= hi and de.gap_top5_ci[0] <= -50.0 <= de.gap_top5_ci[1]
@@ -275,11 +283,31 @@ def test_bench_script_end_to_end(tmp_path, tiny_sd, capsys):
     tsv.write_text("en\tde\tko\na bear\tein Bär\t\n", encoding="utf-8")
     out = tmp_path / "report.json"
     code = bench.main(["--data", str(data), "--model", str(tiny_sd), "--steps", "2", "--seeds", "1",
-                       "--translations", str(tsv), "--out", str(out), "--quiet"])
+                       "--translations", str(tsv), "--out", str(out), "--quiet", "--vae-ceiling"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "| en | 3 |" in printed and "from a translations file: de 1 rows" in printed
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["settings"]["translated_captions"] == {"de": 1}
     assert report["environment"]["cores"] and set(report["by_source"]) == {"bears", "test"}
+    assert report["roundtrip"]["images"] == 3 and report["settings"]["roundtrip"]["psnr_db"] > 0
+    assert "Real pictures through the VAE" in printed
     assert bench.main(["--data", str(tmp_path / "nowhere")]) == 2
+    assert bench.main(["--data", str(data), "--model", str(tmp_path), "--vae-ceiling", "--real-only"]) == 2
+
+
+def test_vae_roundtrip_keeps_order_and_sizes(tiny_sd):
+    import numpy as np
+
+    from bildwerk.evaluation.roundtrip import VaeRoundTrip
+
+    rt = VaeRoundTrip(tiny_sd, batch_size=2)  # a model folder: its vae/ is used
+    assert rt.path == Path(tiny_sd) / "vae" and rt.psnr_db is None
+    images = [Image.new("RGB", (64, 64), "white"), Image.new("RGBA", (32, 48), (0, 0, 255, 255)),
+              Image.new("RGB", (64, 64), "red")]
+    out = rt(images)
+    assert [im.size for im in out] == [(64, 64), (32, 48), (64, 64)]
+    assert all(im.mode == "RGB" for im in out) and rt.psnr_db is not None and np.isfinite(rt.psnr_db)
+    # The order survives the grouping by size: each output is its own input's reconstruction.
+    again = rt([images[2]])
+    assert np.array_equal(np.asarray(again[0]), np.asarray(out[2]))

@@ -76,6 +76,60 @@ def test_vae_trains_and_records_quality(vae_dir):
     assert AutoencoderKL.from_pretrained(vae_dir).config.scaling_factor == pytest.approx(q["scaling_factor"])
 
 
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_decoder_only_fine_tune_keeps_the_latent_space(folder, vae_dir, tmp_path):
+    from diffusers import AutoencoderKL
+
+    base = AutoencoderKL.from_pretrained(vae_dir)
+    # A model folder is accepted too: its vae/ is used.
+    model = tmp_path / "model"
+    base.save_pretrained(model / "vae")
+    cfg = VaeTrainConfig(data=folder, out=tmp_path / "dec", resolution=32, crop=None, steps=4, batch_size=4,
+                         learning_rate=1e-2, checkpoint_every=2, device="cpu", init_from=model, decoder_only=True)
+    tuned = AutoencoderKL.from_pretrained(train_vae(cfg, show_progress=False))
+
+    for part in ("encoder", "quant_conv"):
+        before, after = _state(getattr(base, part)), _state(getattr(tuned, part))
+        assert all(torch.equal(before[k], after[k]) for k in before), part
+    changed = [k for k, v in _state(tuned.decoder).items() if not torch.equal(v, base.decoder.state_dict()[k])]
+    assert changed, "the decoder did not train"
+    assert tuned.config.scaling_factor == base.config.scaling_factor
+    q = json.loads((tmp_path / "dec" / "vae" / "quality.json").read_text())
+    assert q["decoder_only"] is True and q["init_from"] == str(model / "vae")
+    # Resuming a finished run trains nothing more and keeps the encoder.
+    again = AutoencoderKL.from_pretrained(train_vae(cfg, show_progress=False))
+    assert torch.equal(again.encoder.conv_in.weight, base.encoder.conv_in.weight)
+
+
+def test_decoder_only_needs_a_vae_to_start_from(folder, tmp_path):
+    with pytest.raises(ValueError, match="init_from"):
+        VaeTrainConfig(data=folder, out=tmp_path, decoder_only=True)
+
+
+@pytest.mark.parametrize("decoder", [False, True])
+def test_the_default_recipe_runs_end_to_end(folder, tmp_path, decoder):
+    from diffusers import AutoencoderKL
+
+    from bildwerk.train.recipe import train_default_model
+
+    small = {"resolution": 32, "batch_size": 4, "device": "cpu", "checkpoint_every": 1}
+    model = train_default_model(
+        folder, tmp_path / "work", show_progress=False, decoder=decoder,
+        vae_overrides={**small, "steps": 2, "crop": 16, "block_out_channels": (32, 32)},
+        decoder_overrides={**small, "steps": 2, "learning_rate": 1e-2},
+        unet_overrides={**small, "steps": 1, "sample_every": 1, "unet": TINY_UNET},
+    )
+    first = AutoencoderKL.from_pretrained(tmp_path / "work" / "vae-run" / "vae")
+    shipped = AutoencoderKL.from_pretrained(model / "vae")
+    assert torch.equal(first.encoder.conv_in.weight, shipped.encoder.conv_in.weight)
+    # The decoder stage is opt-in; with it the model carries the fine-tuned decoder.
+    assert torch.equal(first.decoder.conv_out.weight, shipped.decoder.conv_out.weight) is not decoder
+    assert (tmp_path / "work" / "decoder-run").exists() is decoder
+
+
 def test_unet_from_scratch_gives_a_multilingual_model_the_engine_runs(folder, vae_dir, tmp_path):
     out = tmp_path / "run"
     seen = []
@@ -202,3 +256,38 @@ def test_gradient_accumulation_runs_micro_batches_per_step(folder, vae_dir, tmp_
     assert [e["step"] for e in seen] == [1, 2] and all(np.isfinite(e["loss"]) for e in seen)
     with pytest.raises(ValueError):
         TrainConfig(data=folder, out=tmp_path / "x", gradient_accumulation=0)
+
+
+def test_fine_tuning_converts_an_epsilon_model_to_v_prediction(folder, tmp_path):
+    from diffusers.training_utils import compute_snr
+
+    from bildwerk.train import unet as unet_mod
+
+    assert load_model("default", device="cpu").pipe.scheduler.config.prediction_type == "epsilon"
+    seen = []
+    real_weights = unet_mod._min_snr_weights
+
+    def spy(scheduler, t, gamma):
+        seen.append(scheduler.config.prediction_type)
+        return real_weights(scheduler, t, gamma)
+
+    cfg = TrainConfig(data=folder, out=tmp_path / "v", base_model="default", resolution=64, steps=1, batch_size=2,
+                      checkpoint_every=1, sample_every=100, device="cpu", warmup_steps=1,
+                      prediction_type="v_prediction")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(unet_mod, "_min_snr_weights", spy)
+        model_dir = train_unet(cfg, show_progress=False)
+    assert seen == ["v_prediction"]  # trained on the v target
+    tuned = load_model(str(model_dir), device="cpu")
+    assert tuned.pipe.scheduler.config.prediction_type == "v_prediction"  # and samples as such
+    # The sampler keeps the base model's spacing (and everything else it had).
+    base_sched = load_model("default", device="cpu").pipe.scheduler.config
+    assert tuned.pipe.scheduler.config.timestep_spacing == base_sched.timestep_spacing
+    r = DiffusersEngine(ModelManager(device="cpu")).generate(
+        build_request(prompt="ein roter Kreis", model=str(model_dir), seed=1, steps=2))
+    assert np.isfinite(np.asarray(r.images[0], dtype=float)).all()
+    # Min-SNR for v weighs by min(snr, gamma) / (snr + 1).
+    t = torch.tensor([10, 500, 990])
+    sched = unet_mod.training_scheduler("v_prediction")
+    snr = compute_snr(sched, t)
+    assert torch.allclose(real_weights(sched, t, 5.0), torch.clamp(snr, max=5.0) / (snr + 1))

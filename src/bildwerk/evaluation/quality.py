@@ -90,6 +90,7 @@ class RowResult:
     # Languages whose caption came from a translations file, not from the dataset.
     translated: list[str] = field(default_factory=list)
     source: str = ""  # the dataset's source column (openclipart, emoji, tuxpaint, ...)
+    roundtrip_top5: list[int] | None = None  # the real picture after the model's VAE
 
 
 @dataclass
@@ -198,6 +199,7 @@ class QualityReport:
     generated: bool
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     environment: dict[str, Any] = field(default_factory=dict)
+    roundtrip: Accuracy | None = None  # real pictures through the model's VAE (the UNet's ceiling)
 
     # -- targets ------------------------------------------------------------------------
     def targets(self) -> dict[str, Any]:
@@ -229,6 +231,7 @@ class QualityReport:
             "missing_images": self.missing_images,
             "generated": self.generated,
             "real": self.real.to_dict(),
+            "roundtrip": self.roundtrip.to_dict() if self.roundtrip is not None else None,
             "per_language": {k: v.to_dict() for k, v in self.per_language.items()},
             "targets": self.targets(),
             "per_class": [c.to_dict() for c in self.per_class],
@@ -279,9 +282,17 @@ class QualityReport:
             lines.append(
                 f"Model `{self.model or 'default'}`: {s.get('steps')} steps, guidance "
                 f"{s.get('guidance') if s.get('guidance') is not None else 'default'}, "
+                f"sampler {s.get('scheduler') or 'the model default'}, "
                 f"{s.get('seeds_per_caption')} seed(s) per caption from seed {s.get('seed')}, "
                 f"{s.get('generated_size') or 'native'} px."
             )
+        if self.roundtrip is not None:
+            rt = s.get("roundtrip") or {}
+            psnr = f", PSNR {rt['psnr_db']:.1f} dB" if rt.get("psnr_db") is not None else ""
+            lines.append(
+                f"Real pictures through the VAE `{rt.get('vae', '?')}` (encode, decode{psnr}): top-1 "
+                f"{_pct(self.roundtrip.top1)}, top-5 {_pct(self.roundtrip.top5)} (real: "
+                f"{_pct(self.real.top5)}), the ceiling for pictures its UNet makes.")
         if s.get("translated_captions"):
             filled = ", ".join(f"{lang} {n}" for lang, n in s["translated_captions"].items())
             lines.append(f"Captions not in the dataset, from a translations file: {filled} rows.")
@@ -382,7 +393,8 @@ def _default_engine() -> Any:
 
 
 def _generate(engine: Any, caption: str, *, model: str | None, seed: int, count: int,
-              steps: int, guidance: float | None, image_size: int | None) -> list[Image.Image]:
+              steps: int, guidance: float | None, image_size: int | None,
+              scheduler: str | None = None) -> list[Image.Image]:
     from bildwerk.requests import build_request
 
     images: list[Image.Image] = []
@@ -392,6 +404,8 @@ def _generate(engine: Any, caption: str, *, model: str | None, seed: int, count:
                                   "steps": steps, "num_images": n}
         if guidance is not None:
             fields["guidance"] = guidance
+        if scheduler is not None:
+            fields["scheduler"] = scheduler
         if image_size is not None:
             fields["width"] = fields["height"] = image_size
         images.extend(engine.generate(build_request(**fields)).images)
@@ -423,6 +437,7 @@ def evaluate(
     seeds_per_caption: int = 1,
     steps: int = 20,
     guidance: float | None = None,
+    scheduler: str | None = None,
     image_size: int | None = None,
     limit: int | None = None,
     progress: Progress | None = None,
@@ -434,11 +449,12 @@ def evaluate(
     save_dir: str | Path | None = None,
     match_real_size: bool = True,
     translations: Mapping[str, Mapping[str, str]] | None = None,
+    roundtrip: Callable[[Sequence[Image.Image]], list[Image.Image]] | None = None,
 ) -> QualityReport:
     """Judge real and generated pictures of the rows whose caption names ImageNet classes.
 
     ``model`` None is bildwerk's default model. ``guidance`` None keeps the request
-    default. ``image_size`` sets the generated side (None: the model's native size).
+    default, ``scheduler`` None the model's sampler. ``image_size`` sets the generated side (None: the model's native size).
     Real pictures larger than the generated ones are scaled down to the same side
     first (``match_real_size``; in real-only runs to ``image_size`` if given), so the
     judge sees as much detail on both sides. Row ``i``
@@ -449,6 +465,8 @@ def evaluate(
     ``translations`` (English caption -> {language: caption}) fills languages a row lacks
     in the dataset; such captions are marked per row and counted in the settings, so a
     report never passes them off as the dataset's own.
+    ``roundtrip`` (e.g. :class:`~bildwerk.evaluation.roundtrip.VaeRoundTrip`) also judges
+    every real picture after it: the ceiling the model's VAE leaves its UNet.
     """
     if seeds_per_caption < 1:
         raise ValueError("seeds_per_caption must be at least 1")
@@ -494,7 +512,7 @@ def evaluate(
             tg = time.perf_counter()
             images = _generate(engine, r.captions[lang], model=model, seed=r.seeds[0],
                                count=seeds_per_caption, steps=steps, guidance=guidance,
-                               image_size=image_size)
+                               image_size=image_size, scheduler=scheduler)
             gen_time += time.perf_counter() - tg
             if generated_side is None:
                 generated_side = max(images[0].size)
@@ -528,12 +546,21 @@ def evaluate(
         tops = judge.topk([im for _, im in loaded], k=5)
         for (r, _), top in zip(loaded, tops, strict=True):
             r.real_top5 = top
+        if roundtrip is not None:
+            tops = judge.topk(roundtrip([im for _, im in loaded]), k=5)
+            for (r, _), top in zip(loaded, tops, strict=True):
+                r.roundtrip_top5 = top
     emit("judge real", len(present), len(present))
     # Only rows judged on both sides are compared.
     results = [r for r in results if r.real_top5 is not None]
     timings["real"] = time.perf_counter() - t1
 
     report = _aggregate(results, languages, generate)
+    through_vae = None
+    if roundtrip is not None:
+        through_vae = Accuracy()
+        for r in results:
+            through_vae.add(r.roundtrip_top5 or [], set(r.classes))
     timings["total"] = time.perf_counter() - t0
     judge_settings = judge.settings() if hasattr(judge, "settings") else {"judge": type(judge).__name__}
     return QualityReport(
@@ -550,16 +577,20 @@ def evaluate(
         per_class=report["per_class"],
         rows=results,
         settings={
-            "steps": steps, "guidance": guidance, "seeds_per_caption": seeds_per_caption,
+            "steps": steps, "guidance": guidance, "scheduler": scheduler, "seeds_per_caption": seeds_per_caption,
             "seed": seed, "image_size": image_size, "limit": limit,
             "generated_size": generated_size,
             "real_sizes": sorted(real_sizes), "match_real_size": match_real_size,
             "translated_captions": {lang: n for lang in languages
                                     if (n := sum(lang in r.translated for r in results))},
+            "roundtrip": None if roundtrip is None else {
+                "vae": str(getattr(roundtrip, "path", type(roundtrip).__name__)),
+                "psnr_db": getattr(roundtrip, "psnr_db", None)},
         },
         judge=judge_settings,
         timings={k: round(v, 3) for k, v in timings.items()},
         generated=generate,
+        roundtrip=through_vae,
     )
 
 

@@ -32,9 +32,11 @@ class TrainConfig(BaseModel):
     grad_clip: float = Field(default=1.0, gt=0)
     cond_dropout: float = Field(default=0.1, ge=0, le=1, description="Classifier-free guidance dropout.")
     min_snr_gamma: float | None = Field(default=5.0, description="Min-SNR loss weighting; None = plain MSE.")
-    prediction_type: Literal["epsilon", "v_prediction"] = Field(
-        default="epsilon", description="What a model trained from scratch predicts; v-prediction avoids the "
-        "blown-up first steps of an epsilon model on the cosine schedule.")
+    prediction_type: Literal["epsilon", "v_prediction"] | None = Field(
+        default=None, description="What the UNet learns to predict. None: epsilon from scratch, the base "
+        "model's when fine-tuning. v-prediction avoids the blown-up first steps of an epsilon model on the "
+        "cosine schedule and gives the caption a real say at high noise, where the layout is decided; "
+        "fine-tuning an epsilon model with v_prediction converts it (as Stable Diffusion 2 was).")
     ema_decay: float = Field(default=0.999, ge=0, lt=1)
     lora_rank: int = Field(default=8, ge=1, le=256)
     flip: bool = True
@@ -83,3 +85,14 @@ class VaeTrainConfig(BaseModel):
     device: str | None = None
     threads: int | None = None
     precision: Precision = "auto"
+    init_from: Path | None = Field(
+        default=None, description="Start from this VAE (its folder, or a model folder with vae/) instead of a new one.")
+    decoder_only: bool = Field(
+        default=False, description="Train only the decoder: the encoder, the latent space and the scaling factor "
+        "stay as they are, so UNets trained on this VAE's latents stay valid.")
+
+    @model_validator(mode="after")
+    def _check(self) -> VaeTrainConfig:
+        if self.decoder_only and self.init_from is None:
+            raise ValueError("decoder_only fine-tunes an existing VAE: set init_from (--from)")
+        return self

@@ -117,7 +117,7 @@ def _load_parts(cfg: TrainConfig, device: torch.device) -> _Parts:
         enc = SentenceEncoder(SentenceEncoderConfig(scale=SentenceEncoderConfig().dim ** 0.5))
         torch.manual_seed(cfg.seed)
         unet = build_unet(cfg.resolution // factor, enc.config.dim, cfg.unet)
-        return _Parts(unet, vae, training_scheduler(cfg.prediction_type), "sentence", encoder=enc,
+        return _Parts(unet, vae, training_scheduler(cfg.prediction_type or "epsilon"), "sentence", encoder=enc,
                       base_config={"conditioning": enc.config.__dict__})
     from bildwerk.models.loader import load_model
 
@@ -127,6 +127,11 @@ def _load_parts(cfg: TrainConfig, device: torch.device) -> _Parts:
     from diffusers import DDPMScheduler
 
     sched = DDPMScheduler.from_config(model.pipe.scheduler.config)
+    if cfg.prediction_type is not None and cfg.prediction_type != sched.config.prediction_type:
+        # Converting the parametrisation: train on the new target and sample with it.
+        sched = DDPMScheduler.from_config(sched.config, prediction_type=cfg.prediction_type)
+        model.pipe.scheduler = type(model.pipe.scheduler).from_config(
+            model.pipe.scheduler.config, prediction_type=cfg.prediction_type)
     return _Parts(model.unet, model.vae, sched, model.family, pipe=model.pipe,
                   encoder=model.extras.get("encoder"), base_config=model.extras.get("config") or None)
 

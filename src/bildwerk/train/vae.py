@@ -4,6 +4,13 @@ Clip art (flat colours, clean edges) is kind to a small VAE. It is fully
 convolutional, so it trains on random crops (cheap on a CPU) and encodes whole
 images afterwards. The latent scaling factor is measured on the data at the end,
 as Stable Diffusion's was, so latents reach the UNet with unit variance.
+
+``decoder_only`` fine-tunes the decoder of an existing VAE on whole images, as
+Stable Diffusion's later VAE releases did: the encoder and the scaling factor stay
+fixed, so the latents a UNet was trained on mean the same and the UNet keeps
+working, while every picture it makes decodes more faithfully. The decoder learns
+from posterior samples, not only the mean, because a UNet's latents are never
+exactly an encoder's.
 """
 
 from __future__ import annotations
@@ -49,6 +56,30 @@ def build_vae(cfg: VaeTrainConfig):
         norm_num_groups=32,
         sample_size=cfg.resolution,
     )
+
+
+def vae_folder(path: Path) -> Path:
+    """The AutoencoderKL folder at ``path``: a VAE folder itself or a model folder with vae/."""
+    if (path / "vae" / "config.json").is_file():
+        return path / "vae"
+    if (path / "config.json").is_file():
+        return path
+    raise InvalidRequestError(f"{path}: no VAE there (expected config.json, or a model folder with vae/)")
+
+
+def _load_vae(path: Path):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(path, torch_dtype=torch.float32)
+
+
+def _trainable(vae, decoder_only: bool) -> list[torch.nn.Parameter]:
+    """The parameters the optimizer updates; with ``decoder_only`` the encoder side is frozen."""
+    if decoder_only:
+        vae.encoder.requires_grad_(False)
+        if vae.quant_conv is not None:
+            vae.quant_conv.requires_grad_(False)
+    return [p for p in vae.parameters() if p.requires_grad]
 
 
 def _batch(images: torch.Tensor, idx: torch.Tensor, crop: int | None, gen: torch.Generator) -> torch.Tensor:
@@ -97,16 +128,16 @@ def train_vae(
         held = None
 
     torch.manual_seed(cfg.seed)
-    vae = build_vae(cfg)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+    base = vae_folder(cfg.init_from) if cfg.init_from is not None else None
+    vae = _load_vae(base) if base is not None else build_vae(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
     ckpt = latest_checkpoint(out)
     if ckpt is not None:
-        from diffusers import AutoencoderKL
-
-        vae = AutoencoderKL.from_pretrained(ckpt / "vae")
-        opt = torch.optim.AdamW(vae.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+        vae = _load_vae(ckpt / "vae")
+    params = _trainable(vae, cfg.decoder_only)
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    if ckpt is not None:
         state = load_state(ckpt)
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["data_rng"])
@@ -114,7 +145,6 @@ def train_vae(
         amp.load_state_dict(state.get("scaler"))
         start = int(state["step"])
     vae.to(device).train()
-    params = list(vae.parameters())
 
     def lr_at(step: int) -> float:
         warm = min(1.0, (step + 1) / 100)
@@ -122,7 +152,8 @@ def train_vae(
 
     progress = TrainProgress(cfg.steps, start, out / "train_log.jsonl", description="VAE",
                              show=show_progress, callback=callback)
-    progress.note(f"compute precision {amp.name} on {device}")
+    progress.note(f"compute precision {amp.name} on {device}"
+                  + (f"; decoder only, encoder of {base} frozen" if cfg.decoder_only else ""))
     try:
         for step in range(start, cfg.steps):
             for g in opt.param_groups:
@@ -130,12 +161,14 @@ def train_vae(
             idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
             x = _batch(data.images, idx, cfg.crop, gen).to(device)
             with amp.autocast():
-                post = vae.encode(x).latent_dist
-                rec = vae.decode(post.sample()).sample
+                with torch.set_grad_enabled(not cfg.decoder_only):
+                    post = vae.encode(x).latent_dist
+                rec = vae.decode(post.sample(generator=gen)).sample
             rec = rec.float()
             rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
             kl = post.kl().float().mean()
-            loss = rec_loss + cfg.kl_weight * kl
+            # A frozen encoder's KL carries no gradient; it is still logged.
+            loss = rec_loss + (0.0 if cfg.decoder_only else cfg.kl_weight) * kl
             amp.backward(loss)
             amp.step(opt, params, 1.0)
             done = step + 1
@@ -151,13 +184,17 @@ def train_vae(
         progress.close()
 
     vae.eval()
-    scale = measure_scaling_factor(vae, data.images, device)
-    vae.register_to_config(scaling_factor=scale)
+    if cfg.decoder_only:
+        scale = float(vae.config.scaling_factor)  # the latent space is unchanged
+    else:
+        scale = measure_scaling_factor(vae, data.images, device)
+        vae.register_to_config(scaling_factor=scale)
     final = out / "vae"
     vae.save_pretrained(final, safe_serialization=True)
     eval_images = held.images if held is not None else data.images[:256]
     quality = {"psnr_db": psnr(vae, eval_images, device), "on": "test" if held is not None else "train",
-               "scaling_factor": scale, "steps": cfg.steps}
+               "scaling_factor": scale, "steps": cfg.steps,
+               "init_from": str(base) if base is not None else None, "decoder_only": cfg.decoder_only}
     (final / "quality.json").write_text(json.dumps(quality, indent=2), "utf-8")
     progress.note(f"VAE saved to {final}: PSNR {quality['psnr_db']:.1f} dB on {quality['on']}, "
                   f"scaling factor {scale:.3f}")
