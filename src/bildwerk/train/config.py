@@ -35,8 +35,8 @@ class TrainConfig(BaseModel):
     prediction_type: Literal["epsilon", "v_prediction"] | None = Field(
         default=None, description="What the UNet learns to predict. None: epsilon from scratch, the base "
         "model's when fine-tuning. v-prediction avoids the blown-up first steps of an epsilon model on the "
-        "cosine schedule and gives the caption a real say at high noise, where the layout is decided; "
-        "fine-tuning an epsilon model with v_prediction converts it (as Stable Diffusion 2 was).")
+        "cosine schedule; fine-tuning an epsilon model with v_prediction converts it (as Stable Diffusion 2's "
+        "768-v model was).")
     ema_decay: float = Field(default=0.999, ge=0, lt=1)
     lora_rank: int = Field(default=8, ge=1, le=256)
     flip: bool = True
