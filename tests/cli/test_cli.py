@@ -151,6 +151,10 @@ def test_train_vae_then_unet_from_the_cli(tmp_path):
     assert (vae / "config.json").is_file()
     r = _invoke("train-vae", str(folder), "--out", str(tmp_path / "dec"), "--decoder-only")
     assert r.exit_code == 2 and "--from" in r.output  # nothing to fine-tune
+    r = _invoke("train-vae", str(folder), "--out", str(tmp_path / "dec"), "--decoder-only",
+                "--from", str(tmp_path / "nowhere"))
+    assert r.exit_code == 2 and "no VAE there" in " ".join(r.output.split())
+    assert not (tmp_path / "dec").exists()  # nothing started
     r = _invoke("train-vae", str(folder), "--out", str(tmp_path / "dec"), "--steps", "1", "--resolution", "32",
                 "--batch-size", "2", "--crop", "0", "--from", str(vae), "--decoder-only")
     assert r.exit_code == 0, r.output

@@ -119,6 +119,7 @@ def train_vae(
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
     """Train (or resume) a VAE; returns the folder of the finished ``AutoencoderKL``."""
+    base = vae_folder(cfg.init_from) if cfg.init_from is not None else None  # a wrong path fails first
     device, out = start_run(cfg)
     amp = MixedPrecision.choose(cfg.precision, device, auto_fp16=False)  # fp16 VAEs overflow
     data = load_imagefolder(cfg.data, resolution=cfg.resolution, split="train")
@@ -128,7 +129,6 @@ def train_vae(
         held = None
 
     torch.manual_seed(cfg.seed)
-    base = vae_folder(cfg.init_from) if cfg.init_from is not None else None
     vae = _load_vae(base) if base is not None else build_vae(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
