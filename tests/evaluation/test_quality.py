@@ -304,9 +304,9 @@ def test_vae_roundtrip_keeps_order_and_sizes(tiny_sd):
     rt = VaeRoundTrip(tiny_sd, batch_size=2)  # a model folder: its vae/ is used
     assert rt.path == Path(tiny_sd) / "vae" and rt.psnr_db is None
     images = [Image.new("RGB", (64, 64), "white"), Image.new("RGBA", (32, 48), (0, 0, 255, 255)),
-              Image.new("RGB", (64, 64), "red")]
+              Image.new("RGB", (64, 64), "red"), Image.new("RGB", (63, 45), "green")]  # last: padded, cropped
     out = rt(images)
-    assert [im.size for im in out] == [(64, 64), (32, 48), (64, 64)]
+    assert [im.size for im in out] == [(64, 64), (32, 48), (64, 64), (63, 45)]
     assert all(im.mode == "RGB" for im in out) and rt.psnr_db is not None and np.isfinite(rt.psnr_db)
     # The order survives the grouping by size: each output is its own input's reconstruction.
     again = rt([images[2]])

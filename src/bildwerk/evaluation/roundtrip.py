@@ -17,6 +17,19 @@ from PIL import Image
 
 from bildwerk.evaluation.judge import to_white_rgb
 
+PAD_TO = 8  # covers the VAE factors in use (4 for bildwerk's own models, 8 for Stable Diffusion)
+
+
+def _pad_white(image: Image.Image, multiple: int) -> Image.Image:
+    """Pad right and bottom with white to sides the VAE can encode; cropped off after decoding."""
+    w, h = image.size
+    pw, ph = -(-w // multiple) * multiple, -(-h // multiple) * multiple
+    if (pw, ph) == (w, h):
+        return image
+    canvas = Image.new("RGB", (pw, ph), (255, 255, 255))
+    canvas.paste(image, (0, 0))
+    return canvas
+
 
 class VaeRoundTrip:
     """Encode (posterior mean) and decode pictures with one VAE, on the CPU, in fp32."""
@@ -34,7 +47,8 @@ class VaeRoundTrip:
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[Image.Image]) -> list[Image.Image]:
-        rgb = [to_white_rgb(im) for im in images]
+        sizes = [im.size for im in images]
+        rgb = [_pad_white(to_white_rgb(im), PAD_TO) for im in images]
         out: list[Image.Image | None] = [None] * len(rgb)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(rgb):
@@ -49,7 +63,7 @@ class VaeRoundTrip:
                 self._psnr.extend((10 * torch.log10(4.0 / mse)).tolist())  # peak-to-peak 2 in [-1, 1]
                 pixels = ((y.permute(0, 2, 3, 1) + 1.0) * 127.5).round().to(torch.uint8).numpy()
                 for i, arr in zip(batch, pixels, strict=True):
-                    out[i] = Image.fromarray(arr)
+                    out[i] = Image.fromarray(arr).crop((0, 0, *sizes[i]))
         return [im for im in out if im is not None]
 
     @property
