@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from bildwerk.evaluation.judge import to_white_rgb
+from bildwerk.train.vae import load_vae, reconstruct, vae_folder
 
 PAD_TO = 8  # covers the VAE factors in use (4 for bildwerk's own models, 8 for Stable Diffusion)
 
@@ -35,13 +36,10 @@ class VaeRoundTrip:
     """Encode (posterior mean) and decode pictures with one VAE, on the CPU, in fp32."""
 
     def __init__(self, model: str | Path | None = None, *, batch_size: int = 32) -> None:
-        from diffusers import AutoencoderKL
-
         from bildwerk.models.loader import EMBEDDED_DEFAULT
-        from bildwerk.train.vae import vae_folder
 
         self.path = vae_folder(Path(model) if model is not None else EMBEDDED_DEFAULT)
-        self.vae = AutoencoderKL.from_pretrained(self.path, torch_dtype=torch.float32).eval()
+        self.vae = load_vae(self.path).eval()
         self.batch_size = batch_size
         self._psnr: list[float] = []
 
@@ -58,9 +56,8 @@ class VaeRoundTrip:
                 batch = indices[start:start + self.batch_size]
                 x = torch.from_numpy(np.stack([np.asarray(rgb[i], dtype=np.float32) for i in batch]))
                 x = x.permute(0, 3, 1, 2) / 127.5 - 1.0
-                y = self.vae.decode(self.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-                mse = ((y - x) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
-                self._psnr.extend((10 * torch.log10(4.0 / mse)).tolist())  # peak-to-peak 2 in [-1, 1]
+                y, psnr = reconstruct(self.vae, x)
+                self._psnr.extend(psnr.tolist())
                 pixels = ((y.permute(0, 2, 3, 1) + 1.0) * 127.5).round().to(torch.uint8).numpy()
                 for i, arr in zip(batch, pixels, strict=True):
                     out[i] = Image.fromarray(arr).crop((0, 0, *sizes[i]))

@@ -67,7 +67,8 @@ def vae_folder(path: Path) -> Path:
     raise InvalidRequestError(f"{path}: no VAE there (expected config.json, or a model folder with vae/)")
 
 
-def _load_vae(path: Path):
+def load_vae(path: Path):
+    """An AutoencoderKL folder, in fp32 (training and measuring both want full precision)."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL.from_pretrained(path, torch_dtype=torch.float32)
@@ -95,14 +96,17 @@ def _batch(images: torch.Tensor, idx: torch.Tensor, crop: int | None, gen: torch
 
 
 @torch.no_grad()
+def reconstruct(vae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode ``x`` (N x 3 x H x W in [-1, 1]) to the posterior mean and decode it: the
+    reconstruction, clamped to [-1, 1], and each picture's PSNR in dB."""
+    rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    mse = ((rec - x) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+    return rec, 10 * torch.log10(4.0 / mse)  # range [-1, 1] has peak-to-peak 2
+
+
 def psnr(vae, images: torch.Tensor, device: torch.device) -> float:
     """Reconstruction PSNR (dB) of whole images through the VAE's mean latent."""
-    vals = []
-    for chunk in images.split(64):
-        x = to_model_range(chunk).to(device)
-        rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-        mse = ((rec - x) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
-        vals.append(10 * torch.log10(4.0 / mse))  # range [-1, 1] has peak-to-peak 2
+    vals = [reconstruct(vae, to_model_range(chunk).to(device))[1] for chunk in images.split(64)]
     return float(torch.cat(vals).mean())
 
 
@@ -129,12 +133,15 @@ def train_vae(
         held = None
 
     torch.manual_seed(cfg.seed)
-    vae = _load_vae(base) if base is not None else build_vae(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
     ckpt = latest_checkpoint(out)
     if ckpt is not None:
-        vae = _load_vae(ckpt / "vae")
+        vae = load_vae(ckpt / "vae")
+    elif base is not None:
+        vae = load_vae(base)
+    else:
+        vae = build_vae(cfg)
     params = _trainable(vae, cfg.decoder_only)
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     if ckpt is not None:
