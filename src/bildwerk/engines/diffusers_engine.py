@@ -177,19 +177,23 @@ class DiffusersEngine:
         noise, gens = self._noise(shape, seeds, model)
         state_kw: dict = {}
 
+        t_start = 0
+        if req.mode is not Mode.TEXT_TO_IMAGE:
+            # Strength decides how far into the schedule we start (as diffusers' img2img does).
+            init_steps = min(max(int(round(req.steps * req.strength)), 1), req.steps)
+            t_start = req.steps - init_steps
+            timesteps = scheduler.timesteps[t_start * scheduler.order :]
+        # Tell the scheduler where the loop starts: it cannot infer it when timesteps repeat
+        # (Karras sigmas on a cosine schedule put several steps at t=998).
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(t_start * scheduler.order)
+
         if req.mode is Mode.TEXT_TO_IMAGE:
             latents = noise * scheduler.init_noise_sigma
         else:
             assert work.image is not None
             image_latents = self._encode_image(model, work.image).repeat(n, 1, 1, 1)
-            # Strength decides how far into the schedule we start (as diffusers' img2img does).
-            strength = req.strength
-            init_steps = min(max(int(round(req.steps * strength)), 1), req.steps)
-            t_start = req.steps - init_steps
-            timesteps = scheduler.timesteps[t_start * scheduler.order :]
-            if hasattr(scheduler, "set_begin_index"):
-                scheduler.set_begin_index(t_start * scheduler.order)
-            if req.mode is Mode.INPAINT and strength >= 1.0:
+            if req.mode is Mode.INPAINT and req.strength >= 1.0:
                 latents = noise * scheduler.init_noise_sigma
             else:
                 latents = scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(n))
