@@ -120,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "metadata.csv").is_file():
         print(f"error: {args.data}/metadata.csv not found", file=sys.stderr)
         return 2
+    if args.scheduler is not None:
+        from bildwerk.engines.schedulers import canonical_scheduler_name
+
+        try:  # before the judge loads and the first picture is made
+            args.scheduler = canonical_scheduler_name(args.scheduler)
+        except ValueError as exc:
+            print(f"error: --scheduler: {exc}", file=sys.stderr)
+            return 2
     try:
         judge = Judge(normalization=args.normalization)
     except JudgeUnavailable as exc:

@@ -293,6 +293,8 @@ def test_bench_script_end_to_end(tmp_path, tiny_sd, capsys):
     assert report["roundtrip"]["images"] == 3 and report["settings"]["roundtrip"]["psnr_db"] > 0
     assert "Real pictures through the VAE" in printed
     assert bench.main(["--data", str(tmp_path / "nowhere")]) == 2
+    assert bench.main(["--data", str(data), "--scheduler", "nope"]) == 2
+    assert "unknown scheduler 'nope'" in capsys.readouterr().err
     assert bench.main(["--data", str(data), "--model", str(tmp_path), "--vae-ceiling", "--real-only"]) == 2
 
 
