@@ -36,7 +36,7 @@ default-model: $(STAMP)
 	$(BIN)/bildwerk default-model --data var/dataset --work var/default-model
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench tools
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

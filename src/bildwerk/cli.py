@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bildwerk.errors import BildwerkError
+from bildwerk.errors import BildwerkError, InvalidRequestError
 
 app = typer.Typer(
     name="bildwerk",
@@ -622,9 +622,40 @@ def train_vae_cmd(
     out_console.print(f"VAE: {final}")
 
 
+def _is_prepared(path: Path) -> bool:
+    from bildwerk.train.prepared import is_prepared_file
+
+    return is_prepared_file(path)
+
+
+@app.command()
+def prepare(
+    data_dir: Annotated[Path, typer.Argument(help="Imagefolder with metadata.csv.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The file to write (.safetensors).")],
+    base: Annotated[str | None, typer.Option("--base", help="Prepare for fine-tuning this model.")] = None,
+    vae: Annotated[Path | None, typer.Option("--vae", help="VAE folder (from scratch).")] = None,
+    resolution: Annotated[int, typer.Option("--resolution")] = 512,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Also encode mirror images (flip augmentation).")] = True,
+    compact: Annotated[bool, typer.Option("--compact", help="8-bit latents (means only) and caption vectors: a quarter of the size, for carrying a run to another machine.")] = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Encode an imagefolder once (VAE latents, caption vectors) into a file `bildwerk train` starts from."""
+    from bildwerk.train.config import TrainConfig
+    from bildwerk.train.unet import prepare_file
+
+    if out.suffix != ".safetensors":
+        _fail(InvalidRequestError(f"{out}: the prepared file's name must end in .safetensors"))
+    _check_folder(data_dir)
+    path = _run_training(lambda: TrainConfig(
+        data=data_dir, out=out.parent, base_model=base, vae=vae, resolution=resolution, flip=flip,
+        device=device), lambda cfg: prepare_file(cfg, out, compact=compact))
+    size = path.stat().st_size / 1e6
+    out_console.print(f"prepared: {path} ({size:.1f} MB); train from it: bildwerk train {path} --out RUN ...")
+
+
 @app.command()
 def train(
-    data_dir: Annotated[Path, typer.Argument(help="Imagefolder with metadata.csv (file_name,text[,text_de...]).")],
+    data_dir: Annotated[Path, typer.Argument(help="Imagefolder with metadata.csv (file_name,text[,text_de...]), or a file from `bildwerk prepare`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints/, samples/, model/.")],
     base: Annotated[str | None, typer.Option("--base", help="Fine-tune this model; omit to train from scratch.")] = None,
     method: Annotated[str, typer.Option("--method", help="full or lora (fine-tuning).")] = "full",
@@ -633,11 +664,12 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step: the effective batch is --batch-size x this, in the memory of one.")] = 1,
     learning_rate: Annotated[float, typer.Option("--lr")] = 1e-4,
-    resolution: Annotated[int, typer.Option("--resolution")] = 512,
+    resolution: Annotated[int | None, typer.Option("--resolution", help="Training size (default 512; a prepared file's own).")] = None,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Mirror images at random (not those whose caption names text or signs).")] = True,
     lora_rank: Annotated[int, typer.Option("--lora-rank")] = 8,
     prediction_type: Annotated[str | None, typer.Option("--prediction-type", help="epsilon or v_prediction; default: epsilon from scratch, the base model's when fine-tuning (a different one converts it).")] = None,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 250,
-    sample_every: Annotated[int, typer.Option("--sample-every")] = 250,
+    sample_every: Annotated[int, typer.Option("--sample-every", help="Steps between sample grids; 0 = none.")] = 250,
     sample_prompt: Annotated[list[str] | None, typer.Option("--sample-prompt", help="Repeat for several.")] = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = "auto",
@@ -646,12 +678,21 @@ def train(
     from bildwerk.train.config import TrainConfig
     from bildwerk.train.unet import train_unet
 
-    _check_folder(data_dir)
+    if _is_prepared(data_dir):
+        if resolution is None:
+            from bildwerk.train.prepared import read_meta
+
+            try:
+                resolution = int(read_meta(data_dir)["resolution"])
+            except BildwerkError as exc:
+                _fail(exc)
+    else:
+        _check_folder(data_dir)
     extra = {"sample_prompts": sample_prompt} if sample_prompt else {}
     final = _run_training(lambda: TrainConfig(
         data=data_dir, out=out, base_model=base, method=method, vae=vae, steps=steps,
         batch_size=batch_size, gradient_accumulation=grad_accum, learning_rate=learning_rate,
-        resolution=resolution, lora_rank=lora_rank, prediction_type=prediction_type,
+        resolution=resolution or 512, flip=flip, lora_rank=lora_rank, prediction_type=prediction_type,
         checkpoint_every=checkpoint_every, sample_every=sample_every,
         device=device, precision=precision, **extra), train_unet)
     out_console.print(f"model: {final}  (use it: bildwerk generate \"...\" --model {final})")

@@ -168,6 +168,20 @@ def test_train_vae_then_unet_from_the_cli(tmp_path):
     g = _invoke("generate", "ein grünes Quadrat", "--model", str(model), "--steps", "2", "--out", str(tmp_path / "g.png"))
     assert g.exit_code == 0, g.output
     assert Image.open(tmp_path / "g.png").size == (32, 32)
+    # Encode once, train from the file: its size comes from the file, no folder check needed.
+    prepared = tmp_path / "shapes.safetensors"
+    r = _invoke("prepare", str(folder), "--vae", str(vae), "--out", str(prepared), "--resolution", "32", "--compact")
+    assert r.exit_code == 0, r.output
+    assert prepared.is_file() and "bildwerk train" in r.output
+    r = _invoke("train", str(prepared), "--vae", str(vae), "--out", str(tmp_path / "from-file"), "--steps", "1",
+                "--batch-size", "2", "--sample-every", "0")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "from-file" / "model" / "unet").is_dir()
+    assert not (tmp_path / "from-file" / "samples").exists()
+    r = _invoke("train", str(prepared), "--vae", str(vae), "--out", str(tmp_path / "bad"), "--resolution", "64")
+    assert r.exit_code != 0 and "32 px" in " ".join(r.output.split())
+    r = _invoke("prepare", str(folder), "--vae", str(vae), "--out", str(tmp_path / "x.pt"))
+    assert r.exit_code != 0 and ".safetensors" in r.output
 
 
 def test_info_shows_a1111_brackets_literally(tiny_models, tmp_path):

@@ -13,12 +13,15 @@ from diffusers import UNet2DConditionModel
 from PIL import Image, ImageDraw
 
 from bildwerk.engines.diffusers_engine import DiffusersEngine
+from bildwerk.errors import InvalidRequestError
 from bildwerk.models.loader import ModelManager, load_model
+from bildwerk.models.sentence_encoder import SentenceEncoder, SentenceEncoderConfig
 from bildwerk.requests import build_request
+from bildwerk.train import prepared as prepared_mod
 from bildwerk.train.checkpoints import latest_checkpoint
 from bildwerk.train.config import TrainConfig, VaeTrainConfig
 from bildwerk.train.progress import read_log
-from bildwerk.train.unet import train_unet
+from bildwerk.train.unet import prepare_file, train_unet
 from bildwerk.train.vae import train_vae
 
 SHAPES = [
@@ -291,3 +294,99 @@ def test_fine_tuning_converts_an_epsilon_model_to_v_prediction(folder, tmp_path)
     sched = unet_mod.training_scheduler("v_prediction")
     snr = compute_snr(sched, t)
     assert torch.allclose(real_weights(sched, t, 5.0), torch.clamp(snr, max=5.0) / (snr + 1))
+
+
+# -- prepared data: encode once, resume without encoding, train elsewhere from one file ------
+
+def _small(**kw):
+    return dict(resolution=32, batch_size=4, checkpoint_every=2, sample_every=0, unet=TINY_UNET, device="cpu",
+                warmup_steps=1, precision="fp32", **kw)
+
+
+def test_a_prepared_file_trains_the_same_model_without_pictures_or_encoder(folder, vae_dir, tmp_path, monkeypatch):
+    seen_a = []
+    a = train_unet(TrainConfig(data=folder, out=tmp_path / "a", vae=vae_dir, steps=3, **_small()),
+                   show_progress=False, callback=seen_a.append)
+    assert (tmp_path / "a" / "prepared.safetensors").is_file()  # the run keeps what it encoded
+    assert not (tmp_path / "a" / "samples").exists()  # sample_every=0: no grids
+    path = prepare_file(TrainConfig(data=folder, out=tmp_path, vae=vae_dir, **_small()), tmp_path / "p.safetensors")
+
+    def unavailable(*args, **kwargs):
+        raise AssertionError("a prepared file must not need this")
+
+    monkeypatch.setattr(SentenceEncoder, "embed_texts", unavailable)
+    monkeypatch.setattr("bildwerk.train.imagefolder.load_imagefolder", unavailable)
+    seen = []
+    b = train_unet(TrainConfig(data=path, out=tmp_path / "b", vae=vae_dir, steps=3, **_small()),
+                   show_progress=False, callback=seen.append)
+    # Same data, same seed: the same batches and the same training (up to float rounding in
+    # another memory layout), so the same losses.
+    assert [e["loss"] for e in seen] == pytest.approx([e["loss"] for e in seen_a], rel=1e-4)
+    assert (b / "unet").is_dir() and (a / "unet").is_dir()
+
+
+def test_resume_reads_the_runs_cache_and_changed_pictures_are_encoded_again(folder, vae_dir, tmp_path, monkeypatch):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    calls = []
+    real = prepared_mod.encode_latents
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prepared_mod, "encode_latents", counting)
+    base = dict(data=data, out=tmp_path / "run", vae=vae_dir, **_small())
+    train_unet(TrainConfig(steps=2, **base), show_progress=False)
+    train_unet(TrainConfig(steps=4, **base), show_progress=False)
+    assert len(calls) == 1  # the resumed run read the cache
+    Image.new("RGB", (32, 32), "black").save(data / "images" / "red_circle_1.png")
+    train_unet(TrainConfig(steps=6, **base), show_progress=False)
+    assert len(calls) == 2  # a changed picture: encoded again
+    cached = prepared_mod.load(tmp_path / "run" / "prepared.safetensors")
+    assert cached.meta["data"] == prepared_mod.folder_fingerprint(data)
+
+
+def test_a_compact_file_is_small_close_and_checked_against_the_model(folder, vae_dir, tmp_path):
+    from diffusers import AutoencoderKL
+
+    cfg = TrainConfig(data=folder, out=tmp_path, vae=vae_dir, **_small())
+    full = prepare_file(cfg, tmp_path / "full.safetensors")
+    small = prepare_file(cfg, tmp_path / "small.safetensors", compact=True)
+    assert small.stat().st_size < full.stat().st_size / 2
+    f, c = prepared_mod.load(full), prepared_mod.load(small)
+    for name in ("mean", "fmean"):
+        span = f.latents[name].amax() - f.latents[name].amin()
+        assert (f.latents[name] - c.latents[name]).abs().max() <= span / 255  # one 8-bit step at most
+    assert torch.count_nonzero(c.latents["std"]) == 0  # compact trains on the means
+    assert c.captions == f.captions and c.texts == f.texts
+    # Training's conditioning from stored vectors is inference's from the encoder (fp16 apart).
+    enc = SentenceEncoder(SentenceEncoderConfig(**f.meta["encoder"]))
+    prompts = ["red circle", "빨간 원", "red circle"]
+    assert torch.allclose(f.tokens(enc, prompts), enc.encode(prompts), atol=1e-2)
+    v_f, v_c = f.vectors.astype(np.float32), c.vectors.astype(np.float32)
+    assert np.abs(v_f - v_c).max() <= np.abs(v_f).max() / 127
+    # The file must fit the model: another VAE, another size or missing mirror images are refused.
+    other = AutoencoderKL.from_pretrained(vae_dir)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    other.save_pretrained(tmp_path / "other-vae")
+    with pytest.raises(InvalidRequestError, match="another VAE"):
+        train_unet(TrainConfig(data=small, out=tmp_path / "r1", vae=tmp_path / "other-vae", steps=1,
+                               **_small()), show_progress=False)
+    with pytest.raises(InvalidRequestError, match="32 px"):
+        train_unet(TrainConfig(data=small, out=tmp_path / "r2", vae=vae_dir, steps=1,
+                               **{**_small(), "resolution": 64}), show_progress=False)
+    no_flip = prepare_file(TrainConfig(data=folder, out=tmp_path, vae=vae_dir, flip=False, **_small()),
+                           tmp_path / "noflip.safetensors")
+    with pytest.raises(InvalidRequestError, match="mirrored"):
+        train_unet(TrainConfig(data=no_flip, out=tmp_path / "r3", vae=vae_dir, steps=1, **_small()),
+                   show_progress=False)
+    model = train_unet(TrainConfig(data=small, out=tmp_path / "r4", vae=vae_dir, steps=1, languages=("ko",),
+                                   **_small()), show_progress=False)
+    assert (model / "unet").is_dir()
+    with pytest.raises(InvalidRequestError, match="not a prepared training file"):
+        (tmp_path / "junk.safetensors").write_bytes(b"junk")
+        prepared_mod.load(tmp_path / "junk.safetensors")

@@ -94,9 +94,13 @@ class SentenceEncoder:
         Training (with pre-embedded captions) and inference both build tokens here, so the
         layout a model learnt is the one it is sampled with.
         """
-        out = np.repeat(vectors[:1].astype(np.float32), self.config.tokens, axis=0)
-        out[1 : len(vectors)] = vectors[1:]
-        return out
+        return vectors[self.layout_order(len(vectors))].astype(np.float32)
+
+    def layout_order(self, n: int) -> np.ndarray:
+        """Which of ``n`` texts each token position takes: 0, 1, ..., n-1, then 0 (the whole prompt)."""
+        order = np.zeros(self.config.tokens, dtype=np.int64)
+        order[1:n] = np.arange(1, min(n, self.config.tokens))
+        return order
 
     def encode_weighted(self, segments: Sequence[tuple[str, float]]) -> torch.Tensor:
         """One prompt given as (text, weight) segments -> (tokens, dim).

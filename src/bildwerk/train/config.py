@@ -42,7 +42,7 @@ class TrainConfig(BaseModel):
     flip: bool = True
     languages: tuple[str, ...] | None = Field(default=None, description="Caption columns to use; None = all.")
     checkpoint_every: int = Field(default=500, ge=1)
-    sample_every: int = Field(default=500, ge=1)
+    sample_every: int = Field(default=500, ge=0, description="Steps between sample grids; 0 = none.")
     sample_prompts: list[str] = Field(
         default_factory=lambda: ["a red apple", "ein Hund", "une voiture", "고양이", "дом"]
     )

@@ -79,8 +79,7 @@ def load_imagefolder(
         for key, value in row.items():
             if key and key.startswith("text_") and value and value.strip():
                 caps[key.removeprefix("text_")] = value.strip()
-        if languages:
-            caps = {k: v for k, v in caps.items() if k in languages} or {"en": caps["en"]}
+        caps = select_languages(caps, languages)
         captions.append(caps)
         flips.append(not _NO_FLIP.search(caps.get("en", "")))
     return CaptionedImages(
@@ -89,6 +88,14 @@ def load_imagefolder(
         flippable=torch.tensor(flips),
         file_names=[r["file_name"] for r in rows],
     )
+
+
+def select_languages(captions: dict[str, str], languages: tuple[str, ...] | None) -> dict[str, str]:
+    """A row's captions in ``languages`` only; the English one where it has none of them."""
+    if not languages:
+        return captions
+    chosen = {k: v for k, v in captions.items() if k in languages}
+    return chosen or ({"en": captions["en"]} if "en" in captions else captions)
 
 
 def to_model_range(batch_uint8: torch.Tensor) -> torch.Tensor:

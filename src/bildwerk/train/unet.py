@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -44,8 +43,9 @@ from bildwerk.train.checkpoints import (
     start_run,
 )
 from bildwerk.train.config import TrainConfig
-from bildwerk.train.imagefolder import CaptionedImages, load_imagefolder, to_model_range
 from bildwerk.train.precision import MixedPrecision
+from bildwerk.train.prepared import prepare, training_data
+from bildwerk.train.prepared import save as save_prepared
 from bildwerk.train.progress import TrainProgress
 
 DEFAULT_UNET: dict[str, Any] = {
@@ -86,24 +86,6 @@ class _Parts:
     base_config: dict | None = None
 
 
-class _CaptionTable:
-    """Pre-embedded captions for the sentence encoder: every caption and word once."""
-
-    def __init__(self, encoder: SentenceEncoder, data: CaptionedImages) -> None:
-        self.encoder = encoder
-        texts: dict[str, int] = {}
-        for caps in data.captions:
-            for cap in caps.values():
-                for t in encoder.texts_for(cap):
-                    texts.setdefault(t, len(texts))
-        self.index = texts
-        self.vectors = encoder.embed_texts(list(texts)).astype(np.float16)  # dict keeps insertion order
-
-    def tokens(self, captions: list[str]) -> torch.Tensor:
-        rows = [self.vectors[[self.index[t] for t in self.encoder.texts_for(c)]] for c in captions]
-        return torch.from_numpy(np.stack([self.encoder.layout(r) for r in rows]))
-
-
 def _load_parts(cfg: TrainConfig, device: torch.device) -> _Parts:
     if cfg.base_model is None:
         if cfg.vae is None:
@@ -134,26 +116,6 @@ def _load_parts(cfg: TrainConfig, device: torch.device) -> _Parts:
             model.pipe.scheduler.config, prediction_type=cfg.prediction_type)
     return _Parts(model.unet, model.vae, sched, model.family, pipe=model.pipe,
                   encoder=model.extras.get("encoder"), base_config=model.extras.get("config") or None)
-
-
-@torch.no_grad()
-def _encode_dataset(vae, data: CaptionedImages, device: torch.device, flip: bool) -> dict[str, torch.Tensor]:
-    """Latent mean and std of every image (and of its mirror), once, instead of every step."""
-    scale = float(vae.config.scaling_factor)
-    means, stds, fmeans, fstds = [], [], [], []
-    for chunk in data.images.split(32):
-        x = to_model_range(chunk).to(device, vae.dtype)
-        d = vae.encode(x).latent_dist
-        means.append(d.mean.float().cpu() * scale)
-        stds.append(d.std.float().cpu() * scale)
-        if flip:
-            d = vae.encode(x.flip(-1)).latent_dist
-            fmeans.append(d.mean.float().cpu() * scale)
-            fstds.append(d.std.float().cpu() * scale)
-    out = {"mean": torch.cat(means), "std": torch.cat(stds)}
-    if flip:
-        out.update(fmean=torch.cat(fmeans), fstd=torch.cat(fstds))
-    return out
 
 
 def _min_snr_weights(scheduler, t: torch.Tensor, gamma: float | None) -> torch.Tensor:
@@ -236,7 +198,6 @@ def train_unet(
     """Train (or resume); returns the folder of the final exported model."""
     device, out = start_run(cfg)
     amp = MixedPrecision.choose(cfg.precision, device)  # refuses an impossible choice before any work
-    data = load_imagefolder(cfg.data, resolution=cfg.resolution, split="train", languages=cfg.languages)
     parts = _load_parts(cfg, device)
     vae, unet, sched = parts.vae, parts.unet, parts.scheduler
     vae.to(device).eval().requires_grad_(False)
@@ -244,8 +205,8 @@ def train_unet(
         parts.pipe.text_encoder.to(device).eval().requires_grad_(False)
 
     t_enc = time.perf_counter()
-    latents = _encode_dataset(vae, data, device, cfg.flip)
-    table = _CaptionTable(parts.encoder, data) if parts.encoder is not None else None
+    data, data_from = training_data(cfg, vae, parts.encoder, device, out)
+    latents = data.latents
     setup_s = time.perf_counter() - t_enc
 
     if cfg.method == "lora":
@@ -297,7 +258,7 @@ def train_unet(
     progress = TrainProgress(cfg.steps, start, out / "train_log.jsonl", description="UNet",
                              show=show_progress, callback=callback)
     if start == 0:
-        progress.note(f"{n} images, languages {', '.join(data.languages)}, setup {setup_s:.1f}s, "
+        progress.note(f"{n} images ({data_from}), languages {', '.join(data.languages)}, setup {setup_s:.1f}s, "
                       f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters")
     progress.note(f"compute precision {amp.name} on {device}")
 
@@ -311,8 +272,8 @@ def train_unet(
         x0 = mean + std * torch.randn(mean.shape, generator=gen)
         caps = [pyrand.choice(list(data.captions[i].values())) for i in idx.tolist()]
         drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cond_dropout
-        if table is not None:
-            cond = table.tokens(caps)
+        if data.vectors is not None:
+            cond = data.tokens(parts.encoder, caps)
             cond[drop] = 0.0  # the empty prompt: CFG's unconditional input
         else:
             caps = ["" if d else c for c, d in zip(caps, drop.tolist(), strict=True)]
@@ -365,7 +326,7 @@ def train_unet(
 
                     shutil.rmtree(final, ignore_errors=True)
                     shutil.copytree(model_dir, final)
-            if done % cfg.sample_every == 0 or last:
+            if cfg.sample_every and (done % cfg.sample_every == 0 or last):
                 src = checkpoint_dir(out, done) / "model"
                 if not src.is_dir():
                     src = _export_current(parts, cfg, unet, ema, out / "_sample_model")
@@ -376,6 +337,18 @@ def train_unet(
     finally:
         progress.close()
     return final
+
+
+def prepare_file(cfg: TrainConfig, path: Path, *, compact: bool = False) -> Path:
+    """Encode ``cfg``'s image folder for ``cfg``'s model into one file ``train_unet`` can start from."""
+    from bildwerk.models.devices import choose_device
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = choose_device(cfg.device)
+    parts = _load_parts(cfg, device)
+    parts.vae.to(device).eval().requires_grad_(False)
+    return save_prepared(prepare(cfg, parts.vae, parts.encoder, device), path, compact=compact)
 
 
 def _export_current(parts: _Parts, cfg: TrainConfig, unet, ema, folder: Path) -> Path:

@@ -1,0 +1,101 @@
+"""Move a trained model through the GPU machine's narrow door, and data in through it.
+
+What comes back from that machine is at most 8 files of 16 MiB each (tools/gpu/README.md), so
+``pack`` writes a model folder as one tar of its small files plus its large weight files cut
+into 15 MiB parts; ``unpack`` puts the folder back together here. ``unxz`` expands the carried,
+xz-compressed prepared file there (Python's lzma: no xz binary needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import lzma
+import shutil
+import tarfile
+from pathlib import Path
+
+PART = 15 * 1024 * 1024
+BIG = 4 * 1024 * 1024  # files above this are cut into parts
+
+
+def pack(model: Path, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    manifest: dict[str, dict] = {}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for f in sorted(p for p in model.rglob("*") if p.is_file()):
+            rel = f.relative_to(model).as_posix()
+            if f.stat().st_size <= BIG:
+                tar.add(f, arcname=rel)
+                continue
+            data = f.read_bytes()
+            names = []
+            for i in range(0, len(data), PART):
+                name = f"part-{len(written):02d}.bin"
+                (out / name).write_bytes(data[i : i + PART])
+                written.append(out / name)
+                names.append(name)
+            manifest[rel] = {"parts": names, "sha256": hashlib.sha256(data).hexdigest()}
+        info = tarfile.TarInfo("parts.json")
+        payload = json.dumps(manifest, indent=1).encode()
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    (out / "small.tar").write_bytes(buf.getvalue())
+    return [*written, out / "small.tar"]
+
+
+def unpack(parts: Path, dest: Path) -> Path:
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tarfile.open(parts / "small.tar") as tar:
+        tar.extractall(tmp, filter="data")
+    manifest = json.loads((tmp / "parts.json").read_text())
+    for rel, entry in manifest.items():
+        data = b"".join((parts / n).read_bytes() for n in entry["parts"])
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise SystemExit(f"{rel}: the parts do not add up (checksum differs); fetch them again")
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_bytes(data)
+    (tmp / "parts.json").unlink()
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def unxz(path: Path) -> Path:
+    target = path.with_suffix("")
+    if not target.is_file():
+        with lzma.open(path) as src, open(target.with_name(target.name + ".tmp"), "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        target.with_name(target.name + ".tmp").rename(target)
+    return target
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack")
+    p.add_argument("model", type=Path)
+    p.add_argument("out", type=Path)
+    u = sub.add_parser("unpack")
+    u.add_argument("parts", type=Path)
+    u.add_argument("dest", type=Path)
+    x = sub.add_parser("unxz")
+    x.add_argument("path", type=Path)
+    a = ap.parse_args()
+    if a.cmd == "pack":
+        for f in pack(a.model, a.out):
+            print(f, f.stat().st_size)
+    elif a.cmd == "unpack":
+        print(unpack(a.parts, a.dest))
+    else:
+        print(unxz(a.path))
+
+
+if __name__ == "__main__":
+    main()
