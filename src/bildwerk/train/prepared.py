@@ -1,7 +1,7 @@
 """Training data encoded once: VAE latents and caption vectors, kept on disk.
 
 Before its first step a UNet run encodes every picture (and its mirror image) with the
-VAE and every caption and word with the sentence encoder: four minutes for the default
+VAE and every caption and word with the sentence encoder: three to four minutes for the default
 dataset on two CPU cores. The run keeps the result in its folder (``prepared.safetensors``)
 and a resumed run reads it back instead, when nothing it was made from has changed.
 
