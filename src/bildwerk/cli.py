@@ -622,12 +622,6 @@ def train_vae_cmd(
     out_console.print(f"VAE: {final}")
 
 
-def _is_prepared(path: Path) -> bool:
-    from bildwerk.train.prepared import is_prepared_file
-
-    return is_prepared_file(path)
-
-
 @app.command()
 def prepare(
     data_dir: Annotated[Path, typer.Argument(help="Imagefolder with metadata.csv.")],
@@ -676,12 +670,11 @@ def train(
 ) -> None:
     """Train or fine-tune on an imagefolder; checks the folder first and resumes if interrupted."""
     from bildwerk.train.config import TrainConfig
+    from bildwerk.train.prepared import is_prepared_file, read_meta
     from bildwerk.train.unet import train_unet
 
-    if _is_prepared(data_dir):
+    if is_prepared_file(data_dir):
         if resolution is None:
-            from bildwerk.train.prepared import read_meta
-
             try:
                 resolution = int(read_meta(data_dir)["resolution"])
             except BildwerkError as exc:

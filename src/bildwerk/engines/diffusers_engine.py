@@ -26,6 +26,7 @@ from bildwerk.errors import GenerationCancelled, InvalidRequestError
 from bildwerk.images.crop import CropBox, composite_full, crop_for_inpaint, paste_back
 from bildwerk.images.io import to_rgb
 from bildwerk.images.masks import feather_mask, mask_is_empty, normalize_mask
+from bildwerk.images.tensors import from_pil, to_pil
 from bildwerk.models.loader import LoadedModel, ModelManager
 from bildwerk.requests import GenerationRequest, Mode
 
@@ -44,13 +45,7 @@ class _Work:
 
 
 def _to_tensor(image: Image.Image, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).to(device=device, dtype=dtype)
-
-
-def _to_pil(batch: torch.Tensor) -> list[Image.Image]:
-    arr = ((batch.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in arr]
+    return from_pil([image]).to(device=device, dtype=dtype)
 
 
 class DiffusersEngine:
@@ -146,7 +141,7 @@ class DiffusersEngine:
         out = []
         for lat in latents.split(1):  # one at a time keeps peak memory flat for batches
             z = lat.to(vae.dtype) / vae.config.scaling_factor + shift
-            out.extend(_to_pil(vae.decode(z, return_dict=False)[0]))
+            out.extend(to_pil(vae.decode(z, return_dict=False)[0]))
         return out
 
     def _noise(self, shape: tuple[int, ...], seeds: list[int], model: LoadedModel) -> tuple[torch.Tensor, list[torch.Generator]]:

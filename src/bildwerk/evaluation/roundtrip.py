@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from bildwerk.evaluation.judge import to_white_rgb
+from bildwerk.images.tensors import from_pil, to_pil
 from bildwerk.train.vae import load_vae, reconstruct, vae_folder
 
 PAD_TO = 8  # covers the VAE factors in use (4 for bildwerk's own models, 8 for Stable Diffusion)
@@ -54,13 +55,10 @@ class VaeRoundTrip:
         for indices in by_size.values():  # a batch holds pictures of one size
             for start in range(0, len(indices), self.batch_size):
                 batch = indices[start:start + self.batch_size]
-                x = torch.from_numpy(np.stack([np.asarray(rgb[i], dtype=np.float32) for i in batch]))
-                x = x.permute(0, 3, 1, 2) / 127.5 - 1.0
-                y, psnr = reconstruct(self.vae, x)
+                y, psnr = reconstruct(self.vae, from_pil([rgb[i] for i in batch]))
                 self._psnr.extend(psnr.tolist())
-                pixels = ((y.permute(0, 2, 3, 1) + 1.0) * 127.5).round().to(torch.uint8).numpy()
-                for i, arr in zip(batch, pixels, strict=True):
-                    out[i] = Image.fromarray(arr).crop((0, 0, *sizes[i]))
+                for i, im in zip(batch, to_pil(y), strict=True):
+                    out[i] = im.crop((0, 0, *sizes[i]))
         return [im for im in out if im is not None]
 
     @property

@@ -97,6 +97,3 @@ def select_languages(captions: dict[str, str], languages: tuple[str, ...] | None
     chosen = {k: v for k, v in captions.items() if k in languages}
     return chosen or ({"en": captions["en"]} if "en" in captions else captions)
 
-
-def to_model_range(batch_uint8: torch.Tensor) -> torch.Tensor:
-    return batch_uint8.float() / 127.5 - 1.0

@@ -57,13 +57,16 @@ class PreparedData:
     def tokens(self, encoder, captions: list[str]) -> torch.Tensor:
         """Conditioning for captions, from the stored vectors (the encoder's layout, not its model)."""
         assert self.texts is not None and self.vectors is not None
-        rows = np.stack([self._rows.get(c) if c in self._rows else self._row(encoder, c) for c in captions])
+        rows = np.stack([self._row(encoder, c) for c in captions])
         return torch.from_numpy(self.vectors[rows].astype(np.float32))  # one gather for the batch
 
     def _row(self, encoder, caption: str) -> np.ndarray:
-        assert self.texts is not None
-        ids = np.array([self.texts[t] for t in encoder.texts_for(caption)])
-        row = self._rows[caption] = ids[encoder.layout_order(len(ids))]
+        """The vector index of each token of ``caption`` (worked out once per caption)."""
+        row = self._rows.get(caption)
+        if row is None:
+            assert self.texts is not None
+            ids = np.array([self.texts[t] for t in encoder.texts_for(caption)])
+            row = self._rows[caption] = ids[encoder.layout_order(len(ids))]
         return row
 
 
@@ -103,7 +106,7 @@ def expected_meta(cfg, vae, encoder) -> dict[str, Any]:
 @torch.no_grad()
 def encode_latents(vae, images: torch.Tensor, device: torch.device, flip: bool) -> dict[str, torch.Tensor]:
     """Latent mean and std of every image (and of its mirror), rounded to fp16 as stored."""
-    from bildwerk.train.imagefolder import to_model_range
+    from bildwerk.images.tensors import to_model_range
 
     scale = float(vae.config.scaling_factor)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in _LATENTS}
@@ -119,8 +122,8 @@ def encode_latents(vae, images: torch.Tensor, device: torch.device, flip: bool) 
     return {k: torch.cat(v).half().float() for k, v in parts.items() if v}
 
 
-def prepare(cfg, vae, encoder, device: torch.device) -> PreparedData:
-    """Load the image folder of ``cfg`` and encode it."""
+def prepare(cfg, vae, encoder, device: torch.device, meta: dict[str, Any] | None = None) -> PreparedData:
+    """Load the image folder of ``cfg`` and encode it (``meta``: its expected_meta, if known)."""
     from bildwerk.train.imagefolder import load_imagefolder
 
     data = load_imagefolder(cfg.data, resolution=cfg.resolution, split="train", languages=cfg.languages)
@@ -134,7 +137,7 @@ def prepare(cfg, vae, encoder, device: torch.device) -> PreparedData:
                     texts.setdefault(t, len(texts))
         vectors = encoder.embed_texts(list(texts)).astype(np.float16)  # dict keeps insertion order
     return PreparedData(latents=encode_latents(vae, data.images, device, cfg.flip), flippable=data.flippable,
-                        captions=data.captions, meta=expected_meta(cfg, vae, encoder), texts=texts,
+                        captions=data.captions, meta=meta or expected_meta(cfg, vae, encoder), texts=texts,
                         vectors=vectors, file_names=data.file_names)
 
 
@@ -175,7 +178,7 @@ def save(prep: PreparedData, path: Path, *, compact: bool = False) -> Path:
     return path
 
 
-def _open(path: Path, *, tensors: bool) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+def _open(path: Path, *, tensors: bool) -> tuple[dict[str, str], dict[str, Any], dict[str, torch.Tensor]]:
     from safetensors import safe_open
 
     try:
@@ -187,17 +190,16 @@ def _open(path: Path, *, tensors: bool) -> tuple[dict[str, str], dict[str, torch
         raise InvalidRequestError(f"{path}: not a prepared training file ({exc})") from exc
     if meta.get("format") != FORMAT:
         raise InvalidRequestError(f"{path}: prepared in format {meta.get('format')!r}, this bildwerk reads {FORMAT}")
-    return header, found
+    return header, meta, found
 
 
 def read_meta(path: Path) -> dict[str, Any]:
     """What a prepared file was made from, without reading its tensors."""
-    return json.loads(_open(path, tensors=False)[0]["meta"])
+    return _open(path, tensors=False)[1]
 
 
 def load(path: Path) -> PreparedData:
-    header, tensors = _open(path, tensors=True)
-    meta = json.loads(header["meta"])
+    header, meta, tensors = _open(path, tensors=True)
     latents: dict[str, torch.Tensor] = {}
     for name in _LATENTS:
         if name in tensors:
@@ -241,7 +243,7 @@ def training_data(cfg, vae, encoder, device: torch.device, run_folder: Path) -> 
             prep = None
         if prep is not None and prep.meta == want and (prep.has_flips or not cfg.flip):
             return prep, f"cache {cache}"
-    prep = prepare(cfg, vae, encoder, device)
+    prep = prepare(cfg, vae, encoder, device, want)
     save(prep, cache)
     return prep, "encoded now"
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from bildwerk.errors import InvalidRequestError
+from bildwerk.images.tensors import to_model_range
 from bildwerk.train.checkpoints import (
     checkpoint_dir,
     latest_checkpoint,
@@ -36,7 +37,7 @@ from bildwerk.train.checkpoints import (
     start_run,
 )
 from bildwerk.train.config import VaeTrainConfig
-from bildwerk.train.imagefolder import load_imagefolder, to_model_range
+from bildwerk.train.imagefolder import load_imagefolder
 from bildwerk.train.precision import MixedPrecision
 from bildwerk.train.progress import TrainProgress
 
