@@ -241,6 +241,10 @@ def test_default_model_rejects_a_bad_override_before_training(tmp_path):
                 "--prediction-type", "sample")
     assert r.exit_code == 2 and "prediction_type" in r.output
     assert not (tmp_path / "work" / "vae-run").exists()  # nothing was trained
+    r = _invoke("default-model", "--data", str(folder), "--work", str(tmp_path / "work"), "--no-install",
+                "--recipe", "tpu")
+    assert r.exit_code == 2 and "unknown recipe 'tpu'" in r.output
+    assert not (tmp_path / "work" / "vae-run").exists()
 
 
 def test_history_and_export_from_the_command_line(tmp_path):

@@ -17,6 +17,21 @@ def test_default_model_is_shipped_as_safetensors_and_resolves():
     assert size <= 50 * 1024 * 1024
 
 
+def test_the_shipped_unet_is_what_the_documented_recipe_builds():
+    """`bildwerk default-model` (recipe "gpu") must reproduce the shape that ships."""
+    import json
+
+    from bildwerk.train.recipe import RECIPES
+    from bildwerk.train.unet import DEFAULT_UNET
+
+    shipped = json.loads((EMBEDDED_DEFAULT / "unet" / "config.json").read_text())
+    recipe = {**DEFAULT_UNET, **RECIPES["gpu"]["unet"]}
+    for key, value in recipe.items():
+        expected = list(value) if isinstance(value, tuple) else value
+        assert shipped[key] == expected, key
+    assert shipped["sample_size"] * 4 == RECIPES["gpu"]["resolution"]
+
+
 def test_default_model_loads_as_multilingual_with_recommended_guidance():
     m = load_model(None, device="cpu")
     assert m.family == "sentence" and m.native_size == 64

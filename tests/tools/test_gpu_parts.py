@@ -51,3 +51,20 @@ def test_unxz_expands_once(tmp_path):
     target = parts.unxz(packed)
     assert target.name == "d.safetensors" and target.read_bytes() == b"payload" * 1000
     assert parts.unxz(packed) == target
+
+
+def test_a_left_out_folder_comes_from_a_local_model(tmp_path):
+    model = _model(tmp_path / "model")
+    (model / "vae").mkdir()
+    (model / "vae" / "w.safetensors").write_bytes(b"trained on the GPU machine, never sent back")
+    written = parts.pack(model, tmp_path / "out", exclude=("vae",))
+    assert sum(f.stat().st_size for f in written) < parts.PART + 12345 + 20000  # the VAE did not travel
+    with pytest.raises(SystemExit, match="--fill"):
+        parts.unpack(tmp_path / "out", tmp_path / "back")
+    assert not (tmp_path / "back").exists()
+    local = tmp_path / "shipped"
+    (local / "vae").mkdir(parents=True)
+    (local / "vae" / "w.safetensors").write_bytes(b"the shipped VAE")
+    back = parts.unpack(tmp_path / "out", tmp_path / "back", fill=local)
+    assert (back / "vae" / "w.safetensors").read_bytes() == b"the shipped VAE"
+    assert (back / "unet" / "weights.safetensors").read_bytes() == (model / "unet" / "weights.safetensors").read_bytes()

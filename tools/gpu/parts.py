@@ -21,7 +21,9 @@ PART = 15 * 1024 * 1024
 BIG = 4 * 1024 * 1024  # files above this are cut into parts
 
 
-def pack(model: Path, out: Path) -> list[Path]:
+def pack(model: Path, out: Path, exclude: tuple[str, ...] = ()) -> list[Path]:
+    """Write ``model`` into ``out``; top-level folders named in ``exclude`` stay behind
+    (the VAE, which the run only used: ``unpack`` takes it from a local model instead)."""
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     manifest: dict[str, dict] = {}
@@ -29,6 +31,8 @@ def pack(model: Path, out: Path) -> list[Path]:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for f in sorted(p for p in model.rglob("*") if p.is_file()):
             rel = f.relative_to(model).as_posix()
+            if rel.split("/")[0] in exclude:
+                continue
             if f.stat().st_size <= BIG:
                 tar.add(f, arcname=rel)
                 continue
@@ -41,21 +45,27 @@ def pack(model: Path, out: Path) -> list[Path]:
                 names.append(name)
             manifest[rel] = {"parts": names, "sha256": hashlib.sha256(data).hexdigest()}
         info = tarfile.TarInfo("parts.json")
-        payload = json.dumps(manifest, indent=1).encode()
+        payload = json.dumps({"files": manifest, "left_out": sorted(exclude)}, indent=1).encode()
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
     (out / "small.tar").write_bytes(buf.getvalue())
     return [*written, out / "small.tar"]
 
 
-def unpack(parts: Path, dest: Path) -> Path:
+def unpack(parts: Path, dest: Path, fill: Path | None = None) -> Path:
+    """Rebuild the model folder in ``dest``; folders ``pack`` left out are copied from ``fill``."""
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with tarfile.open(parts / "small.tar") as tar:
         tar.extractall(tmp, filter="data")
     manifest = json.loads((tmp / "parts.json").read_text())
-    for rel, entry in manifest.items():
+    for name in manifest["left_out"]:
+        if fill is None or not (fill / name).is_dir():
+            shutil.rmtree(tmp)
+            raise SystemExit(f"{name}/ was left out on the GPU machine: pass --fill MODEL that has it")
+        shutil.copytree(fill / name, tmp / name)
+    for rel, entry in manifest["files"].items():
         data = b"".join((parts / n).read_bytes() for n in entry["parts"])
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise SystemExit(f"{rel}: the parts do not add up (checksum differs); fetch them again")
@@ -82,17 +92,19 @@ def main() -> None:
     p = sub.add_parser("pack")
     p.add_argument("model", type=Path)
     p.add_argument("out", type=Path)
+    p.add_argument("--exclude", action="append", default=[], help="A top-level folder to leave behind.")
     u = sub.add_parser("unpack")
     u.add_argument("parts", type=Path)
     u.add_argument("dest", type=Path)
+    u.add_argument("--fill", type=Path, default=None, help="A model folder to take left-out folders from.")
     x = sub.add_parser("unxz")
     x.add_argument("path", type=Path)
     a = ap.parse_args()
     if a.cmd == "pack":
-        for f in pack(a.model, a.out):
+        for f in pack(a.model, a.out, tuple(a.exclude)):
             print(f, f.stat().st_size)
     elif a.cmd == "unpack":
-        print(unpack(a.parts, a.dest))
+        print(unpack(a.parts, a.dest, a.fill))
     else:
         print(unxz(a.path))
 
