@@ -68,3 +68,15 @@ def test_a_left_out_folder_comes_from_a_local_model(tmp_path):
     back = parts.unpack(tmp_path / "out", tmp_path / "back", fill=local)
     assert (back / "vae" / "w.safetensors").read_bytes() == b"the shipped VAE"
     assert (back / "unet" / "weights.safetensors").read_bytes() == (model / "unet" / "weights.safetensors").read_bytes()
+
+
+def test_two_models_of_the_shipped_size_fit_what_may_come_back(tmp_path):
+    """8 files, 16 MiB each, 64 MiB together: one shipped-size model must take half at most."""
+    from bildwerk.models.loader import EMBEDDED_DEFAULT
+
+    written = parts.pack(EMBEDDED_DEFAULT, tmp_path / "out", exclude=("vae",))
+    assert len(written) <= 4 and all(f.stat().st_size <= 16 * 2**20 for f in written)
+    assert sum(f.stat().st_size for f in written) <= 32 * 2**20
+    back = parts.unpack(tmp_path / "out", tmp_path / "back", fill=EMBEDDED_DEFAULT)
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    assert (back / weights).read_bytes() == (EMBEDDED_DEFAULT / weights).read_bytes()
