@@ -16,6 +16,14 @@ _DTYPES = {
 }
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (a container's or taskset's limit, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def choose_device(preference: str | None = None) -> torch.device:
     pref = preference or os.environ.get("BILDWERK_DEVICE") or "auto"
     if pref != "auto":
