@@ -18,7 +18,7 @@ rm -rf /tmp/gpu-run  # a fresh run each call: the step budget is measured anew
 python3 tools/gpu/parts.py unxz var/gpu/prepared.safetensors.xz
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 jobs=(${JOBS:-default})
-threads=$(( $(nproc) / ${#jobs[@]} ))
+threads=$(( $(nproc) / ${#jobs[@]} )); (( threads > 0 )) || threads=1
 pids=()
 for job in "${jobs[@]}"; do
   name=${job%%=*}
