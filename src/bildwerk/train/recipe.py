@@ -72,7 +72,7 @@ UNET_RECIPE_GPU: dict[str, Any] = {
     "warmup_steps": 500,
     "ema_decay": 0.9995,
     "checkpoint_every": 500,
-    "sample_every": 0,
+    "sample_every": 500,  # tools/gpu turns grids off: its machine has no sentence encoder
     "unet": {"block_out_channels": (64, 128, 256)},
 }
 
@@ -88,7 +88,7 @@ def decoder_config(data: Path, work: Path, vae: Path, **overrides: Any) -> VaeTr
                           **{**DECODER_RECIPE, **overrides})
 
 
-def unet_config(data: Path, work: Path, vae: Path, *, recipe: str = "cpu", **overrides: Any) -> TrainConfig:
+def unet_config(data: Path, work: Path, vae: Path, *, recipe: str = "gpu", **overrides: Any) -> TrainConfig:
     """The UNet stage of ``recipe``: "gpu" (the shipped model's) or "cpu" (the first release's)."""
     return TrainConfig(data=data, out=work / "unet-run", vae=vae, **{**RECIPES[recipe], **overrides})
 
