@@ -49,7 +49,7 @@ def main() -> None:
 
     import torch
 
-    from bildwerk.train.recipe import unet_config
+    from bildwerk.train.recipe import unet_config, unet_to_half
     from bildwerk.train.unet import train_unet
 
     unet = {"block_out_channels": tuple(int(c) for c in a.channels.split(","))}
@@ -93,14 +93,10 @@ def main() -> None:
         print(f"hard stop: keeping the checkpoint of step {stopped_at} of {steps}", flush=True)
     wall = time.perf_counter() - t0
 
-    from diffusers import UNet2DConditionModel
-
     final = a.out / "model"
     shutil.rmtree(final, ignore_errors=True)
     shutil.copytree(model, final)
-    u = UNet2DConditionModel.from_pretrained(final / "unet")
-    shutil.rmtree(final / "unet")
-    u.to(torch.float16).save_pretrained(final / "unet", safe_serialization=True)
+    unet_to_half(final)
     # Every step's line would make the log a file of its own on the way back: keep ~1,000.
     lines = (a.out / "unet-run" / "train_log.jsonl").read_text().splitlines()
     (final / "train_log.jsonl").write_text("".join(f"{x}\n" for x in lines[:: max(1, len(lines) // 1000)]))

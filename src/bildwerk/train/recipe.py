@@ -127,20 +127,25 @@ def train_default_model(
     return train_unet(unet_cfg, show_progress=show_progress, callback=callback)
 
 
+def unet_to_half(model_dir: Path) -> None:
+    """Rewrite a model folder's UNet in fp16, in place: half the bytes, for shipping or the trip back."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet")
+    shutil.rmtree(model_dir / "unet")
+    unet.to(torch.float16).save_pretrained(model_dir / "unet", safe_serialization=True)
+
+
 def install_default_model(
     model_dir: Path, target: Path = EMBEDDED_DEFAULT, *, half: bool = True, guidance: float | None = None
 ) -> Path:
     """Copy a trained model into the package as the embedded default (UNet in fp16 to stay small)."""
-    import torch
-    from diffusers import UNet2DConditionModel
-
     tmp = target.with_name(target.name + ".new")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(model_dir, tmp)
     if half:
-        unet = UNet2DConditionModel.from_pretrained(tmp / "unet")
-        shutil.rmtree(tmp / "unet")
-        unet.to(torch.float16).save_pretrained(tmp / "unet", safe_serialization=True)
+        unet_to_half(tmp)
     conf_path = tmp / "bildwerk.json"
     conf = json.loads(conf_path.read_text("utf-8")) if conf_path.is_file() else {}
     conf["name"] = "bildwerk-default"
