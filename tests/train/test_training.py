@@ -133,6 +133,27 @@ def test_the_default_recipe_runs_end_to_end(folder, tmp_path, decoder):
     assert (tmp_path / "work" / "decoder-run").exists() is decoder
 
 
+def test_install_puts_an_fp16_model_in_place_of_the_old_one(folder, vae_dir, tmp_path):
+    from bildwerk.train.recipe import install_default_model
+
+    cfg = TrainConfig(data=folder, out=tmp_path / "run", vae=vae_dir, resolution=32, steps=1, batch_size=4,
+                      checkpoint_every=1, sample_every=0, unet=TINY_UNET, device="cpu")
+    model = train_unet(cfg, show_progress=False)
+    target = tmp_path / "pkg" / "default"
+    target.mkdir(parents=True)
+    (target / "stale.txt").write_text("the previous default")
+    assert install_default_model(model, target, guidance=3.0) == target
+    assert not (target / "stale.txt").exists()
+    assert [p.name for p in target.parent.iterdir()] == ["default"]  # no .new / .old left behind
+    from safetensors import safe_open
+
+    with safe_open(target / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+    conf = json.loads((target / "bildwerk.json").read_text())
+    assert conf["name"] == "bildwerk-default" and conf["defaults"]["guidance"] == 3.0
+    assert load_model(str(target), device="cpu").family == "sentence"
+
+
 def test_unet_from_scratch_gives_a_multilingual_model_the_engine_runs(folder, vae_dir, tmp_path):
     out = tmp_path / "run"
     seen = []

@@ -152,6 +152,12 @@ def install_default_model(
     if guidance is not None:
         conf.setdefault("defaults", {})["guidance"] = guidance
     conf_path.write_text(json.dumps(conf, indent=2, ensure_ascii=False), "utf-8")
-    shutil.rmtree(target, ignore_errors=True)
+    # Swap by renames: a kill at any point leaves the old model, the new one, or both beside it
+    # (".old"/".new"), never a half-deleted folder.
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
     tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
     return target
