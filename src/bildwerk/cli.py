@@ -701,7 +701,7 @@ def default_model(
     vae_steps: Annotated[int | None, typer.Option("--vae-steps", help="Override the recipe's VAE steps.")] = None,
     decoder_steps: Annotated[int | None, typer.Option("--decoder-steps", help="Add the decoder fine-tuning stage with this many steps (2000 recommended): pictures decode closer to the originals (image-to-image, inpainting), same latents.")] = None,
     prediction_type: Annotated[str | None, typer.Option("--prediction-type", help="epsilon (the recipe's) or v_prediction.")] = None,
-    recipe: Annotated[str, typer.Option("--recipe", help="UNet stage: gpu (the shipped model's: 3,670 steps of 256, minutes on a GPU, about 4 h on 2 CPU cores) or cpu (the first release's: 13,000 steps of 32, 1.6 h on 2 cores).")] = "gpu",
+    recipe: Annotated[str, typer.Option("--recipe", help="UNet stage: gpu (the shipped model's: 3,670 steps of 256, minutes on a GPU, an estimated 4 h on 2 CPU cores) or cpu (the first release's: 13,000 steps of 32, 1.6 h on 2 cores).")] = "gpu",
     precision: PrecisionOpt = "auto",
 ) -> None:
     """Reproduce the embedded default model: dataset, VAE, UNet, install (resumable)."""

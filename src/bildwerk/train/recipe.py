@@ -63,7 +63,7 @@ UNET_RECIPE: dict[str, Any] = {
 # The shipped UNet: the same stage with a wider 4x4 block, a batch of 256 and 3,670 steps, as
 # run on an H100 in 7 minutes (tools/gpu, 2026-11-26). 0.94 M samples against the CPU recipe's
 # 0.42 M; held-out English top-5 24.4% against 18.5% (4 seeds; docs/default-model.md). On 2
-# CPU cores the same stage takes about 4 hours.
+# CPU cores the same stage would take an estimated 4 hours (from 1.9 steps of 32 a second).
 UNET_RECIPE_GPU: dict[str, Any] = {
     **UNET_RECIPE,
     "steps": 3670,
