@@ -307,8 +307,9 @@ class JobTime:
     run: float  # finished_at - started_at, server clock
 
 
-def run_job(client: httpx.Client, prompt: str, seed: int, steps: int) -> JobTime:
-    """Submit one job and wait for its end on the event stream; raise unless it succeeded."""
+def run_job(client: httpx.Client, prompt: str, seed: int, steps: int) -> tuple[str, float]:
+    """Submit one job and wait for its end on the event stream; (id, latency). Raises unless
+    it succeeded."""
     t = time.perf_counter()
     r = client.post("/api/v1/jobs", json={"prompt": prompt, "steps": steps, "seed": seed})
     if r.status_code != 202:
@@ -326,15 +327,15 @@ def run_job(client: httpx.Client, prompt: str, seed: int, steps: int) -> JobTime
     latency = time.perf_counter() - t
     if end is None or end.get("status") != "succeeded":
         raise RuntimeError(f"job {job_id} did not succeed: {end}")
-    job = client.get(f"/api/v1/jobs/{job_id}").json()
-    return JobTime(latency, job["started_at"] - job["created_at"], job["finished_at"] - job["started_at"])
+    return job_id, latency
 
 
 def run_level(url: str, concurrency: int, images: int, steps: int, first_prompt: int) -> tuple[float, list[JobTime]]:
-    """C threads, each running jobs one after another, ``images`` jobs in all; (wall, times)."""
+    """C threads, each running jobs one after another, ``images`` jobs in all; (wall, times).
+    The job records (server-side times) are read after the wall clock stops."""
     counter = itertools.count()
     lock = threading.Lock()
-    times: list[JobTime] = []
+    done: dict[str, float] = {}
     errors: list[BaseException] = []
 
     def client_thread() -> None:
@@ -345,12 +346,12 @@ def run_level(url: str, concurrency: int, images: int, steps: int, first_prompt:
                 if i >= images:
                     return
                 try:
-                    jt = run_job(client, prompt_for(first_prompt + i), first_prompt + i, steps)
+                    job_id, latency = run_job(client, prompt_for(first_prompt + i), first_prompt + i, steps)
                 except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                     errors.append(exc)
                     return
                 with lock:
-                    times.append(jt)
+                    done[job_id] = latency
 
     threads = [threading.Thread(target=client_thread, name=f"client-{k}") for k in range(concurrency)]
     t = time.perf_counter()
@@ -361,6 +362,12 @@ def run_level(url: str, concurrency: int, images: int, steps: int, first_prompt:
     wall = time.perf_counter() - t
     if errors:
         raise errors[0]
+    times = []
+    with httpx.Client(base_url=url, timeout=60.0) as client:
+        for job_id, latency in done.items():
+            job = client.get(f"/api/v1/jobs/{job_id}").json()
+            times.append(JobTime(latency, job["started_at"] - job["created_at"],
+                                 job["finished_at"] - job["started_at"]))
     return wall, times
 
 
