@@ -41,8 +41,9 @@ Torch threads: ``--threads`` (default: the usable cores) for this process and, t
 ``OMP_NUM_THREADS`` and ``BILDWERK_THREADS``, for the server and the CLI. Prompts come from a
 40-prompt list in German, English, French, Korean and Russian, none repeated within a run
 of up to 40 images (later ones get a number), so no encoding can be served from a cache.
-Writes ``--json`` (default ``bench/results/<date>-batching.json``) and the same figures as
-markdown next to it (``.md``), and prints the markdown.
+Writes ``--json`` (default ``bench/results/<date>-batching.json``, ``-batching-smoke.json``
+with ``--smoke``) and the same figures as markdown next to it (``.md``), and prints the
+markdown. ``ratios.targets`` says which target each figure has and whether it was met.
 """
 
 from __future__ import annotations
@@ -418,6 +419,10 @@ def ratios(base: dict, levels: list[dict], cli: dict) -> dict[str, Any]:
     return out
 
 
+def runs(times: list[float]) -> str:
+    return f"{len(times)} run{'s' if len(times) != 1 else ''}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     m, cfg, base, cli, rat = (result[k] for k in ("machine", "config", "diffusers", "cli", "ratios"))
     thr = rat["throughput_over_diffusers"]
@@ -446,9 +451,9 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "| command | seconds (median) |",
         "|---|---:|",
-        f"| `bildwerk --help` ({len(cli['help_runs'])} runs) | {cli['help_seconds']:.3f} |",
+        f"| `bildwerk --help` ({runs(cli['help_runs'])}) | {cli['help_seconds']:.3f} |",
         f"| `bildwerk generate \"ein roter Apfel\" --steps {cfg['steps']}`, start to PNG "
-        f"({len(cli['generate_runs'])} runs) | {cli['generate_seconds']:.3f} |",
+        f"({runs(cli['generate_runs'])}) | {cli['generate_seconds']:.3f} |",
         "",
         "| target | value | goal | met |",
         "|---|---:|---|---|",
