@@ -27,13 +27,20 @@ Transitions (anything else raises :class:`JobStateError`)::
     running -> succeeded  finish()          (also when a cancel was requested too late)
     running -> failed     fail()
     running -> cancelled  mark_cancelled()
-    running -> queued     recover()         (the previous process died mid-job)
+    running -> queued     reclaim_expired(), recover()   (its worker died or its lease
+                          ran out; cancelled instead if a cancel was requested, failed
+                          "interrupted" after max_attempts runs)
     running -> queued     requeue()         (a graceful shutdown interrupted it)
+
+Several worker processes may share one store: each claims with ``claim_next(worker_id)``
+(an id from :func:`new_worker_id`), keeps its jobs' leases alive with
+``renew_leases()``, and passes ``worker_id=`` to finish()/fail()/mark_cancelled()/
+requeue(), which then refuse a job that has been taken back from it.
 
 The code lives in :mod:`bildwerk.jobs.sqlite`, one module per concern: ``db``
 (connections, transactions, migrations), ``blobs`` (image files), ``state`` (the
-transitions above), ``search`` (reading and listing), ``export``, ``errors`` and
-``rows``. This module composes them and is the import every caller uses.
+transitions above), ``leases`` (worker ids and liveness), ``search`` (reading and
+listing), ``export``, ``errors`` and ``rows``. This module composes them and is the import every caller uses.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from bildwerk.jobs.sqlite.errors import (
     StoreError,
 )
 from bildwerk.jobs.sqlite.export import Export
+from bildwerk.jobs.sqlite.leases import DEFAULT_LEASE_SECONDS, new_worker_id
 from bildwerk.jobs.sqlite.rows import (
     ACTIVE_STATUSES,
     APIS,
@@ -66,13 +74,15 @@ from bildwerk.jobs.sqlite.rows import (
     JobRow,
     StoredImage,
 )
-from bildwerk.jobs.sqlite.state import DEFAULT_MAX_ATTEMPTS, States
+from bildwerk.jobs.sqlite.state import ANY_MODEL, DEFAULT_MAX_ATTEMPTS, States
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "ANY_MODEL",
     "APIS",
     "BUSY_TIMEOUT_MS",
     "DB_NAME",
+    "DEFAULT_LEASE_SECONDS",
     "DEFAULT_MAX_ATTEMPTS",
     "ENGINES",
     "FINISHED_STATUSES",
@@ -92,6 +102,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredImage",
+    "new_worker_id",
 ]
 
 DB_NAME = "bildwerk.db"
@@ -102,8 +113,9 @@ class Store(States, Export):
     """Jobs, their inputs and results, in ``root/bildwerk.db`` and ``root/images/``.
 
     Thread-safe: each thread gets its own connection (WAL lets readers run beside the
-    one writer), and several processes may share the folder. ``recover()`` is the one
-    exception: it assumes no other worker process is alive.
+    one writer), and several processes may share the folder. Several of them may work
+    the queue too when every worker claims with a worker id (leases); a claim without
+    one is taken back by any process's ``reclaim_expired()``/``recover()``.
     """
 
     def __init__(

@@ -20,7 +20,7 @@ INPUT_ROLES = ("image", "mask")
 JOB_COLUMNS = (
     "id, created_at, started_at, finished_at, status, api, engine, model, mode, prompt, "
     "original_prompt, language, seed, request_json, options_json, record_json, error_type, "
-    "error_message, cancel_requested, attempts"
+    "error_message, cancel_requested, attempts, worker_id, lease_until"
 )
 
 # SQLite's historical limit on bound variables; IN lists are chunked below it.
@@ -69,6 +69,10 @@ class JobRow:
     attempts: int
     inputs: dict[str, str] = field(default_factory=dict)  # role ("image", "mask") -> sha256
     results: list[JobResult] = field(default_factory=list)
+    # The worker running it (or that ran it last) and until when its claim holds; None
+    # for a claim without a worker id. lease_until is None once the job left running.
+    worker_id: str | None = None
+    lease_until: float | None = None
 
     @property
     def finished(self) -> bool:

@@ -85,6 +85,8 @@ class Search(Database):
                     attempts=r["attempts"],
                     inputs=inputs[r["id"]],
                     results=results[r["id"]],
+                    worker_id=r["worker_id"],
+                    lease_until=r["lease_until"],
                 )
             )
         return out

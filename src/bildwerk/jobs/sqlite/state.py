@@ -1,14 +1,23 @@
-"""The job state machine: creating, claiming, ending, cancelling, re-queueing and
-recovering jobs, and deleting ended ones. Each transition is one ``BEGIN IMMEDIATE``
-transaction that first reads the job's status under the write lock."""
+"""The job state machine: creating, claiming (with worker leases), ending, cancelling,
+re-queueing and reclaiming jobs, and deleting ended ones. Each transition is one
+``BEGIN IMMEDIATE`` transaction that first reads the job's status under the write lock.
+
+Several worker processes may share a store: each claims with its own worker id
+(:func:`~bildwerk.jobs.sqlite.leases.new_worker_id`) and a lease it renews while it
+works, and ends its jobs passing that id, so a worker whose lease was lost is refused
+instead of overwriting the run of the worker that took the job over.
+"""
 
 from __future__ import annotations
 
+import enum
 import json
+import math
 import re
+import socket
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bildwerk.errors import InvalidRequestError
@@ -19,7 +28,16 @@ from bildwerk.jobs.sqlite.errors import (
     JobStateError,
     QueueFull,
 )
-from bildwerk.jobs.sqlite.rows import APIS, ENGINES, INPUT_ROLES, JobRow, now, request_columns
+from bildwerk.jobs.sqlite.leases import DEFAULT_LEASE_SECONDS, holder_is_dead
+from bildwerk.jobs.sqlite.rows import (
+    APIS,
+    ENGINES,
+    INPUT_ROLES,
+    JobRow,
+    chunks,
+    now,
+    request_columns,
+)
 from bildwerk.jobs.sqlite.search import Search
 
 # A job whose process died this many times while running it is failed, not retried.
@@ -27,6 +45,21 @@ DEFAULT_MAX_ATTEMPTS = 3
 
 # Job ids end up in export file names, so only filename-safe characters.
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+class _AnyModel(enum.Enum):
+    ANY = "any"
+
+
+# claim_next(model=ANY_MODEL), the default: the head of the queue, whatever its model.
+ANY_MODEL = _AnyModel.ANY
+
+
+def _check_lease(worker_id: str, lease_seconds: float) -> None:
+    if not isinstance(worker_id, str) or not worker_id:
+        raise InvalidRequestError(f"worker_id must be a non-empty string, got {worker_id!r}")
+    if not (isinstance(lease_seconds, (int, float)) and 0 < lease_seconds < math.inf):
+        raise InvalidRequestError(f"lease_seconds must be a number > 0, got {lease_seconds!r}")
 
 
 class States(Search, Blobs):
@@ -120,83 +153,203 @@ class States(Search, Blobs):
         if depth >= limit:
             raise QueueFull(depth, limit)
 
-    def claim_next(self) -> JobRow | None:
-        """Atomically move the oldest queued job to running and return it (None: idle)."""
+    # -- claiming, leases and taking jobs back
+
+    def claim_next(
+        self,
+        worker_id: str | None = None,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        model: str | None | _AnyModel = ANY_MODEL,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> JobRow | None:
+        """Atomically move the head of the queue (the oldest queued job) to running and
+        return it; None when the queue is empty or its head is not for ``model``.
+
+        With ``worker_id`` (from :func:`new_worker_id`) the job is leased to that worker
+        for ``lease_seconds``, and in the same transaction expired leases and dead local
+        workers' jobs are taken back first (:meth:`reclaim_expired`, with
+        ``max_attempts``), so the queue heals while any worker is polling. Without it the
+        claim has no lease and nothing is reclaimed, as before leases: such a claim is
+        safe only while one process works the store, since any other process's
+        ``reclaim_expired()`` takes unleased running jobs back.
+
+        ``model`` (a model reference, or None for the server default) claims the head
+        only if it is for that model: a worker can join jobs to a batch on the model it
+        has loaded without overtaking older jobs for other models (strict FIFO).
+        """
+        if worker_id is not None:
+            _check_lease(worker_id, lease_seconds)
         with self.transaction() as conn:
+            if worker_id is not None:
+                self._reclaim(conn, max_attempts)
             row = conn.execute(
-                "SELECT id FROM jobs WHERE status = 'queued' "
+                "SELECT id, model FROM jobs WHERE status = 'queued' "
                 "ORDER BY created_at, rowid LIMIT 1"
             ).fetchone()
-            if row is None:
-                return None
+            if row is None or (model is not ANY_MODEL and row["model"] != model):
+                return None  # (str | None) == (str | None): NULL-safe, like SQL's IS
+            t = now()
             conn.execute(
-                "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 "
-                "WHERE id = ?",
-                (now(), row["id"]),
+                "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1, "
+                "worker_id = ?, lease_until = ? WHERE id = ?",
+                (t, worker_id, None if worker_id is None else t + lease_seconds, row["id"]),
             )
             return self._get(conn, row["id"])
+
+    def renew_leases(
+        self, worker_id: str, job_ids: Iterable[str], lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> set[str]:
+        """Extend by ``lease_seconds`` from now the leases of those ``job_ids`` still
+        running under ``worker_id``; returns the ids that could NOT be renewed (taken
+        back, claimed by another worker, ended, deleted): the worker should abandon them.
+
+        A lease that ran out but was not yet taken back is renewed: nobody else has the
+        job. Renew well inside the lease (every third of it, say).
+        """
+        ids = list(dict.fromkeys(job_ids))
+        _check_lease(worker_id, lease_seconds)
+        if not ids:
+            return set()
+        renewed: set[str] = set()
+        with self.transaction() as conn:
+            lease_until = now() + lease_seconds
+            for chunk in chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                renewed |= {
+                    r[0]
+                    for r in conn.execute(
+                        f"UPDATE jobs SET lease_until = ? WHERE id IN ({marks}) "
+                        "AND status = 'running' AND worker_id = ? RETURNING id",
+                        (lease_until, *chunk, worker_id),
+                    )
+                }
+        return set(ids) - renewed
+
+    def reclaim_expired(self, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
+        """Take back running jobs whose worker is gone; returns how many were changed.
+
+        Gone: the lease ran out (``lease_until`` < now), the job has no lease (claimed
+        without a worker id, or left running by a version before leases), or the worker
+        id names this host and its process no longer exists. Such a job goes back to its
+        place in the queue, except when its cancellation was requested (cancelled) or it
+        already ran ``max_attempts`` times (failed with error_type "interrupted": a job
+        that kills its worker must not loop forever). Jobs of live workers are left
+        alone. One write transaction: two processes reclaiming at once change each job
+        once.
+        """
+        with self.transaction() as conn:
+            return self._reclaim(conn, max_attempts)
 
     def recover(self, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
         """At startup: jobs left running by a dead process; returns how many were changed.
 
-        They go back to the queue, except those whose cancellation was requested
-        (cancelled) and those that already ran ``max_attempts`` times (failed with
-        error_type "interrupted": a job that kills the process must not loop forever).
-        Call only while no other worker process uses this store.
+        :meth:`reclaim_expired` under its old name: safe while other workers live, whose
+        unexpired leases are left alone. After a SIGKILL a restarted server gets its own
+        jobs back at once (its old pid is gone); a job whose worker ran on another host
+        (or container) comes back when its lease runs out.
         """
+        return self.reclaim_expired(max_attempts=max_attempts)
+
+    def _reclaim(self, conn: sqlite3.Connection, max_attempts: int) -> int:
         t = now()
-        with self.transaction() as conn:
-            cancelled = conn.execute(
-                "UPDATE jobs SET status = 'cancelled', finished_at = ? "
-                "WHERE status = 'running' AND cancel_requested = 1",
-                (t,),
+        host = socket.gethostname()
+        # A range of jobs_status_created: only the running jobs are read, never the history.
+        doomed = [
+            r["id"]
+            for r in conn.execute(
+                "SELECT id, worker_id, lease_until FROM jobs WHERE status = 'running'"
+            )
+            if r["worker_id"] is None
+            or r["lease_until"] is None
+            or r["lease_until"] < t
+            or holder_is_dead(r["worker_id"], host)
+        ]
+        changed = 0
+        for chunk in chunks(doomed):
+            these = f"status = 'running' AND id IN ({','.join('?' * len(chunk))})"
+            changed += conn.execute(
+                "UPDATE jobs SET status = 'cancelled', finished_at = ?, lease_until = NULL "
+                f"WHERE {these} AND cancel_requested = 1",
+                (t, *chunk),
             ).rowcount
-            failed = conn.execute(
-                "UPDATE jobs SET status = 'failed', finished_at = ?, error_type = 'interrupted', "
+            changed += conn.execute(
+                "UPDATE jobs SET status = 'failed', finished_at = ?, lease_until = NULL, "
+                "error_type = 'interrupted', "
                 "error_message = 'bildwerk stopped while running this job ' || attempts || "
                 "' time(s); it is not retried again' "
-                "WHERE status = 'running' AND attempts >= ?",
-                (t, max_attempts),
+                f"WHERE {these} AND attempts >= ?",
+                (t, *chunk, max_attempts),
             ).rowcount
-            requeued = conn.execute(
-                "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'"
+            changed += conn.execute(
+                "UPDATE jobs SET status = 'queued', started_at = NULL, worker_id = NULL, "
+                f"lease_until = NULL WHERE {these}",
+                tuple(chunk),
             ).rowcount
-        return cancelled + failed + requeued
+        return changed
 
-    def requeue(self, job_id: str) -> JobRow:
+    # -- ending a run
+
+    def requeue(self, job_id: str, *, worker_id: str | None = None) -> JobRow:
         """Put a running job back at its place in the queue (a graceful shutdown stopped
-        it, not the job's fault: the interrupted run does not count as an attempt)."""
+        it, not the job's fault: the interrupted run does not count as an attempt).
+        ``worker_id``: only if it still runs under that worker (else JobStateError)."""
         with self.transaction() as conn:
-            status = self._status_for_update(conn, job_id)
+            status = self._status_for_update(conn, job_id, "requeue", worker_id)
             if status != "running":
                 raise JobStateError(job_id, status, "requeue")
             conn.execute(
-                "UPDATE jobs SET status = 'queued', started_at = NULL, "
-                "attempts = max(attempts - 1, 0) WHERE id = ?",
+                "UPDATE jobs SET status = 'queued', started_at = NULL, worker_id = NULL, "
+                "lease_until = NULL, attempts = max(attempts - 1, 0) WHERE id = ?",
                 (job_id,),
             )
             return self._get(conn, job_id)  # type: ignore[return-value]
 
-    def _status_for_update(self, conn: sqlite3.Connection, job_id: str) -> str:
-        row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    def _status_for_update(
+        self,
+        conn: sqlite3.Connection,
+        job_id: str,
+        action: str = "",
+        worker_id: str | None = None,
+    ) -> str:
+        """The job's status, read under the write lock. With ``worker_id``: raises
+        JobStateError unless the job is running under that worker, so a worker whose
+        lease was lost can never end or re-queue someone else's run."""
+        row = conn.execute(
+            "SELECT status, worker_id FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
         if row is None:
             raise JobNotFoundError(job_id)
-        return str(row["status"])
+        status = str(row["status"])
+        if worker_id is not None and (status != "running" or row["worker_id"] != worker_id):
+            holder = row["worker_id"] if status == "running" else None
+            detail = (
+                f"worker {worker_id!r} no longer holds it"
+                + (f"; worker {holder!r} does" if holder else "")
+            )
+            raise JobStateError(job_id, status, action, detail)
+        return status
 
     def finish(
-        self, job_id: str, results: Sequence[tuple[bytes, int]], record: dict[str, Any]
+        self,
+        job_id: str,
+        results: Sequence[tuple[bytes, int]],
+        record: dict[str, Any],
+        *,
+        worker_id: str | None = None,
     ) -> JobRow:
         """A running job succeeded: store its PNGs (bytes, seed) and the engine's record.
 
         Raises JobStateError unless the job is running (a cancelled or recovered job's
-        late results are refused; their files are left for gc()).
+        late results are refused; their files are left for gc()), and with ``worker_id``
+        unless it is running under that worker.
         """
         record_json = json.dumps(record, ensure_ascii=False)
         staged = [
             (self._stage(png, f"result {i}"), seed) for i, (png, seed) in enumerate(results)
         ]
         with self.transaction() as conn:
-            status = self._status_for_update(conn, job_id)
+            status = self._status_for_update(conn, job_id, "finish", worker_id)
             if status != "running":
                 raise JobStateError(job_id, status, "finish")
             for image, _ in staged:
@@ -207,7 +360,7 @@ class States(Search, Blobs):
             )
             conn.execute(
                 "UPDATE jobs SET status = 'succeeded', finished_at = ?, record_json = ?, "
-                "error_type = NULL, error_message = NULL WHERE id = ?",
+                "error_type = NULL, error_message = NULL, lease_until = NULL WHERE id = ?",
                 (now(), record_json, job_id),
             )
             final = record.get("request") if isinstance(record, dict) else None
@@ -223,13 +376,19 @@ class States(Search, Blobs):
                 )
             return self._get(conn, job_id)  # type: ignore[return-value]
 
-    def fail(self, job_id: str, error_type: str, message: str) -> JobRow:
-        """A queued or running job failed; ``error_type`` is e.g. an error's ``code``."""
-        return self._end(job_id, "failed", "fail", ("queued", "running"), error_type, message)
+    def fail(
+        self, job_id: str, error_type: str, message: str, *, worker_id: str | None = None
+    ) -> JobRow:
+        """A queued or running job failed; ``error_type`` is e.g. an error's ``code``.
+        ``worker_id``: only if it runs under that worker (else JobStateError)."""
+        return self._end(
+            job_id, "failed", "fail", ("queued", "running"), worker_id, error_type, message
+        )
 
-    def mark_cancelled(self, job_id: str) -> JobRow:
-        """The worker stopped a job after a cancel request (or before starting it)."""
-        return self._end(job_id, "cancelled", "mark cancelled", ("queued", "running"))
+    def mark_cancelled(self, job_id: str, *, worker_id: str | None = None) -> JobRow:
+        """The worker stopped a job after a cancel request (or before starting it).
+        ``worker_id``: only if it runs under that worker (else JobStateError)."""
+        return self._end(job_id, "cancelled", "mark cancelled", ("queued", "running"), worker_id)
 
     def _end(
         self,
@@ -237,20 +396,20 @@ class States(Search, Blobs):
         status: str,
         action: str,
         allowed: tuple[str, ...],
+        worker_id: str | None,
         error_type: str | None = None,
         message: str | None = None,
     ) -> JobRow:
         with self.transaction() as conn:
-            current = self._status_for_update(conn, job_id)
+            current = self._status_for_update(conn, job_id, action, worker_id)
             if current not in allowed:
                 raise JobStateError(job_id, current, action)
             conn.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ? "
-                "WHERE id = ?",
+                "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ?, "
+                "lease_until = NULL WHERE id = ?",
                 (status, now(), error_type, message, job_id),
             )
             return self._get(conn, job_id)  # type: ignore[return-value]
-
     def cancel(self, job_id: str) -> str | None:
         """Cancel a job: returns "cancelled" (it was queued), "cancelling" (it is running:
         the worker is asked to stop) or None (already finished). Unknown id: JobNotFoundError.
