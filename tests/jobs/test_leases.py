@@ -338,10 +338,14 @@ def _line(proc: subprocess.Popen[str], prefix: str) -> list[str]:
 
 
 def _finish(procs: list[subprocess.Popen[str]], timeout: float = 60) -> list[str]:
+    """The rest of each one's output. Read through the same buffered stream as _line:
+    communicate() would miss lines readline() already buffered."""
     outs = []
     for proc in procs:
-        out, err = proc.communicate(timeout=timeout)
-        assert proc.returncode == 0, err
+        assert proc.stdout is not None and proc.stderr is not None
+        with proc.stdout, proc.stderr:
+            out, err = proc.stdout.read(), proc.stderr.read()
+        assert proc.wait(timeout) == 0, err
         outs.append(out)
     return outs
 
@@ -401,7 +405,8 @@ def test_a_killed_worker_s_job_is_taken_over_once(root, tmp_path, rule):
         if holder.poll() is None:
             holder.kill()
             holder.wait()
-        holder.communicate()
+        holder.stdout.close()
+        holder.stderr.close()
     killed_at = time.time()
     takers = [_spawn(root, "take", str(tmp_path / "go"), "6") for _ in range(2)]
     try:
