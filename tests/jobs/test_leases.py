@@ -350,6 +350,17 @@ def _finish(procs: list[subprocess.Popen[str]], timeout: float = 60) -> list[str
     return outs
 
 
+def _reap(procs: list[subprocess.Popen[str]]) -> None:
+    """Kill whatever a failed test left running; close the pipes."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
 @pytest.fixture
 def root(tmp_path):
     root = tmp_path / "store"
@@ -369,10 +380,7 @@ def test_two_processes_drain_one_queue_without_sharing_a_job(root, tmp_path):
         go.touch()  # both are up: they race from the first job
         outs = _finish(procs)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        _reap(procs)
     claims = [{ln.split()[1] for ln in out.splitlines() if ln.startswith("claimed")}
               for out in outs]
     assert claims[0] and claims[1]  # they really raced
@@ -400,13 +408,9 @@ def test_a_killed_worker_s_job_is_taken_over_once(root, tmp_path, rule):
         claimed, lease_until = _line(holder, "claimed")
         assert claimed == job_id
         holder.send_signal(signal.SIGKILL)
-        holder.wait(10)
+        assert holder.wait(10) == -signal.SIGKILL
     finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
-        holder.stdout.close()
-        holder.stderr.close()
+        _reap([holder])
     killed_at = time.time()
     takers = [_spawn(root, "take", str(tmp_path / "go"), "6") for _ in range(2)]
     try:
@@ -414,10 +418,7 @@ def test_a_killed_worker_s_job_is_taken_over_once(root, tmp_path, rule):
             _line(t, "ready")
         outs = _finish(takers)
     finally:
-        for t in takers:
-            if t.poll() is None:
-                t.kill()
-                t.wait()
+        _reap(takers)
     finished = [ln.split() for out in outs for ln in out.splitlines() if ln.startswith("finished")]
     assert len(finished) == 1 and finished[0][1] == job_id, outs  # one taker, once
     taken_at = float(finished[0][2])
