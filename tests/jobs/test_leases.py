@@ -68,6 +68,9 @@ def test_worker_ids_and_the_dead_process_rule():
     assert (host, int(pid)) == (HOST, os.getpid()) and len(tail) == 12
     assert new_worker_id() != me
     assert not holder_is_dead(me)
+    # Our pid in an id we did not make: an earlier process with this pid (a restarted
+    # container's pid 1), so dead.
+    assert holder_is_dead(f"{HOST}:{os.getpid()}:0123456789ab")
     assert holder_is_dead(f"{HOST}:{dead_pid()}:ab")
     assert not holder_is_dead(f"{ELSEWHERE}:{dead_pid()}:ab")  # other hosts: only the lease
     for odd in ("", "worker-7", f"{HOST}:x:ab", f"{HOST}:0:ab", f"{HOST}:-1:ab"):

@@ -19,18 +19,22 @@ import socket
 
 DEFAULT_LEASE_SECONDS = 30.0
 
+# The ids this process made. An id with our own pid that is not among them belongs to an
+# earlier process that had our pid (a container's server restarts as pid 1 again): dead.
+_OURS: set[str] = set()
+
 
 def new_worker_id() -> str:
     """A fresh id for a worker of this process; make it in the process that uses it
     (after a fork the pid in an inherited id is the parent's)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+    _OURS.add(worker_id)
+    return worker_id
 
 
 def _pid_is_dead(pid: int) -> bool:
     if pid <= 0:
         return False  # not a process id: os.kill would signal a whole process group
-    if pid == os.getpid():
-        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -61,4 +65,6 @@ def holder_is_dead(worker_id: str, hostname: str | None = None) -> bool:
         return False
     if host != (socket.gethostname() if hostname is None else hostname):
         return False
+    if int(pid_text) == os.getpid():
+        return worker_id not in _OURS
     return _pid_is_dead(int(pid_text))

@@ -169,7 +169,8 @@ class States(Search, Blobs):
         With ``worker_id`` (from :func:`new_worker_id`) the job is leased to that worker
         for ``lease_seconds``, and in the same transaction expired leases and dead local
         workers' jobs are taken back first (:meth:`reclaim_expired`, with
-        ``max_attempts``), so the queue heals while any worker is polling. Without it the
+        ``max_attempts``), so the queue heals while any worker is polling; this worker's
+        own jobs too, should it have let their leases run out. Without it the
         claim has no lease and nothing is reclaimed, as before leases: such a claim is
         safe only while one process works the store, since any other process's
         ``reclaim_expired()`` takes unleased running jobs back.
