@@ -71,7 +71,19 @@ CREATE TABLE job_results (
 CREATE INDEX job_results_sha256 ON job_results (sha256);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Version 2: worker leases, so several worker processes can share one store. A running
+# job names the worker that claimed it and how long its claim holds; rows of version 1
+# get NULLs (no lease), which reclaim_expired() takes back like a dead worker's.
+# No new index: jobs_status_created (status, created_at) already gives claiming the head
+# of the queue in index order and reclaiming a range over the running jobs only (the
+# planner prefers it even to a partial covering index on running jobs); renewing goes by
+# primary key. tests/jobs/test_leases.py checks those query plans.
+_V2 = """
+ALTER TABLE jobs ADD COLUMN worker_id TEXT;
+ALTER TABLE jobs ADD COLUMN lease_until REAL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,187 @@
+"""Reading jobs: rows with their inputs and results, the shared WHERE builder, listing,
+counting and queue positions."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from bildwerk.errors import InvalidRequestError
+from bildwerk.jobs.sqlite.db import Database
+from bildwerk.jobs.sqlite.rows import (
+    ACTIVE_STATUSES,
+    JOB_COLUMNS,
+    STATUSES,
+    JobResult,
+    JobRow,
+    chunks,
+    fold,
+    json_or_none,
+)
+
+
+def _like_escape(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class Search(Database):
+    def get(self, job_id: str) -> JobRow | None:
+        with self.transaction(write=False) as conn:
+            return self._get(conn, job_id)
+
+    def _get(self, conn: sqlite3.Connection, job_id: str) -> JobRow | None:
+        rows = self._rows(
+            conn, conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        )
+        return rows[0] if rows else None
+
+    def _rows(self, conn: sqlite3.Connection, cursor: Iterable[sqlite3.Row]) -> list[JobRow]:
+        """Job rows with their inputs and results (two queries per 500 jobs, not per job)."""
+        raw = [dict(r) for r in cursor]
+        ids = [r["id"] for r in raw]
+        inputs: dict[str, dict[str, str]] = {i: {} for i in ids}
+        results: dict[str, list[JobResult]] = {i: [] for i in ids}
+        for chunk in chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            for r in conn.execute(
+                f"SELECT job_id, role, sha256 FROM job_inputs WHERE job_id IN ({marks})",
+                tuple(chunk),
+            ):
+                inputs[r["job_id"]][r["role"]] = r["sha256"]
+            for r in conn.execute(
+                "SELECT j.job_id, j.idx, j.sha256, j.seed, i.width, i.height, i.bytes "
+                "FROM job_results j JOIN images i ON i.sha256 = j.sha256 "
+                f"WHERE j.job_id IN ({marks}) ORDER BY j.job_id, j.idx",
+                tuple(chunk),
+            ):
+                results[r["job_id"]].append(
+                    JobResult(r["idx"], r["sha256"], r["seed"], r["width"], r["height"], r["bytes"])
+                )
+        out = []
+        for r in raw:
+            out.append(
+                JobRow(
+                    id=r["id"],
+                    created_at=r["created_at"],
+                    started_at=r["started_at"],
+                    finished_at=r["finished_at"],
+                    status=r["status"],
+                    api=r["api"],
+                    engine=r["engine"],
+                    model=r["model"],
+                    mode=r["mode"],
+                    prompt=r["prompt"],
+                    original_prompt=r["original_prompt"],
+                    language=r["language"],
+                    seed=r["seed"],
+                    request=json.loads(r["request_json"]),
+                    options=json.loads(r["options_json"]),
+                    record=json_or_none(r["record_json"]),
+                    error_type=r["error_type"],
+                    error_message=r["error_message"],
+                    cancel_requested=bool(r["cancel_requested"]),
+                    attempts=r["attempts"],
+                    inputs=inputs[r["id"]],
+                    results=results[r["id"]],
+                    worker_id=r["worker_id"],
+                    lease_until=r["lease_until"],
+                )
+            )
+        return out
+
+    @staticmethod
+    def _where(
+        *,
+        status: str | Iterable[str] | None = None,
+        text: str | None = None,
+        model: str | None = None,
+        api: str | None = None,
+        mode: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        job_ids: Sequence[str] | None = None,
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            wanted = [status] if isinstance(status, str) else list(status)
+            unknown = [s for s in wanted if s not in STATUSES]
+            if unknown or not wanted:
+                raise InvalidRequestError(
+                    f"unknown status {unknown or wanted!r}; expected {', '.join(STATUSES)}"
+                )
+            clauses.append(f"status IN ({','.join('?' * len(wanted))})")
+            params += wanted
+        if text:
+            # Every word must occur (in the model's prompt or the user's original text).
+            for term in fold(text).split():
+                clauses.append("search_text LIKE ? ESCAPE '\\'")
+                params.append(f"%{_like_escape(term)}%")
+        for column, value in (("model", model), ("api", api), ("mode", mode)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            clauses.append("created_at >= ?")
+            params.append(float(since))
+        if until is not None:
+            clauses.append("created_at < ?")
+            params.append(float(until))
+        if job_ids is not None:
+            clauses.append(f"id IN ({','.join('?' * len(job_ids))})" if job_ids else "0")
+            params += list(job_ids)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def list_jobs(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        text: str | None = None,
+        model: str | None = None,
+        api: str | None = None,
+        mode: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> list[JobRow]:
+        """Jobs newest first. ``text``: every word must occur in the prompt or the
+        original prompt (case-insensitive, Unicode-aware); ``since``/``until``: epoch
+        seconds on created_at (until exclusive); ``limit=None``: no limit."""
+        if limit is not None and limit < 0:
+            raise InvalidRequestError(f"limit must be >= 0, got {limit}")
+        if offset < 0:
+            raise InvalidRequestError(f"offset must be >= 0, got {offset}")
+        where, params = self._where(
+            status=status, text=text, model=model, api=api, mode=mode, since=since, until=until
+        )
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY created_at DESC, rowid DESC"
+        sql += " LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else limit, offset]
+        with self.transaction(write=False) as conn:
+            return self._rows(conn, conn.execute(sql, params))
+
+    def count(self, status: str | Iterable[str] | None = None) -> int:
+        where, params = self._where(status=status)
+        return int(self._conn().execute(f"SELECT count(*) FROM jobs{where}", params).fetchone()[0])
+
+    def queue_depth(self) -> int:
+        """Jobs queued or running."""
+        return self.count(ACTIVE_STATUSES)
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1 for the next queued job to run, 2 for the one after...; None unless queued."""
+        with self.transaction(write=False) as conn:
+            row = conn.execute(
+                "SELECT created_at, rowid FROM jobs WHERE id = ? AND status = 'queued'", (job_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            (ahead,) = conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND "
+                "(created_at < ? OR (created_at = ? AND rowid < ?))",
+                (row[0], row[0], row[1]),
+            ).fetchone()
+        return int(ahead) + 1
