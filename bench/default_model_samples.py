@@ -24,8 +24,8 @@ def main() -> None:
 
     from PIL import Image
 
+    from bildwerk.core.request import build_request
     from bildwerk.engines.diffusers_engine import DiffusersEngine
-    from bildwerk.requests import build_request
 
     engine = DiffusersEngine()
     rows = []

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from bildwerk.errors import InvalidRequestError
+    from bildwerk.core.errors import InvalidRequestError
     from bildwerk.evaluation.judge import Judge, JudgeUnavailable
     from bildwerk.evaluation.quality import evaluate, load_translations
     from bildwerk.evaluation.roundtrip import VaeRoundTrip

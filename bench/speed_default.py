@@ -38,10 +38,10 @@ def main() -> None:
     ap.add_argument("--prompt", default="ein roter Apfel")
     args = ap.parse_args()
 
+    from bildwerk.core.request import build_request
     from bildwerk.engines.conditioning import encode_prompts
     from bildwerk.engines.diffusers_engine import DiffusersEngine
     from bildwerk.models.loader import ModelManager
-    from bildwerk.requests import build_request
 
     engine = DiffusersEngine(ModelManager())
     req = dict(prompt=args.prompt, model=args.model, steps=args.steps, scheduler=None)

@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bildwerk.errors import BildwerkError, InvalidRequestError
+from bildwerk.core.errors import BildwerkError, InvalidRequestError
 
 app = typer.Typer(
     name="bildwerk",
@@ -72,8 +72,8 @@ def _prompt_options(translate: str = "auto", lang: str | None = None, style: str
                     seed: int | None = None):
     from pydantic import ValidationError
 
-    from bildwerk.prompts.pipeline import PromptOptions
-    from bildwerk.requests import format_validation_error
+    from bildwerk.core.prompt import PromptOptions
+    from bildwerk.core.request import format_validation_error
 
     fields: dict[str, Any] = dict(translate=translate, language=lang, style=style, enhance=enhance, expand=expand,
                                   keywords=keywords, paraphrase=paraphrase, llm=llm, describe=describe,
@@ -97,10 +97,10 @@ def _show_record(rec) -> None:
 
 def _run(fields: dict[str, Any], out: Path, device: str | None, dtype: str | None,
          prompt_options: Any = None) -> list[Path]:
+    from bildwerk.core.request import build_request
     from bildwerk.engines.diffusers_engine import DiffusersEngine
     from bildwerk.models.loader import ModelManager
     from bildwerk.prompts.pipeline import apply_to_request_fields
-    from bildwerk.requests import build_request
 
     try:
         fields = apply_to_request_fields(fields, prompt_options)
@@ -504,7 +504,7 @@ def info(
 @app.command()
 def samplers() -> None:
     """List the scheduler (sampler) names bildwerk accepts."""
-    from bildwerk.engines.schedulers import scheduler_names
+    from bildwerk.core.samplers import sampler_names as scheduler_names
 
     for n in scheduler_names():
         out_console.print(n)
@@ -576,7 +576,7 @@ def _run_training(build: Callable[[], Any], run: Callable[[Any], Path]) -> Path:
     """Build a training config (a bad option fails before any work) and run it; clean errors."""
     from pydantic import ValidationError
 
-    from bildwerk.requests import format_validation_error
+    from bildwerk.core.request import format_validation_error
 
     try:
         cfg = build()
@@ -707,7 +707,7 @@ def default_model(
     """Reproduce the embedded default model: dataset, VAE, UNet, install (resumable)."""
     from pydantic import ValidationError
 
-    from bildwerk.requests import format_validation_error
+    from bildwerk.core.request import format_validation_error
     from bildwerk.train.recipe import DATA_SIZE, RECIPES, install_default_model, train_default_model
 
     if recipe not in RECIPES:

@@ -12,11 +12,11 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 from rich.console import Console
 
+from bildwerk.core.errors import ModelNotFoundError
+from bildwerk.core.request import build_request
 from bildwerk.engines.diffusers_engine import DiffusersEngine
-from bildwerk.errors import ModelNotFoundError
 from bildwerk.images.metadata import read_png_metadata
 from bildwerk.models.loader import ModelManager, resolve_model
-from bildwerk.requests import build_request
 
 
 def _demo_model(out: Path, model: str | None, console: Console) -> str | None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bildwerk.core.request import build_request
 from bildwerk.models.loader import EMBEDDED_DEFAULT, load_model, resolve_model
 from bildwerk.models.safety import check_model_folder
-from bildwerk.requests import build_request
 
 
 def test_default_model_is_shipped_as_safetensors_and_resolves():
@@ -55,7 +55,7 @@ def test_every_mode_with_german_and_korean_prompts(engine):
 def test_every_sampler_runs_on_the_default_model(engine):
     """Karras sigmas on the cosine schedule repeat t=998 several times; the loop must still
     take exactly `steps` steps (the scheduler is told where it starts)."""
-    from bildwerk.engines.schedulers import scheduler_names
+    from bildwerk.core.samplers import sampler_names as scheduler_names
 
     for name in scheduler_names():
         r = engine.generate(build_request(prompt="a red apple", seed=0, steps=6, scheduler=name))

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import torch
 
+from bildwerk.core.request import build_request
 from bildwerk.engines.denoise import run_unet
 from bildwerk.engines.diffusers_engine import _Work
 from bildwerk.models.loader import LoadedModel
-from bildwerk.requests import build_request
 
 
 def _state(engine, model, seed, steps, guidance=7.5, prompt="x"):

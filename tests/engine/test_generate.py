@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bildwerk.engines.schedulers import scheduler_names
-from bildwerk.errors import GenerationCancelled, InvalidRequestError
+from bildwerk.core.errors import GenerationCancelled, InvalidRequestError
+from bildwerk.core.request import build_request
+from bildwerk.core.samplers import sampler_names as scheduler_names
 from bildwerk.images.metadata import read_png_metadata
-from bildwerk.requests import build_request
 
 
 def _arr(im: Image.Image) -> np.ndarray:

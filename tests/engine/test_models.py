@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from bildwerk.errors import ModelNotFoundError, UnsafeModelError
+from bildwerk.core.errors import ModelNotFoundError, UnsafeModelError
 from bildwerk.models.loader import ModelManager, load_model, resolve_model
 from bildwerk.models.safety import check_model_folder, sniff_weight_format
 
@@ -100,8 +100,8 @@ def test_fp16_generation_runs_through_every_mode(tiny_models):
     import numpy as np
     from PIL import Image
 
+    from bildwerk.core.request import build_request
     from bildwerk.engines.diffusers_engine import DiffusersEngine
-    from bildwerk.requests import build_request
 
     engine = DiffusersEngine(ModelManager(device="cpu", dtype="float16"))
     r = engine.generate(build_request(prompt="x", model=str(tiny_models["sd-inpaint"]), seed=1, steps=2))

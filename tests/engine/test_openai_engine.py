@@ -13,15 +13,7 @@ import pytest
 from fakes.openai_server import FakeOpenAIServer, ImageCall, editable_area
 from PIL import Image
 
-from bildwerk.engines.openai_engine import (
-    OpenAIImagesEngine,
-    closest_size,
-    is_remote_model,
-    model_spec,
-    remote_model_name,
-    retry_after_seconds,
-)
-from bildwerk.errors import (
+from bildwerk.core.errors import (
     BildwerkError,
     GenerationCancelled,
     InvalidRequestError,
@@ -30,9 +22,17 @@ from bildwerk.errors import (
     RemoteRateLimited,
     RemoteTimeout,
 )
+from bildwerk.core.request import build_request
+from bildwerk.engines.openai_engine import (
+    OpenAIImagesEngine,
+    closest_size,
+    is_remote_model,
+    model_spec,
+    remote_model_name,
+    retry_after_seconds,
+)
 from bildwerk.images.masks import feather_mask, normalize_mask
 from bildwerk.images.metadata import read_png_metadata
-from bildwerk.requests import build_request
 
 KEY = "sk-test-images-0123456789"
 

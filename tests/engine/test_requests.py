@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from bildwerk.errors import InvalidRequestError
-from bildwerk.requests import MAX_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, Mode, build_request
+from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.request import MAX_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, Mode, build_request
 
 
 def test_defaults_and_seed_drawn():

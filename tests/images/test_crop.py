@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bildwerk.errors import InvalidImageError
+from bildwerk.core.errors import InvalidImageError
 from bildwerk.images import (
     CropBox,
     InpaintCrop,

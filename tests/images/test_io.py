@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bildwerk.errors import InvalidImageError
+from bildwerk.core.errors import InvalidImageError
 from bildwerk.images import (
     DEFAULT_LIMITS,
     ImageLimits,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bildwerk.errors import InvalidImageError
+from bildwerk.core.errors import InvalidImageError
 from bildwerk.images import (
     dilate_mask,
     feather_mask,

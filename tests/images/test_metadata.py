@@ -8,7 +8,7 @@ from io import BytesIO
 import pytest
 from PIL import Image, PngImagePlugin
 
-from bildwerk.errors import InvalidImageError
+from bildwerk.core.errors import InvalidImageError
 from bildwerk.images import (
     PARAMETERS_KEY,
     RECORD_KEY,

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 import bildwerk
-from bildwerk.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidRequestError
 from bildwerk.images.io import encode_png
 from bildwerk.jobs.migrations import MIGRATIONS, migrate
 from bildwerk.jobs.sqlite.leases import holder_is_dead

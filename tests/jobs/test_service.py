@@ -9,8 +9,8 @@ import time
 import pytest
 from PIL import Image
 
+from bildwerk.core.errors import GenerationCancelled, InvalidRequestError
 from bildwerk.engines.base import GenerationResult, ProgressEvent
-from bildwerk.errors import GenerationCancelled, InvalidRequestError
 from bildwerk.jobs.service import JobService
 from bildwerk.jobs.store import QueueFull, Store
 
@@ -98,7 +98,7 @@ def test_invalid_requests_are_refused_before_queueing(service):
     with pytest.raises(InvalidRequestError):
         _submit(service, "x", width=100)
     with pytest.raises(InvalidRequestError, match="unknown style"):
-        from bildwerk.prompts.pipeline import PromptOptions
+        from bildwerk.core.prompt import PromptOptions
 
         service.submit({"prompt": "x", "model": service.model}, api="native", options=PromptOptions(style="nope"))
     assert service.store.count() == 0

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bildwerk.errors import BildwerkError, InvalidImageError, InvalidRequestError
+from bildwerk.core.errors import BildwerkError, InvalidImageError, InvalidRequestError
+from bildwerk.core.prompt import PromptRecord
+from bildwerk.core.request import build_request
 from bildwerk.images.io import encode_png
 from bildwerk.jobs.migrations import LATEST_VERSION, MIGRATIONS, MigrationError, migrate
 from bildwerk.jobs.store import (
@@ -30,8 +32,6 @@ from bildwerk.jobs.store import (
     QueueFull,
     Store,
 )
-from bildwerk.prompts.record import PromptRecord
-from bildwerk.requests import build_request
 
 
 def png(seed: int, size: tuple[int, int] = (16, 8)) -> bytes:

@@ -21,7 +21,7 @@ import torch
 from fakes.azure_vision import FakeAzureVision, describe_body, error_body
 from PIL import Image, ImageDraw
 
-from bildwerk.errors import InvalidImageError, InvalidRequestError, PromptBackendError
+from bildwerk.core.errors import InvalidImageError, InvalidRequestError, PromptBackendError
 from bildwerk.prompts.describe import (
     DESCRIBE_INSTRUCTION,
     AzureDescriber,

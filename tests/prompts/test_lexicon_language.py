@@ -101,7 +101,8 @@ def test_tidy_addition():
 
 @pytest.mark.slow
 def test_embedded_llm_expands_deterministically():
-    from bildwerk.prompts.pipeline import PromptOptions, PromptPipeline
+    from bildwerk.core.prompt import PromptOptions
+    from bildwerk.prompts.pipeline import PromptPipeline
 
     opts = PromptOptions(expand=True, llm="local", seed=1)
     a = PromptPipeline().run("a red fox in the snow", options=opts)

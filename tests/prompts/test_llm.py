@@ -8,7 +8,7 @@ import pytest
 import torch
 from fakes.openai_server import FakeOpenAIServer
 
-from bildwerk.errors import InvalidRequestError, PromptBackendError
+from bildwerk.core.errors import InvalidRequestError, PromptBackendError
 from bildwerk.prompts.answer import clean_answer, first_line
 from bildwerk.prompts.llm import (
     ChatBackend,

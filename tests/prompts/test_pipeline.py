@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from fakes.openai_server import FakeOpenAIServer
 
-from bildwerk.errors import InvalidRequestError, PromptBackendError
+from bildwerk.core.errors import InvalidRequestError, PromptBackendError
+from bildwerk.core.prompt import PromptOptions
+from bildwerk.core.weights import parse_weighted
 from bildwerk.prompts.llm import OpenAIChat
-from bildwerk.prompts.pipeline import PromptOptions, PromptPipeline, run_prompt_pipeline
-from bildwerk.prompts.weights import parse_weighted
+from bildwerk.prompts.pipeline import PromptPipeline, run_prompt_pipeline
 
 
 class ScriptedLLM:
@@ -157,7 +158,7 @@ def test_run_prompt_pipeline_knows_the_default_model_is_multilingual():
 
 
 def test_record_is_json_on_the_request():
-    from bildwerk.requests import build_request
+    from bildwerk.core.request import build_request
 
     rec = PromptPipeline().run("ein See", options=PromptOptions(enhance=True))
     req = build_request(prompt=rec.prompt, negative_prompt=rec.negative_prompt, prompt_record=rec)
@@ -195,15 +196,17 @@ def test_design_team_flow_describe_then_merge_with_fallback():
 
 
 def test_request_validated_before_any_backend_runs():
-    from bildwerk.prompts.pipeline import apply_to_request_fields
+    from bildwerk.app.generate import Generator
+    from bildwerk.core.spec import JobSpec
 
     llm = ScriptedLLM(lambda *a: "never")
     with pytest.raises(InvalidRequestError, match="multiple of 8"):
-        apply_to_request_fields({"prompt": "ein See", "width": 100}, PromptOptions(expand=True),
-                                PromptPipeline(llm=llm))
+        JobSpec.build(prompt="ein See", width=100, options=PromptOptions(expand=True))
     assert llm.calls == []
-    fields = apply_to_request_fields({"prompt": "a {red|blue} car"}, None)
-    assert fields["seed"] is not None and fields["prompt_record"].step("wildcards").details["seed"] == fields["seed"]
+    spec = Generator(pipeline=PromptPipeline(llm=llm)).with_prompt(JobSpec.build(prompt="a {red|blue} car"))
+    rec = spec.request.prompt_record
+    assert spec.request.seed is not None and rec.step("wildcards").details["seed"] == spec.request.seed
+    assert spec.request.prompt in ("a red car", "a blue car")
 
 
 def test_language_without_lexicon_is_left_untranslated_with_warning():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bildwerk.core.weights import Segment, format_weighted, parse_weighted, plain_text
 from bildwerk.engines.conditioning import encode_prompts
-from bildwerk.prompts.weights import Segment, format_weighted, parse_weighted, plain_text
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_sdxl_weighting_and_pooled(tiny_models):
 
 
 def test_generation_with_weights_runs_and_differs(engine, tiny_models):
-    from bildwerk.requests import build_request
+    from bildwerk.core.request import build_request
 
     model = str(tiny_models["sd"])
     a = engine.generate(build_request(prompt="a cat", model=model, seed=1, steps=2)).images[0]

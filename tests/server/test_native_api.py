@@ -173,7 +173,7 @@ def test_api_key_required_when_set(tiny_models, tmp_path):
 def test_refuses_public_bind_without_key():
     import pytest
 
-    from bildwerk.errors import InvalidRequestError
+    from bildwerk.core.errors import InvalidRequestError
     from bildwerk.server.settings import ServerSettings
 
     with pytest.raises(InvalidRequestError, match="API key"):

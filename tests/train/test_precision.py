@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bildwerk.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidRequestError
 from bildwerk.train import precision as prec
 from bildwerk.train.precision import MixedPrecision, resolve_precision
 

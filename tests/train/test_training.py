@@ -12,11 +12,11 @@ import torch
 from diffusers import UNet2DConditionModel
 from PIL import Image, ImageDraw
 
+from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.request import build_request
 from bildwerk.engines.diffusers_engine import DiffusersEngine
-from bildwerk.errors import InvalidRequestError
 from bildwerk.models.loader import ModelManager, load_model
 from bildwerk.models.sentence_encoder import SentenceEncoder, SentenceEncoderConfig
-from bildwerk.requests import build_request
 from bildwerk.train import prepared as prepared_mod
 from bildwerk.train.checkpoints import latest_checkpoint
 from bildwerk.train.config import TrainConfig, VaeTrainConfig

@@ -1,18 +1,26 @@
-"""What every engine takes and gives: a request in, a result with its full record out."""
+"""What every engine takes and gives: a request in, a result with its full record out.
+
+Two shapes: every engine has ``generate`` (one request, start to end); engines that denoise
+step by step also have the batch API (``prepare`` a request into denoising state, ``step`` a
+list of states in one network call, ``finish`` into a result), which cross-request batching
+(app/batching.py) drives. ``run_alone`` is ``generate`` written with the batch API, so a
+request run alone and one run in a batch take the same path.
+"""
 
 from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from PIL import Image
 
-from bildwerk.requests import GenerationRequest
+from bildwerk.core.errors import GenerationCancelled
+from bildwerk.core.request import GenerationRequest
 
 Phase = Literal["load", "encode", "denoise", "decode", "done"]
 
@@ -131,3 +139,54 @@ class Engine(Protocol):
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> GenerationResult: ...
+
+
+class Prepared(Protocol):
+    """A request an engine has prepared for stepping (its denoising state, engine-private)."""
+
+    request: GenerationRequest
+
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def steps(self) -> tuple[int, int]:
+        """Steps done and steps in all."""
+        ...
+
+    @property
+    def batch_key(self) -> Hashable:
+        """Prepared requests with equal keys can share one network call."""
+        ...
+
+    @property
+    def rows(self) -> int:
+        """Rows one step of it adds to a network call (images, twice with guidance)."""
+        ...
+
+    @property
+    def cells(self) -> int:
+        """Rows times latent pixels: what one step costs in activation memory, roughly."""
+        ...
+
+
+@runtime_checkable
+class BatchEngine(Engine, Protocol):
+    def prepare(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None) -> Prepared: ...
+
+    def step(self, batch: Sequence[Prepared]) -> None:
+        """Advance every prepared request in ``batch`` (equal ``batch_key``) by one step."""
+        ...
+
+    def finish(self, prepared: Prepared) -> GenerationResult: ...
+
+
+def run_alone(engine: BatchEngine, request: GenerationRequest, *, on_progress: ProgressCallback | None = None,
+              cancel: CancelToken | None = None) -> GenerationResult:
+    """``generate`` through the batch API: prepare, step until done (cancel between steps), finish."""
+    job = engine.prepare(request, on_progress=on_progress)
+    while not job.done:
+        if cancel is not None and cancel.is_set():
+            raise GenerationCancelled("cancelled after {} of {} steps".format(*job.steps))
+        engine.step([job])
+    return engine.finish(job)

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
+from bildwerk.core.weights import Segment, is_weighted, parse_weighted
 from bildwerk.models.loader import LoadedModel
-from bildwerk.prompts.weights import Segment, is_weighted, parse_weighted
 
 
 @dataclass

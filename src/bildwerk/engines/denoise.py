@@ -4,9 +4,9 @@ A ``DenoiseState`` owns its latents, its own scheduler, its timesteps and its
 step index. One step is split in two halves: ``unet_inputs()`` says what the
 UNet must see, ``advance(noise_pred)`` applies guidance and the scheduler.
 Between the halves sits the UNet call, which ``run_unet`` makes for a *list*
-of states at once with a per-sample timestep vector. Today the engine passes
-one state; continuous batching across requests (same model and size, each at
-its own timestep) needs no change here, only a scheduler that collects states.
+of states at once with a per-sample timestep vector: continuous batching across
+requests (app/batching.py) puts states of the same model and shape, each at its
+own timestep, into one call.
 """
 
 from __future__ import annotations
@@ -105,27 +105,26 @@ class DenoiseState:
 
 @torch.inference_mode()
 def run_unet(unet: torch.nn.Module, batch: list[UNetInputs]) -> list[torch.Tensor]:
-    """One UNet call for many states; returns each state's slice of the prediction."""
-    if len(batch) == 1:
-        b = batch[0]
-        return [
-            unet(
-                b.sample,
-                b.timestep,
-                encoder_hidden_states=b.encoder_hidden_states,
-                added_cond_kwargs=b.added_cond_kwargs,
-                return_dict=False,
-            )[0]
-        ]
+    """One UNet call for many states; returns each state's slice of the prediction.
+
+    The UNet should be batch-invariant (engines/invariance.py), so a state's slice is the same
+    whichever states share the call; a lone row is padded to two, as a one-row call takes
+    another kernel path.
+    """
     sizes = [b.sample.shape[0] for b in batch]
-    added = None
-    if batch[0].added_cond_kwargs is not None:
-        added = {k: torch.cat([b.added_cond_kwargs[k] for b in batch]) for k in batch[0].added_cond_kwargs}  # type: ignore[index]
-    out = unet(
-        torch.cat([b.sample for b in batch]),
-        torch.cat([b.timestep for b in batch]),
-        encoder_hidden_states=torch.cat([b.encoder_hidden_states for b in batch]),
-        added_cond_kwargs=added,
-        return_dict=False,
-    )[0]
+    sample = torch.cat([b.sample for b in batch]) if len(batch) > 1 else batch[0].sample
+    timestep = torch.cat([b.timestep for b in batch]) if len(batch) > 1 else batch[0].timestep
+    ehs = (torch.cat([b.encoder_hidden_states for b in batch]) if len(batch) > 1
+           else batch[0].encoder_hidden_states)
+    added = batch[0].added_cond_kwargs
+    if added is not None and len(batch) > 1:
+        added = {k: torch.cat([b.added_cond_kwargs[k] for b in batch]) for k in added}  # type: ignore[index]
+    pad = sample.shape[0] == 1
+    if pad:
+        sample, timestep, ehs = sample.repeat(2, 1, 1, 1), timestep.repeat(2), ehs.repeat(2, 1, 1)
+        if added is not None:
+            added = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in added.items()}
+    out = unet(sample, timestep, encoder_hidden_states=ehs, added_cond_kwargs=added, return_dict=False)[0]
+    if pad:
+        out = out[:1]
     return list(out.split(sizes))

@@ -10,6 +10,7 @@ into the original where only a region was repainted.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,18 +18,25 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bildwerk.engines.base import CancelToken, GenerationResult, ProgressCallback, ProgressEvent
+from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.request import GenerationRequest, Mode
+from bildwerk.engines.base import (
+    CancelToken,
+    GenerationResult,
+    ProgressCallback,
+    ProgressEvent,
+    run_alone,
+)
 from bildwerk.engines.conditioning import encode_prompts
 from bildwerk.engines.denoise import DenoiseState, run_unet
+from bildwerk.engines.invariance import make_batch_invariant
 from bildwerk.engines.schedulers import make_scheduler, scheduler_label
 from bildwerk.engines.sizing import input_size
-from bildwerk.errors import GenerationCancelled, InvalidRequestError
 from bildwerk.images.crop import CropBox, composite_full, crop_for_inpaint, paste_back
 from bildwerk.images.io import to_rgb
 from bildwerk.images.masks import feather_mask, mask_is_empty, normalize_mask
 from bildwerk.images.tensors import from_pil, to_pil
 from bildwerk.models.loader import LoadedModel, ModelManager
-from bildwerk.requests import GenerationRequest, Mode
 
 
 @dataclass
@@ -48,8 +56,57 @@ def _to_tensor(image: Image.Image, device: torch.device, dtype: torch.dtype) -> 
     return from_pil([image]).to(device=device, dtype=dtype)
 
 
+@dataclass
+class LocalJob:
+    """One request prepared by the local engine: its pictures, its denoising state, its clock."""
+
+    request: GenerationRequest
+    model: LoadedModel
+    work: _Work
+    seeds: list[int]
+    emit: ProgressCallback
+    t0: float
+    timings: dict[str, float]
+    state: DenoiseState | None = None  # None: nothing to denoise (an empty mask)
+
+    @property
+    def done(self) -> bool:
+        return self.state is None or self.state.done
+
+    @property
+    def steps(self) -> tuple[int, int]:
+        return (0, 0) if self.state is None else (self.state.index, self.state.total)
+
+    @property
+    def batch_key(self) -> tuple:
+        # What must agree to concatenate into one UNet call: the network, the latent shape,
+        # the text conditioning's shape and the added conditioning's (SDXL).
+        st = self.state
+        assert st is not None
+        c = st.conditioning
+        added = tuple(sorted((k, tuple(v.shape[1:])) for k, v in (c.added or {}).items()))
+        return (id(self.model.unet), tuple(st.latents.shape[1:]), tuple(c.cond.shape[1:]), added)
+
+    @property
+    def rows(self) -> int:
+        if self.state is None:
+            return 0
+        return self.state.latents.shape[0] * (2 if self.state.do_cfg else 1)
+
+    @property
+    def cells(self) -> int:
+        if self.state is None:
+            return 0
+        return self.rows * int(self.state.latents.shape[2]) * int(self.state.latents.shape[3])
+
+
 class DiffusersEngine:
-    """Generates with local diffusers models; models are loaded once via the manager."""
+    """Generates with local diffusers models; models are loaded once via the manager.
+
+    Batch API: ``prepare`` (model, sizes, prompt encoding, initial noise), ``step`` (one UNet
+    call for any number of prepared requests of one ``batch_key``), ``finish`` (decode, paste
+    back, record). ``generate`` is the three for one request.
+    """
 
     def __init__(self, models: ModelManager | None = None) -> None:
         self.models = models or ModelManager()
@@ -62,41 +119,57 @@ class DiffusersEngine:
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> GenerationResult:
+        return run_alone(self, request, on_progress=on_progress, cancel=cancel)
+
+    def prepare(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None) -> LocalJob:
         t0 = time.perf_counter()
         emit = on_progress or (lambda _e: None)
         emit(ProgressEvent("load", 0, 1, 0.0))
         model = self.models.get(request.model)
+        make_batch_invariant(model.unet)
         timings = {"load": time.perf_counter() - t0}
         work = self._prepare(request, model)
         seeds = [(request.seed or 0) + i for i in range(request.num_images)]
-
+        job = LocalJob(request, model, work, seeds, emit, t0, timings)
         if work.mask is not None and mask_is_empty(work.mask):
-            # Nothing to repaint: the input comes back untouched, and the record says why.
-            assert work.original is not None
-            images = [work.original.copy() for _ in seeds]
-            return self._result(request, model, images, seeds, work, timings, "none",
-                                ["mask is empty; image returned unchanged"])
-
-        state = self._initial_state(request, model, work, seeds)
+            return job  # nothing to repaint: finish() returns the input untouched
+        job.state = self._initial_state(request, model, work, seeds)
         timings["prepare"] = time.perf_counter() - t0 - timings["load"]
-        t1 = time.perf_counter()
-        with torch.inference_mode():  # scheduler steps too: no autograd bookkeeping
-            for _ in range(state.total):
-                if cancel is not None and cancel.is_set():
-                    raise GenerationCancelled(f"cancelled after {state.index} of {state.total} steps")
-                (pred,) = run_unet(model.unet, [state.unet_inputs()])
-                state.advance(pred)
-                emit(ProgressEvent("denoise", state.index, state.total, time.perf_counter() - t0))
-        timings["denoise"] = time.perf_counter() - t1
+        timings["denoise"] = 0.0
+        return job
 
+    def step(self, batch: Sequence[LocalJob]) -> None:
+        if not batch:
+            return
+        t = time.perf_counter()
+        unet = batch[0].model.unet
+        with torch.inference_mode():  # scheduler steps too: no autograd bookkeeping
+            preds = run_unet(unet, [job.state.unet_inputs() for job in batch])  # type: ignore[union-attr]
+            for job, pred in zip(batch, preds, strict=True):
+                job.state.advance(pred)  # type: ignore[union-attr]
+        now = time.perf_counter()
+        for job in batch:
+            st = job.state
+            assert st is not None
+            job.timings["denoise"] += now - t
+            job.emit(ProgressEvent("denoise", st.index, st.total, now - job.t0))
+
+    def finish(self, job: LocalJob) -> GenerationResult:
+        work, model = job.work, job.model
+        if job.state is None:
+            assert work.original is not None
+            images = [work.original.copy() for _ in job.seeds]
+            return self._result(job.request, model, images, job.seeds, work, job.timings, "none",
+                                ["mask is empty; image returned unchanged"])
         t2 = time.perf_counter()
-        emit(ProgressEvent("decode", 0, 1, time.perf_counter() - t0))
-        images = self._decode(model, state.latents)
+        job.emit(ProgressEvent("decode", 0, 1, t2 - job.t0))
+        images = self._decode(model, job.state.latents)
         images = [self._finish(work, im) for im in images]
-        timings["decode"] = time.perf_counter() - t2
-        timings["total"] = time.perf_counter() - t0
-        emit(ProgressEvent("done", 1, 1, timings["total"]))
-        return self._result(request, model, images, seeds, work, timings, scheduler_label(state.scheduler), [])
+        job.timings["decode"] = time.perf_counter() - t2
+        job.timings["total"] = time.perf_counter() - job.t0
+        job.emit(ProgressEvent("done", 1, 1, job.timings["total"]))
+        return self._result(job.request, model, images, job.seeds, work, job.timings,
+                            scheduler_label(job.state.scheduler), [])
 
     # -- preparation ------------------------------------------------------------------------
     def _prepare(self, req: GenerationRequest, model: LoadedModel) -> _Work:

@@ -28,9 +28,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, ImageStat
 
-from bildwerk.engines.base import CancelToken, GenerationResult, ProgressCallback, ProgressEvent
-from bildwerk.engines.sizing import input_size
-from bildwerk.errors import (
+from bildwerk.core.errors import (
     GenerationCancelled,
     InvalidImageError,
     InvalidRequestError,
@@ -39,13 +37,15 @@ from bildwerk.errors import (
     RemoteRateLimited,
     RemoteTimeout,
 )
+from bildwerk.core.openai_errors import explain, retry_after_seconds  # noqa: F401 (re-exported)
+from bildwerk.core.refs import is_remote_model, remote_model_name  # noqa: F401 (re-exported)
+from bildwerk.core.request import GenerationRequest, Mode
+from bildwerk.engines.base import CancelToken, GenerationResult, ProgressCallback, ProgressEvent
+from bildwerk.engines.sizing import input_size
 from bildwerk.images.crop import CropBox, context_box, paste_back
 from bildwerk.images.io import decode_base64_image, encode_png, to_rgb
 from bildwerk.images.masks import feather_mask, mask_bbox, mask_is_empty, normalize_mask
-from bildwerk.openai_errors import explain, retry_after_seconds  # noqa: F401 (re-exported)
-from bildwerk.requests import GenerationRequest, Mode
 
-PREFIX = "openai:"
 KEY_ENV_VARS = ("BILDWERK_OPENAI_API_KEY", "OPENAI_API_KEY")
 BASE_URL_ENV = "BILDWERK_OPENAI_BASE_URL"
 DEFAULT_SIZE = (1024, 1024)
@@ -80,22 +80,6 @@ _SPECS = {
         "gpt-image", ((1024, 1024), (1536, 1024), (1024, 1536)), 10, False, True, False
     ),
 }
-
-
-def is_remote_model(ref: str | None) -> bool:
-    """Whether a model reference names a remote model (``openai:<model>``)."""
-    return isinstance(ref, str) and ref.strip().lower().startswith(PREFIX)
-
-
-def remote_model_name(ref: str | None) -> str:
-    """The OpenAI model id in ``openai:<model>`` (lower-cased, as OpenAI spells its ids)."""
-    if not is_remote_model(ref):
-        raise InvalidRequestError(f"{ref!r} is not a remote model; use openai:<model>")
-    assert ref is not None
-    name = ref.strip()[len(PREFIX) :].strip().lower()
-    if not name:
-        raise InvalidRequestError("'openai:' names no model; use e.g. openai:gpt-image-1")
-    return name
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -186,7 +170,7 @@ def openai_mask_png(change: Image.Image) -> bytes:
 
 def _remote_prompt(req: GenerationRequest) -> str:
     # OpenAI reads no A1111 weights: "(red:1.3) apple" would arrive with its brackets.
-    from bildwerk.prompts.weights import plain_text
+    from bildwerk.core.weights import plain_text
 
     return plain_text(req.prompt)
 

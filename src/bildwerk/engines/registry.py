@@ -1,41 +1,76 @@
-"""Which engine serves a model reference: local diffusers, or a remote API (``openai:MODEL``).
+"""Which engine serves a model reference, by the reference's kind (core/refs.py).
 
-One router per process, so a local model is loaded once and kept (and freed on a switch),
-whichever face asked for it.
+Engines register a factory per kind; a new engine is one ``register_engine`` call, not edits
+across the faces. One router per process, so a local model is loaded once and kept (and freed
+on a switch), whichever face asked for it.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
+from bildwerk.core.refs import LOCAL, OPENAI, reference_kind
+from bildwerk.core.request import GenerationRequest
 from bildwerk.engines.base import Engine
 from bildwerk.models.loader import ModelManager
+
+EngineFactory = Callable[[ModelManager], Engine]
+_FACTORIES: dict[str, EngineFactory] = {}
+
+
+def register_engine(kind: str, factory: EngineFactory) -> None:
+    """Serve model references of ``kind`` with the engine ``factory(models)`` builds (once)."""
+    _FACTORIES[kind] = factory
+
+
+def _local(models: ModelManager) -> Engine:
+    from bildwerk.engines.diffusers_engine import DiffusersEngine
+
+    return DiffusersEngine(models)
+
+
+def _openai(models: ModelManager) -> Engine:
+    from bildwerk.engines.openai_engine import OpenAIImagesEngine
+
+    return OpenAIImagesEngine()
+
+
+register_engine(LOCAL, _local)
+register_engine(OPENAI, _openai)
+
+
+def check_request(request: GenerationRequest) -> None:
+    """What can be checked before anything loads: the model exists (local), or is a remote
+    model the service knows. Raises the error a client should get now, not from the worker."""
+    if reference_kind(request.model) == OPENAI:
+        from bildwerk.core.refs import remote_model_name
+        from bildwerk.engines.openai_engine import model_spec
+
+        model_spec(remote_model_name(request.model))
+    else:
+        from bildwerk.models.loader import resolve_model
+
+        resolve_model(request.model)
 
 
 class EngineRouter:
     def __init__(self, models: ModelManager | None = None, *, remote: Engine | None = None) -> None:
         self.models = models or ModelManager()
-        self._local: Engine | None = None
-        self._remote = remote
+        self._engines: dict[str, Engine] = {}
+        if remote is not None:
+            self._engines[OPENAI] = remote
         self._lock = threading.Lock()
 
     def engine_for(self, model_ref: str | None) -> Engine:
-        from bildwerk.engines.openai_engine import is_remote_model
-
+        kind = reference_kind(model_ref)
         with self._lock:
-            if is_remote_model(model_ref):
-                if self._remote is None:
-                    from bildwerk.engines.openai_engine import OpenAIImagesEngine
-
-                    self._remote = OpenAIImagesEngine()
-                return self._remote
-            if self._local is None:
-                from bildwerk.engines.diffusers_engine import DiffusersEngine
-
-                self._local = DiffusersEngine(self.models)
-            return self._local
+            engine = self._engines.get(kind)
+            if engine is None:
+                engine = self._engines[kind] = _FACTORIES[kind](self.models)
+            return engine
 
     def describe(self) -> dict[str, Any]:
-        current = getattr(self.models, "_current", None)
-        return {"loaded": current.describe() if current is not None else None}
+        loaded = self.models.current
+        return {"loaded": loaded.describe() if loaded is not None else None}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from bildwerk.requests import MAX_SIDE, MIN_SIDE, GenerationRequest
+from bildwerk.core.request import MAX_SIDE, MIN_SIDE, GenerationRequest
 
 
 def fit_size(

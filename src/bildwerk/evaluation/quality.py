@@ -36,7 +36,7 @@ from bildwerk.evaluation.judge import Judge
 # real ones (top-5), and each other language within 15 points of English.
 TARGET_RATIO = 0.5
 TARGET_GAP_POINTS = 15.0
-MAX_IMAGES_PER_REQUEST = 8  # bildwerk.requests.MAX_IMAGES
+MAX_IMAGES_PER_REQUEST = 8  # bildwerk.core.request.MAX_IMAGES
 REAL_CHUNK = 256  # real pictures loaded and judged at a time: bounded memory on big splits
 
 Progress = Callable[[str, int, int], None]
@@ -395,7 +395,7 @@ def _default_engine() -> Any:
 def _generate(engine: Any, caption: str, *, model: str | None, seed: int, count: int,
               steps: int, guidance: float | None, image_size: int | None,
               scheduler: str | None = None) -> list[Image.Image]:
-    from bildwerk.requests import build_request
+    from bildwerk.core.request import build_request
 
     images: list[Image.Image] = []
     while len(images) < count:

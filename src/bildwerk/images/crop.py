@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from bildwerk.errors import InvalidImageError
+from bildwerk.core.errors import InvalidImageError
 from bildwerk.images.masks import mask_bbox
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from bildwerk.errors import InvalidImageError
+from bildwerk.core.errors import InvalidImageError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from bildwerk.errors import InvalidImageError
+from bildwerk.core.errors import InvalidImageError
 from bildwerk.images.io import _has_alpha, _normalize_mode
 
 MaskSource = Literal["auto", "luminance", "alpha"]

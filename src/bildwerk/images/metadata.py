@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from bildwerk.errors import InvalidImageError
+from bildwerk.core.errors import InvalidImageError
 from bildwerk.images.io import DEFAULT_LIMITS, ImageLimits, encode_png
 
 PARAMETERS_KEY = "parameters"

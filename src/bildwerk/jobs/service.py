@@ -1,10 +1,13 @@
-"""The job service: accept generations into the persistent queue, run them one by one.
+"""The job service: accept generations into the persistent queue, run them batched.
 
-Every face that generates (REST native, A1111, OpenAI, museum; later the web UI and pools)
-submits here. A job is written to SQLite (request, prompt options, input images) *before*
-the caller hears "accepted", so a restart or a kill loses nothing: on start, jobs that were
-running go back to the queue and every queued job runs. The worker thread runs the prompt
-pipeline, then the engine, and stores results content-addressed with the full record.
+Every face that generates through the server (REST native, A1111, OpenAI, museum; later the
+web UI and pools) submits a ``JobSpec`` here. A job is written to SQLite (request, prompt
+options, input images) *before* the caller hears "accepted", so a restart or a kill loses
+nothing. The worker thread claims jobs under a lease (several worker processes may share one
+store: a job runs in one of them at a time, and a dead worker's job is re-run once), starts
+them through the one use case (app/generate.py) and steps every started job of the same
+model and shape together (app/batching.py): a job joins the batch at the next step and leaves
+it when done, with its own progress and its own cancel.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,11 +22,22 @@ from typing import Any
 
 from PIL import Image
 
-from bildwerk.engines.base import ProgressEvent
+from bildwerk.app.batching import DEFAULT_MAX_CELLS, DEFAULT_MAX_ROWS, ContinuousBatcher, Outcome
+from bildwerk.app.generate import Generator
+from bildwerk.core.errors import BildwerkError, GenerationCancelled
+from bildwerk.core.spec import JobSpec
+from bildwerk.engines.base import GenerationResult, ProgressEvent
 from bildwerk.engines.registry import EngineRouter
-from bildwerk.errors import BildwerkError, GenerationCancelled
 from bildwerk.jobs.metrics import JobMetrics
-from bildwerk.jobs.store import FINISHED_STATUSES, QueueFull, Store
+from bildwerk.jobs.store import (
+    ANY_MODEL,
+    DEFAULT_LEASE_SECONDS,
+    FINISHED_STATUSES,
+    QueueFull,
+    Store,
+    StoreError,
+    new_worker_id,
+)
 
 log = logging.getLogger("bildwerk.jobs")
 
@@ -46,49 +59,63 @@ class Progress:
 
 
 class _Cancel:
+    """A job's cancel token: asked for by a client (here, or in another process sharing the
+    store: the worker reads the store's flags with every lease renewal), or a hard stop."""
+
     def __init__(self, service: JobService, job_id: str) -> None:
         self._service, self._id = service, job_id
 
     def is_set(self) -> bool:
-        return self._id in self._service._cancelled or self._service._stopping_hard
+        return self._service.is_cancelling(self._id) or self._service._stopping_hard
 
 
 class JobService:
     def __init__(self, store: Store, router: EngineRouter | None = None, *, max_queued: int = 64,
                  metrics: JobMetrics | None = None, pipeline: Any | None = None,
-                 warmup_model: str | None = "", poll_interval: float = 0.5) -> None:
+                 warmup_model: str | None = "", poll_interval: float = 0.5,
+                 max_batch_rows: int = DEFAULT_MAX_ROWS, max_batch_cells: int = DEFAULT_MAX_CELLS,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self.store = store
-        self.router = router or EngineRouter()
+        self.generator = Generator(router or EngineRouter(), pipeline=pipeline)
         self.max_queued = max_queued
         self.metrics = metrics or JobMetrics()
-        self.pipeline = pipeline  # a PromptPipeline with injected backends (tests), else built per job
         self.warmup_model = warmup_model  # "" = the default model; None = no warm-up
         self.poll_interval = poll_interval
-        self.progress: dict[str, Progress] = {}
-        self.current: str | None = None
+        self.lease_seconds = lease_seconds
+        self.worker_id = new_worker_id()
         self.ready = False
         self.ready_error: str | None = None
+        self._batcher = ContinuousBatcher(max_rows=max_batch_rows, max_cells=max_batch_cells)
+        self._progress: dict[str, Progress] = {}
+        self._rows: dict[str, Any] = {}  # running here: job id -> its row (for metrics)
+        self._started: dict[str, float] = {}
+        self._ended: dict[str, float] = {}  # job id -> when it ended here (wakes waiters early)
         self._cancelled: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._stopping_hard = False
         self._thread: threading.Thread | None = None
         self._last_run_seconds = 10.0
+        self._last_renewal = 0.0
+
+    @property
+    def router(self) -> EngineRouter:
+        return self.generator.router
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         recovered = self.store.recover()
         if recovered:
-            log.warning("%d job(s) were running when the last process ended; queued again", recovered)
+            log.warning("%d job(s) of ended workers were running; queued again", recovered)
         self._stop.clear()
+        self._stopping_hard = False
         self._thread = threading.Thread(target=self._loop, name="bildwerk-worker", daemon=True)
         self._thread.start()
 
     def stop(self, *, drain_timeout: float = 30.0) -> None:
-        """Stop taking jobs; let the running one finish (up to ``drain_timeout``), then cancel it.
-
-        A job cancelled this way is put back in the queue, not marked cancelled: the user did
-        not ask for that, and the next start runs it.
+        """Stop taking jobs at once; let the running ones finish (up to ``drain_timeout``),
+        then stop them. A job stopped this way is put back in the queue, not marked
+        cancelled: the user did not ask for that, and the next start (or another worker) runs it.
         """
         self._stop.set()
         self._wake.set()
@@ -100,50 +127,53 @@ class JobService:
             self._thread.join(30)
         self._thread = None
 
+    @property
+    def alive(self) -> bool:
+        """The worker thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the interface the routers use --------------------------------------------------------
+    def running(self) -> list[str]:
+        """Ids of the jobs this process is generating now, oldest first."""
+        return list(self._rows)
+
+    def progress_of(self, job_id: str) -> dict[str, Any] | None:
+        p = self._progress.get(job_id)
+        return p.as_dict() if p is not None else None
+
+    def is_cancelling(self, job_id: str) -> bool:
+        return job_id in self._cancelled
+
+    def loaded_model(self) -> dict[str, Any] | None:
+        return self.router.describe()["loaded"]
+
     # -- accepting --------------------------------------------------------------------------
-    def submit(self, fields: dict[str, Any], *, api: str, options: Any | None = None,
+    def submit(self, spec: JobSpec | dict[str, Any], *, api: str, options: Any | None = None,
                image: Image.Image | None = None, mask: Image.Image | None = None) -> Any:
-        """Validate and persist a job; returns its row. Raises InvalidRequestError, QueueFull."""
-        from bildwerk.engines.openai_engine import is_remote_model
+        """Check and persist a job; returns its row. Raises InvalidRequestError (and the
+        other client errors of ``Generator.check``), QueueFull. A dict of request fields is
+        built into a spec here (with ``options``, ``image``, ``mask``)."""
         from bildwerk.images.io import encode_png
-        from bildwerk.requests import MAX_SEED, build_request
 
-        fields = {k: v for k, v in fields.items() if v is not None and k not in ("image", "mask")}
-        if fields.get("seed") is None:
-            fields["seed"] = secrets.randbelow(MAX_SEED + 1)
         try:
-            build_request(**fields, image=image, mask=mask)  # fail now, not in the worker
-            if is_remote_model(fields.get("model")):
-                from bildwerk.engines.openai_engine import model_spec, remote_model_name
-
-                model_spec(remote_model_name(fields["model"]))
-            else:
-                from bildwerk.models.loader import resolve_model
-
-                resolve_model(fields.get("model"))  # an unknown model is a 404 now
-            if options is not None and getattr(options, "style", None):
-                from bildwerk.prompts.styles import get_style
-
-                get_style(options.style)
+            if not isinstance(spec, JobSpec):
+                spec = JobSpec.build(origin=api, options=options, image=image, mask=mask, **spec)  # type: ignore[arg-type]
+            self.generator.check(spec)  # fail now, not in the worker
         except BildwerkError:
             self.metrics.rejected.labels("invalid").inc()
             raise
-        inputs = {}
-        if image is not None:
-            inputs["image"] = encode_png(image)
-        if mask is not None:
-            inputs["mask"] = encode_png(mask)
-        engine = "openai" if is_remote_model(fields.get("model")) else "local"
-        opts = options.model_dump(mode="json", exclude_unset=True) if options is not None else None
+        req = spec.request
+        inputs = {role: encode_png(im) for role, im in (("image", req.image), ("mask", req.mask)) if im is not None}
+        stored = spec.stored()
         try:
-            row = self.store.create_job(request=fields, api=api, engine=engine, options=opts, inputs=inputs,
-                                        max_queued=self.max_queued)
+            row = self.store.create_job(request=stored["request"], api=api, engine=spec.engine_kind,
+                                        options=stored["options"], inputs=inputs, max_queued=self.max_queued)
         except QueueFull as exc:
             self.metrics.rejected.labels("queue_full").inc()
             exc.retry_after = self.retry_after()  # type: ignore[attr-defined]  # -> Retry-After
             raise
         self.metrics.accepted.labels(api).inc()
-        self.progress[row.id] = Progress()
+        self._progress[row.id] = Progress()
         self._wake.set()
         return row
 
@@ -157,116 +187,180 @@ class JobService:
             self._cancelled.add(job_id)
         elif outcome == "cancelled":
             self.metrics.finished.labels("cancelled").inc()
+            self._ended[job_id] = time.time()
         return outcome
 
     def status(self, job_id: str) -> dict[str, Any] | None:
         row = self.store.get(job_id)
         if row is None:
             return None
-        prog = self.progress.get(job_id)
         if row.status in FINAL:
             prog_d = {"phase": row.status, "step": 1, "total": 1, "fraction": 1.0, "elapsed": 0.0}
         else:
-            prog_d = (prog or Progress()).as_dict()
+            prog_d = self.progress_of(job_id) or Progress().as_dict()
         position = self.store.queue_position(job_id) if row.status == "queued" else 0
         return {"row": row, "progress": prog_d, "position": position or 0}
 
     async def wait(self, job_id: str, timeout: float = 600.0) -> Any:
-        """Wait (without blocking the event loop) until a job ends; returns its row."""
+        """Wait (without blocking the event loop) until a job ends; returns its row. A job
+        that ends in this process wakes the waiter within 10 ms; others are polled."""
         deadline = time.monotonic() + timeout
+        next_poll = 0.0
         delay = 0.02
         while True:
-            row = self.store.get(job_id)
-            if row is None or row.status in FINAL:
-                return row
-            if time.monotonic() > deadline:
-                return row
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            now = time.monotonic()
+            if job_id in self._ended or now >= next_poll:
+                row = await asyncio.to_thread(self.store.get, job_id)
+                if row is None or row.status in FINAL or now > deadline:
+                    return row
+                next_poll = now + delay
+                delay = min(delay * 1.5, 0.25)
+            await asyncio.sleep(0.01)
 
     # -- the worker -------------------------------------------------------------------------
     def _loop(self) -> None:
         self._warm_up()
-        while not self._stop.is_set():
+        while True:
             try:
-                row = self.store.claim_next()
-                if row is None:
-                    self._wake.wait(self.poll_interval)  # polling also finds jobs queued elsewhere
-                    self._wake.clear()
+                if self._stopping_hard:
+                    self._hand_back_all()
+                    return
+                admitted = 0 if self._stop.is_set() else self._admit()
+                if not len(self._batcher):
+                    if self._stop.is_set():
+                        return
+                    if not admitted:
+                        self._idle()
                     continue
-                self._run(row)
+                for outcome in self._batcher.step():
+                    self._settle(outcome)
+                self._renew()
             except Exception:  # noqa: BLE001 - the worker must outlive any one failure
                 log.exception("worker error; going on")
                 time.sleep(self.poll_interval)
+
+    def _idle(self) -> None:
+        self._wake.wait(self.poll_interval)  # polling also finds jobs queued by other processes
+        self._wake.clear()
+        if time.monotonic() - self._last_renewal > self.lease_seconds / 2:
+            self._last_renewal = time.monotonic()
+            self.store.reclaim_expired()  # a dead worker's jobs come back to the queue
 
     def _warm_up(self) -> None:
         """Readiness: the model loads and a one-step generation works."""
         if self.warmup_model is None:
             self.ready = True
             return
-        from bildwerk.requests import build_request
-
         try:
-            req = build_request(prompt="warm-up", model=self.warmup_model or None, steps=1, seed=0)
-            self.router.engine_for(req.model).generate(req)
+            spec = JobSpec.build(origin="native", prompt="warm-up", model=self.warmup_model or None,
+                                 steps=1, seed=0)
+            self.generator.router.engine_for(spec.request.model).generate(spec.request)
             self.ready, self.ready_error = True, None
         except Exception as exc:  # noqa: BLE001 - readiness reports any failure
             self.ready, self.ready_error = False, f"{type(exc).__name__}: {exc}"
             log.error("warm-up failed: %s", self.ready_error)
 
-    def _run(self, row: Any) -> None:
+    def _admit(self) -> int:
+        """Claim and start jobs while the batch has room; with a batch running, only the head
+        of the queue, and only when it is for the same model (strict FIFO, one model loaded)."""
+        admitted = 0
+        while not self._stop.is_set() and self._batcher.has_room():
+            model = self._batcher.model_ref if len(self._batcher) else ANY_MODEL
+            row = self.store.claim_next(self.worker_id, lease_seconds=self.lease_seconds, model=model)
+            if row is None:
+                break
+            admitted += 1
+            self._start(row)
+        return admitted
+
+    def _start(self, row: Any) -> None:
         from bildwerk.images.io import decode_image
-        from bildwerk.prompts.pipeline import PromptOptions, apply_to_request_fields
-        from bildwerk.requests import build_request
 
         job_id = row.id
-        self.current = job_id
-        self.metrics.in_flight.set(1)
-        prog = self.progress.setdefault(job_id, Progress())
+        self._rows[job_id] = row
+        self._started[job_id] = time.perf_counter()
+        self.metrics.in_flight.set(len(self._rows))
+        prog = self._progress.setdefault(job_id, Progress())
         prog.phase, prog.updated = "prompt", time.time()
-        t0 = time.perf_counter()
+
+        def on_progress(ev: ProgressEvent) -> None:
+            prog.phase, prog.step, prog.total, prog.elapsed = ev.phase, ev.step, ev.total, ev.elapsed
+            prog.updated = time.time()
+
+        cancel = _Cancel(self, job_id)
         try:
-            fields = dict(row.request)
-            for role in ("image", "mask"):
-                sha = row.inputs.get(role)
-                if sha:
-                    fields[role] = decode_image(self.store.read_image(sha), what=role)
-            options = PromptOptions(**row.options) if row.options else PromptOptions()
-            fields = apply_to_request_fields(fields, options, self.pipeline)
-            request = build_request(**fields)
-            engine = self.router.engine_for(request.model)
+            images = {role: decode_image(self.store.read_image(sha), what=role)
+                      for role, sha in row.inputs.items()}
+            spec = JobSpec.from_stored(row.request, row.options, origin=row.api or "native", **images)
+            task = self.generator.start(spec, on_progress=on_progress, cancel=cancel)
+        except Exception as exc:  # noqa: BLE001 - settled like a failed step
+            self._settle(Outcome(job_id, None, error=exc))  # type: ignore[arg-type]
+            return
+        if task.batched:
+            self._batcher.add(job_id, task, cancel)
+        else:
+            try:
+                self._settle(Outcome(job_id, task, result=task.finish()))
+            except Exception as exc:  # noqa: BLE001
+                self._settle(Outcome(job_id, task, error=exc))
 
-            def on_progress(ev: ProgressEvent) -> None:
-                prog.phase, prog.step, prog.total, prog.elapsed = ev.phase, ev.step, ev.total, ev.elapsed
-                prog.updated = time.time()
-
-            result = engine.generate(request, on_progress=on_progress, cancel=_Cancel(self, job_id))
-            pngs = [(result.png_bytes(i), seed) for i, seed in enumerate(result.seeds)]
-            self.store.finish(job_id, pngs, result.record())
-            self._ended(row, "succeeded", t0)
-            self.ready, self.ready_error = True, None
-        except GenerationCancelled:
-            if self._stopping_hard and job_id not in self._cancelled:
-                self._record(lambda: self.store.requeue(job_id))  # shutdown: run it next start
-            elif self._record(lambda: self.store.mark_cancelled(job_id)):
-                self._ended(row, "cancelled", t0)
-        except BildwerkError as exc:
-            self._failed(row, exc.code, str(exc), t0)
-        except Exception as exc:  # noqa: BLE001 - one bad job must not stop the worker
-            kind = "out_of_memory" if "OutOfMemory" in type(exc).__name__ else "internal"
-            log.exception("job %s failed", job_id)
-            self._failed(row, kind, f"{type(exc).__name__}: {exc}", t0)
-            if kind == "out_of_memory":
-                self.router.models.unload()
+    def _settle(self, outcome: Outcome) -> None:
+        """Write a job's end to the store: results, failure, cancel, or back to the queue."""
+        job_id, exc = outcome.key, outcome.error
+        row = self._rows.pop(job_id, None)
+        t0 = self._started.pop(job_id, time.perf_counter())
+        self.metrics.in_flight.set(len(self._rows))
+        try:
+            if exc is None:
+                self._succeeded(job_id, outcome.result, row, t0)  # type: ignore[arg-type]
+            elif isinstance(exc, GenerationCancelled):
+                if self._stopping_hard and job_id not in self._cancelled:
+                    self._record(lambda: self.store.requeue(job_id, worker_id=self.worker_id))
+                elif self._record(lambda: self.store.mark_cancelled(job_id, worker_id=self.worker_id)):
+                    self._ended_here(row, job_id, "cancelled", t0)
+            elif isinstance(exc, BildwerkError):
+                self._failed(row, job_id, exc.code, str(exc), t0)
+            else:
+                kind = "out_of_memory" if "OutOfMemory" in type(exc).__name__ else "internal"
+                log.error("job %s failed", job_id, exc_info=exc)
+                self._failed(row, job_id, kind, f"{type(exc).__name__}: {exc}", t0)
+                if kind == "out_of_memory":
+                    self.router.models.unload()
         finally:
-            self.current = None
-            self.metrics.in_flight.set(0)
             self._cancelled.discard(job_id)
 
-    def _record(self, write) -> bool:
-        """A store write at the end of a job; a job deleted or ended meanwhile is not an error."""
-        from bildwerk.jobs.store import StoreError
+    def _succeeded(self, job_id: str, result: GenerationResult, row: Any, t0: float) -> None:
+        pngs = [(result.png_bytes(i), seed) for i, seed in enumerate(result.seeds)]
+        if self._record(lambda: self.store.finish(job_id, pngs, result.record(), worker_id=self.worker_id)):
+            self._ended_here(row, job_id, "succeeded", t0)
+        self.ready, self.ready_error = True, None
 
+    def _renew(self) -> None:
+        """Every few seconds: keep the leases of the jobs in the batch, drop the ones lost
+        (reclaimed after a stall, or deleted), and pick up cancels asked for elsewhere."""
+        now = time.monotonic()
+        if now - self._last_renewal < min(2.0, self.lease_seconds / 3):
+            return
+        self._last_renewal = now
+        keys = self._batcher.keys()
+        for job_id in self.store.renew_leases(self.worker_id, keys, self.lease_seconds):
+            log.warning("job %s is no longer ours (lease lost); dropping it", job_id)
+            self._batcher.remove(job_id)
+            self._rows.pop(job_id, None)
+            self._started.pop(job_id, None)
+        for job_id in self._batcher.keys():
+            if self.store.is_cancel_requested(job_id):
+                self._cancelled.add(job_id)
+
+    def _hand_back_all(self) -> None:
+        """A hard stop: every job still in the batch goes back to the queue."""
+        for job_id in self._batcher.keys():
+            self._batcher.remove(job_id)
+            self._settle(Outcome(job_id, None, error=GenerationCancelled("stopped")))  # type: ignore[arg-type]
+
+    def _record(self, write) -> bool:
+        """A store write at the end of a job; a job deleted, ended or taken over meanwhile is
+        not an error."""
         try:
             write()
             return True
@@ -274,22 +368,27 @@ class JobService:
             log.warning("could not record the end of a job: %s", exc)
             return False
 
-    def _failed(self, row: Any, code: str, message: str, t0: float) -> None:
-        if self._record(lambda: self.store.fail(row.id, code, message)):
+    def _failed(self, row: Any, job_id: str, code: str, message: str, t0: float) -> None:
+        if self._record(lambda: self.store.fail(job_id, code, message, worker_id=self.worker_id)):
             self.metrics.failures.labels(code).inc()
-            self._ended(row, "failed", t0)
+            self._ended_here(row, job_id, "failed", t0)
 
-    def _ended(self, row: Any, status: str, t0: float) -> None:
+    def _ended_here(self, row: Any, job_id: str, status: str, t0: float) -> None:
         run = time.perf_counter() - t0
+        now = time.time()
         if status == "succeeded":
             self._last_run_seconds = 0.8 * self._last_run_seconds + 0.2 * run
         self.metrics.finished.labels(status).inc()
-        self.metrics.run_time.labels(row.engine or "local").observe(run)
-        self.metrics.latency.labels(row.api or "native").observe(max(0.0, time.time() - row.created_at))
-        p = self.progress.get(row.id)
+        if row is not None:
+            self.metrics.run_time.labels(row.engine or "local").observe(run)
+            self.metrics.latency.labels(row.api or "native").observe(max(0.0, now - row.created_at))
+        p = self._progress.get(job_id)
         if p is not None:
-            p.phase, p.updated = status, time.time()
-        # Progress of ended jobs lives in the store; keep the in-memory map small on a long run.
-        cutoff = time.time() - 60
-        for job_id in [k for k, v in list(self.progress.items()) if v.phase in FINAL and v.updated < cutoff]:
-            self.progress.pop(job_id, None)
+            p.phase, p.updated = status, now
+        self._ended[job_id] = now
+        # Progress of ended jobs lives in the store; keep the in-memory maps small on a long run.
+        cutoff = now - 60
+        for k in [k for k, v in list(self._progress.items()) if v.phase in FINAL and v.updated < cutoff]:
+            self._progress.pop(k, None)
+        for k in [k for k, t in list(self._ended.items()) if t < cutoff]:
+            self._ended.pop(k, None)

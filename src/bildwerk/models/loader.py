@@ -19,10 +19,11 @@ from typing import Any, Literal
 
 import torch
 
-from bildwerk.errors import ModelNotFoundError, UnsupportedModelError
+from bildwerk.core.errors import ModelNotFoundError, UnsupportedModelError
+from bildwerk.core.paths import PACKAGE_DATA, bildwerk_home  # noqa: F401 (re-exported)
+from bildwerk.core.refs import is_remote_model
 from bildwerk.models.devices import choose_device, choose_dtype
 from bildwerk.models.safety import check_model_folder
-from bildwerk.paths import PACKAGE_DATA, bildwerk_home  # noqa: F401 (re-exported)
 
 Family = Literal["sd", "sdxl", "sentence"]
 
@@ -103,7 +104,7 @@ def model_is_multilingual(ref: str | None) -> bool:
     """Whether a model reads prompts in any language (bildwerk's sentence-encoder models),
     told from its folder without loading weights; hub and CLIP models read English. Remote
     OpenAI image models read many languages themselves."""
-    if ref and ref.startswith("openai:"):
+    if is_remote_model(ref):
         return True
     return _folder_config(ref).get("conditioning", {}).get("type") == "usem3"
 
@@ -279,6 +280,11 @@ class ModelManager:
             self._current = load_model(ref, device=self._device, dtype=self._dtype)
             self._current_key = key
             return self._current
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """The model loaded now, if any."""
+        return self._current
 
     def unload(self) -> None:
         if self._current is None:

@@ -13,7 +13,7 @@ import struct
 from pathlib import Path
 from typing import Literal
 
-from bildwerk.errors import UnsafeModelError
+from bildwerk.core.errors import UnsafeModelError
 
 WeightFormat = Literal["safetensors", "pickle", "gguf", "unknown"]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bildwerk.errors import ModelNotFoundError
+from bildwerk.core.errors import ModelNotFoundError
 
 _WORD = re.compile(r"[\w'’-]+", re.UNICODE)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from bildwerk.errors import PromptBackendError
+from bildwerk.core.errors import PromptBackendError
 from bildwerk.prompts.answer import clean_answer
 from bildwerk.prompts.llm import ChatBackend
 

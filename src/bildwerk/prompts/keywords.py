@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bildwerk.errors import InvalidRequestError, PromptBackendError
-from bildwerk.prompts.weights import format_weighted
+from bildwerk.core.errors import InvalidRequestError, PromptBackendError
+from bildwerk.core.weights import format_weighted
 
 BACKENDS = ("use", "minilm")
 _models: dict[str, object] = {}

@@ -16,7 +16,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 
-from bildwerk.paths import data_files
+from bildwerk.core.paths import data_files
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Endings tried when a word is not in the lexicon as written (plural, case, particles).

@@ -19,9 +19,9 @@ import secrets
 import threading
 from typing import Any, Protocol, runtime_checkable
 
-from bildwerk.errors import InvalidRequestError, PromptBackendError
-from bildwerk.openai_errors import explain
-from bildwerk.openai_errors import one_line as _one_line
+from bildwerk.core.errors import InvalidRequestError, PromptBackendError
+from bildwerk.core.openai_errors import explain
+from bildwerk.core.openai_errors import one_line as _one_line
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 # Local servers (Ollama, llama.cpp, vLLM without --api-key) ignore the key, but the SDK

@@ -3,7 +3,7 @@
 Order: wildcards -> language -> translate -> describe + merge -> lexicon enhancement ->
 paraphrase -> keywords -> expand -> style. Every step is optional; each one that runs
 (or is skipped for a reason worth knowing) leaves a ``PromptStep`` with its input,
-output, backend and time. The CLI, the REST APIs and the batch pools all call ``run``.
+output, backend and time. The use case (app/generate.py) runs it for every face.
 
 Failures: a backend that fails raises ``PromptBackendError``, unless ``fallback`` is on
 (the default), in which case the documented fallback runs and a warning is recorded:
@@ -15,41 +15,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 
-from bildwerk.errors import PromptBackendError
-from bildwerk.prompts.record import PromptRecord, PromptStep
-
-TranslateMode = Literal["auto", "llm", "lexicon", "off"]
-
-
-class PromptOptions(BaseModel):
-    """What to do to a prompt; everything off except wildcards and automatic translation."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    language: str | None = Field(default=None, description="The prompt's language (ISO 639-1); detected when unset.")
-    translate: TranslateMode = Field(
-        default="auto",
-        description="auto: translate to English only for English-only models (LLM when one is "
-        "configured, else the lexicon); llm / lexicon: always for non-English text; off.")
-    enhance: bool = Field(default=False, description="Add the lexicon's details to known terms.")
-    style: str | None = None
-    wildcards: bool = True
-    keywords: bool = False
-    keyword_mode: Literal["append", "replace"] = "append"
-    keyword_backend: Literal["use", "minilm"] = "use"
-    keyword_count: int = Field(default=5, ge=1, le=20)
-    paraphrase: int = Field(default=0, ge=0, le=8, description="How many rewordings to make.")
-    expand: bool = False
-    describe: str | None = Field(default=None, description="Describer for the input image: local, openai, azure.")
-    merge: Literal["rules", "llm"] = "rules"
-    llm: str | None = Field(default=None, description="Chat backend: local, openai, openai:MODEL.")
-    seed: int = 0
-    fallback: bool = True
+from bildwerk.core.errors import PromptBackendError
+from bildwerk.core.prompt import PromptOptions, PromptRecord, PromptStep
 
 
 def _translating_llm(options: PromptOptions) -> bool:
@@ -108,7 +79,7 @@ class PromptPipeline:
         from bildwerk.prompts.language import detect_language
 
         def _detect():
-            from bildwerk.prompts.weights import plain_text
+            from bildwerk.core.weights import plain_text
 
             d = detect_language(plain_text(prompt), hint=o.language)
             return d.language or "", d.source, {"confidence": d.confidence, "scores": d.scores}
@@ -238,8 +209,8 @@ class PromptPipeline:
         return " | ".join(variants), llm.name, {"variants": variants}
 
     def _keywords(self, prompt: str, rec: PromptRecord, o: PromptOptions):
+        from bildwerk.core.weights import plain_text
         from bildwerk.prompts.keywords import extract_keywords, keyword_prompt, weighted_keywords
-        from bildwerk.prompts.weights import plain_text
 
         # Keywords come from the prompt's words (and the variants'): weights already there are kept out.
         texts = [plain_text(prompt), *rec.variants]
@@ -283,28 +254,3 @@ def run_prompt_pipeline(text: str, negative: str = "", *, options: PromptOptions
 
     return (pipeline or PromptPipeline()).run(text, negative, options=options,
                                               multilingual_model=model_is_multilingual(model), image=image)
-
-
-def apply_to_request_fields(fields: dict[str, Any], options: PromptOptions | None,
-                            pipeline: PromptPipeline | None = None) -> dict[str, Any]:
-    """Run the pipeline on a request's prompt and return the fields the engine should get.
-
-    The seed is fixed first (drawn when unset) and also seeds the pipeline's random steps
-    (wildcards, expansion), so one recorded seed reproduces both the prompt and the image.
-    The description step sees the request's input image.
-    """
-    import secrets
-
-    from bildwerk.requests import MAX_SEED, build_request
-
-    out = dict(fields)
-    if out.get("seed") is None:
-        out["seed"] = secrets.randbelow(MAX_SEED + 1)
-    build_request(**out)  # a bad request fails here, before any backend is asked anything
-    opts = (options or PromptOptions()).model_copy()
-    if "seed" not in opts.model_fields_set:
-        opts.seed = int(out["seed"])
-    rec = run_prompt_pipeline(out.get("prompt", ""), out.get("negative_prompt", ""), options=opts,
-                              model=out.get("model"), image=out.get("image"), pipeline=pipeline)
-    out.update(prompt=rec.prompt, negative_prompt=rec.negative_prompt, prompt_record=rec)
-    return out

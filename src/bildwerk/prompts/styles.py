@@ -10,8 +10,8 @@ import json
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from bildwerk.errors import InvalidRequestError
-from bildwerk.paths import data_files
+from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.paths import data_files
 
 
 class Style(BaseModel):

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bildwerk.errors import PromptBackendError
+from bildwerk.core.errors import PromptBackendError
+from bildwerk.core.weights import format_weighted, is_weighted, parse_weighted
 from bildwerk.prompts.answer import clean_answer
 from bildwerk.prompts.lexicon import load_lexicon
 from bildwerk.prompts.llm import ChatBackend
-from bildwerk.prompts.weights import format_weighted, is_weighted, parse_weighted
 
 LANGUAGE_NAMES = {"de": "German", "fr": "French", "ko": "Korean", "ru": "Russian", "es": "Spanish",
                   "it": "Italian", "pt": "Portuguese", "nl": "Dutch", "pl": "Polish", "uk": "Ukrainian",

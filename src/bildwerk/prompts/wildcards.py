@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from bildwerk.errors import InvalidRequestError
-from bildwerk.paths import data_dirs
+from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.paths import data_dirs
 
 _SYNTAX = re.compile(r"\{[^{}]*\|[^{}]*\}|__[\w\-/*]+__")
 MAX_COMBINATIONS = 10_000

@@ -39,7 +39,9 @@ def build_service(settings: ServerSettings, **kwargs: Any):
 
     settings.store.mkdir(parents=True, exist_ok=True)
     warmup = (settings.model or "") if settings.warmup else None
-    return JobService(Store(settings.store), max_queued=settings.max_queued, warmup_model=warmup, **kwargs)
+    return JobService(Store(settings.store), max_queued=settings.max_queued, warmup_model=warmup,
+                      max_batch_rows=settings.max_batch, max_batch_cells=settings.batch_cells,
+                      lease_seconds=settings.lease_seconds, **kwargs)
 
 
 def create_app(settings: ServerSettings | None = None, service: Any | None = None) -> FastAPI:

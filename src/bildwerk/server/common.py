@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
 from PIL import Image
 
-from bildwerk.errors import BildwerkError, InvalidImageError
+from bildwerk.core.errors import BildwerkError, InvalidImageError
+from bildwerk.core.spec import JobSpec
 from bildwerk.images.io import decode_base64_image, decode_image
 from bildwerk.server.app import AppState
 
@@ -30,19 +33,31 @@ def b64_image(st: AppState, text: str | None, what: str) -> Image.Image | None:
     return decode_base64_image(text, limits=st.limits, what=what)
 
 
-async def upload_image(st: AppState, upload: Any, what: str) -> Image.Image | None:
+async def upload_bytes(st: AppState, upload: Any, what: str) -> bytes | None:
+    """An upload's bytes (up to the cap, so an oversized one fails when decoded)."""
     if upload is None:
         return None
     data = await upload.read(st.limits.max_bytes + 1)
     if not data:
         raise InvalidImageError(f"the {what} upload is empty")
-    return decode_image(data, limits=st.limits, what=what)
+    return data
 
 
-async def submit_and_wait(st: AppState, fields: dict[str, Any], *, api: str, options: Any = None,
-                          image: Image.Image | None = None, mask: Image.Image | None = None) -> Any:
-    """Queue a job like any other (so it is persisted and counted) and wait for its end."""
-    row = st.service.submit(fields, api=api, options=options, image=image, mask=mask)
+def decode_upload(st: AppState, data: bytes | None, what: str) -> Image.Image | None:
+    return None if data is None else decode_image(data, limits=st.limits, what=what)
+
+
+async def result_pngs_async(st: AppState, row: Any) -> list[bytes]:
+    return await asyncio.to_thread(result_pngs, st, row)
+
+
+async def submit_and_wait(st: AppState, make_spec: Callable[[], JobSpec], *, api: str) -> Any:
+    """Queue a job like any other (so it is persisted and counted) and wait for its end.
+
+    ``make_spec`` decodes the inputs and validates the request; it and the store's writes run
+    in a worker thread, never on the event loop (big uploads would stall every other client).
+    """
+    row = await asyncio.to_thread(lambda: st.service.submit(make_spec(), api=api))
     done = await st.service.wait(row.id, timeout=st.settings.sync_timeout)
     if done is None or done.status != "succeeded":
         if done is not None and done.status in ("failed", "cancelled"):

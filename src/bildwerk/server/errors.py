@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bildwerk.errors import BildwerkError
+from bildwerk.core.errors import BildwerkError
 
 STATUS = {
     "invalid_request": 400,

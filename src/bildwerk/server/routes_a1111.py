@@ -7,6 +7,7 @@ ignored, as A1111 itself does for fields of extensions it lacks.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -14,11 +15,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from bildwerk.engines.schedulers import SCHEDULERS, canonical_scheduler_name
-from bildwerk.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.prompt import PromptOptions
+from bildwerk.core.request import MAX_IMAGES
+from bildwerk.core.samplers import SAMPLERS, canonical_sampler_name
+from bildwerk.core.spec import JobSpec
 from bildwerk.images.metadata import read_png_metadata
-from bildwerk.prompts.pipeline import PromptOptions
-from bildwerk.requests import MAX_IMAGES
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, result_pngs, submit_and_wait
 
@@ -65,7 +67,7 @@ def _sampler(body: _A1111Base) -> str | None:
         return None
     if body.scheduler and body.scheduler.lower() == "karras" and "karras" not in name.lower():
         try:
-            return canonical_scheduler_name(f"{name} Karras")
+            return canonical_sampler_name(f"{name} Karras")
         except ValueError:
             pass
     return name
@@ -112,8 +114,9 @@ def _answer(st, body: _A1111Base, row) -> dict:
 async def txt2img(body: Txt2ImgIn, request: Request) -> dict:
     st = state(request)
     fields, options = _fields(st, body)
-    row = await submit_and_wait(st, {"mode": "text-to-image", **fields}, api="a1111", options=options)
-    return _answer(st, body, row)
+    row = await submit_and_wait(
+        st, lambda: JobSpec.build(origin="a1111", options=options, mode="text-to-image", **fields), api="a1111")
+    return await asyncio.to_thread(_answer, st, body, row)
 
 
 @router.post("/img2img")
@@ -121,44 +124,47 @@ async def img2img(body: Img2ImgIn, request: Request) -> dict:
     st = state(request)
     if not body.init_images:
         raise InvalidRequestError("init_images needs one image (base64)")
-    image = b64_image(st, body.init_images[0], "init image")
-    mask = b64_image(st, body.mask, "mask")
     fields, options = _fields(st, body)
     fields.update(strength=body.denoising_strength)
-    if mask is not None:
+    if body.mask:
         fields.update(mode="inpaint", mask_blur=body.mask_blur, only_masked=bool(body.inpaint_full_res),
                       only_masked_padding=body.inpaint_full_res_padding,
                       invert_mask=bool(body.inpainting_mask_invert), mask_source="auto")
     else:
         fields["mode"] = "image-to-image"
-    row = await submit_and_wait(st, fields, api="a1111", options=options, image=image, mask=mask)
-    return _answer(st, body, row)
+
+    def spec() -> JobSpec:
+        return JobSpec.build(origin="a1111", options=options, image=b64_image(st, body.init_images[0], "init image"),
+                             mask=b64_image(st, body.mask, "mask"), **fields)
+
+    row = await submit_and_wait(st, spec, api="a1111")
+    return await asyncio.to_thread(_answer, st, body, row)
 
 
 @router.get("/progress")
 def progress(request: Request) -> dict:
     svc = state(request).service
-    job = svc.current
+    running = svc.running()
+    job = running[0] if running else None
     queued = svc.store.count("queued")
     if job is None:
         return {"progress": 0.0, "eta_relative": 0.0, "current_image": None, "textinfo": None,
                 "state": {"skipped": False, "interrupted": False, "job": "", "job_count": queued,
                           "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}}
-    p = svc.progress.get(job)
-    d = p.as_dict() if p else {"fraction": 0.0, "step": 0, "total": 0, "elapsed": 0.0}
+    d = svc.progress_of(job) or {"fraction": 0.0, "step": 0, "total": 0, "elapsed": 0.0}
     frac = d["fraction"]
     eta = d["elapsed"] / frac * (1 - frac) if frac > 0 else 0.0
     return {"progress": frac, "eta_relative": round(eta, 3), "current_image": None, "textinfo": None,
-            "state": {"skipped": False, "interrupted": job in svc._cancelled, "job": job,
-                      "job_count": queued + 1, "job_timestamp": "0", "job_no": 0,
+            "state": {"skipped": False, "interrupted": svc.is_cancelling(job), "job": job,
+                      "job_count": queued + len(running), "job_timestamp": "0", "job_no": 0,
                       "sampling_step": d["step"], "sampling_steps": d["total"]}}
 
 
 @router.post("/interrupt")
 def interrupt(request: Request) -> dict:
     svc = state(request).service
-    if svc.current:
-        svc.cancel(svc.current)
+    for job_id in svc.running():  # A1111 has one job at a time; here, all that run now
+        svc.cancel(job_id)
     return {}
 
 
@@ -201,7 +207,7 @@ def sd_models(request: Request) -> list[dict]:
 
 @router.get("/samplers")
 def samplers() -> list[dict]:
-    return [{"name": s.name, "aliases": list(s.aliases), "options": {}} for s in SCHEDULERS]
+    return [{"name": s.name, "aliases": list(s.aliases), "options": {}} for s in SAMPLERS]
 
 
 @router.get("/schedulers")

@@ -13,9 +13,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from bildwerk.prompts.pipeline import PromptOptions
+from bildwerk.core.prompt import PromptOptions
+from bildwerk.core.spec import JobSpec
 from bildwerk.server.app import state
-from bildwerk.server.common import b64_image, result_pngs, submit_and_wait
+from bildwerk.server.common import b64_image, result_pngs_async, submit_and_wait
 
 router = APIRouter(prefix="/api/v1/museum", tags=["museum"])
 
@@ -49,20 +50,23 @@ async def museum_inpaint(body: MuseumInpaintIn, request: Request) -> Response:
     from bildwerk.models.loader import recommended_guidance
 
     st = state(request)
-    image = b64_image(st, body.image, "image")
-    mask = b64_image(st, body.mask, "mask")
     if body.model == "local":
         model = st.settings.model
     elif body.model == "remote":
         model = st.settings.remote_model
     else:
         model = body.model
-    guidance = guidance_for_fidelity(body.text_fidelity, recommended_guidance(model))
-    fields = dict(mode="inpaint", prompt=body.prompt, model=model, guidance=guidance, seed=body.seed,
-                  steps=body.steps, mask_blur=body.mask_blur, only_masked=True,
-                  only_masked_padding=body.padding, mask_source="auto")
     options = PromptOptions(language=body.language, enhance=body.enhance)
-    row = await submit_and_wait(st, fields, api="museum", options=options, image=image, mask=mask)
-    png = result_pngs(st, row)[0]
+
+    def spec() -> JobSpec:  # in a worker thread: decoding and reading the model's card
+        guidance = guidance_for_fidelity(body.text_fidelity, recommended_guidance(model))
+        return JobSpec.build(origin="museum", options=options, image=b64_image(st, body.image, "image"),
+                             mask=b64_image(st, body.mask, "mask"), mode="inpaint", prompt=body.prompt,
+                             model=model, guidance=guidance, seed=body.seed, steps=body.steps,
+                             mask_blur=body.mask_blur, only_masked=True, only_masked_padding=body.padding,
+                             mask_source="auto")
+
+    row = await submit_and_wait(st, spec, api="museum")
+    png = (await result_pngs_async(st, row))[0]
     return Response(png, media_type="image/png",
                     headers={"X-Bildwerk-Job": row.id, "X-Content-Type-Options": "nosniff"})

@@ -11,58 +11,30 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
-from bildwerk.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.spec import JobSpec
 from bildwerk.jobs.store import ImageNotFoundError, JobNotFoundError
-from bildwerk.prompts.pipeline import PromptOptions
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, job_view
 from bildwerk.server.errors import error_response
+from bildwerk.server.schemas import JobIn, request_fields
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
-class JobIn(BaseModel):
-    """A generation. Unset fields take the model's or bildwerk's defaults."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Literal["text-to-image", "image-to-image", "inpaint"] = "text-to-image"
-    prompt: str = ""
-    negative_prompt: str = ""
-    seed: int | None = None
-    steps: int | None = None
-    guidance: float | None = Field(default=None, description="Text fidelity (CFG scale).")
-    strength: float | None = None
-    width: int | None = None
-    height: int | None = None
-    num_images: int | None = None
-    scheduler: str | None = None
-    model: str | None = Field(default=None, description="Model folder or name, or openai:MODEL for the remote engine.")
-    image: str | None = Field(default=None, description="Input image: base64 or a data: URL.")
-    mask: str | None = Field(default=None, description="Inpainting mask: white = change, or alpha 0 = change.")
-    mask_source: Literal["auto", "luminance", "alpha"] | None = None
-    invert_mask: bool | None = None
-    mask_blur: int | None = None
-    only_masked: bool | None = None
-    only_masked_padding: int | None = None
-    prompt_options: PromptOptions | None = None
-
-
 @router.post("/jobs", status_code=202)
-def create_job(body: JobIn, request: Request) -> JSONResponse:
+def create_job(body: JobIn, request: Request) -> JSONResponse:  # type: ignore[valid-type]
     st = state(request)
-    fields = body.model_dump(exclude={"image", "mask", "prompt_options"}, exclude_none=True)
+    fields = request_fields(body)
     fields.setdefault("model", st.settings.model)
-    image = b64_image(st, body.image, "image")
-    mask = b64_image(st, body.mask, "mask")
-    row = st.service.submit(fields, api="native", options=body.prompt_options, image=image, mask=mask)
+    spec = JobSpec.build(origin="native", options=body.prompt_options, image=b64_image(st, body.image, "image"),
+                         mask=b64_image(st, body.mask, "mask"), **fields)
+    row = st.service.submit(spec, api="native")
     view = job_view(request, row)
     return JSONResponse(view, status_code=202, headers={"Location": view["links"]["self"]})
 
@@ -206,4 +178,4 @@ def models(request: Request) -> dict:
     st = state(request)
     return {"default": st.settings.model or "default", "local": local_model_names(),
             "remote": ["openai:dall-e-2", "openai:dall-e-3", "openai:gpt-image-1"],
-            "loaded": st.service.router.describe()["loaded"]}
+            "loaded": st.service.loaded_model()}

@@ -9,6 +9,7 @@ own transparency is the mask.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import time
@@ -17,9 +18,10 @@ from typing import Literal
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, ConfigDict
 
-from bildwerk.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.spec import JobSpec
 from bildwerk.server.app import state
-from bildwerk.server.common import result_pngs, submit_and_wait, upload_image
+from bildwerk.server.common import decode_upload, result_pngs, submit_and_wait, upload_bytes
 
 router = APIRouter(prefix="/v1/images", tags=["OpenAI"])
 _OPENAI_NAMES = re.compile(r"^(dall-e-\d|gpt-image.*)$")
@@ -71,8 +73,8 @@ async def generations(body: GenerationsIn, request: Request) -> dict:
     w, h = _size(body.size)
     fields = dict(mode="text-to-image", prompt=body.prompt, num_images=body.n, width=w, height=h,
                   model=_model(st, body.model), seed=body.seed)
-    row = await submit_and_wait(st, fields, api="openai")
-    return _answer(request, st, row, body.response_format)
+    row = await submit_and_wait(st, lambda: JobSpec.build(origin="openai", **fields), api="openai")
+    return await asyncio.to_thread(_answer, request, st, row, body.response_format)
 
 
 @router.post("/edits")
@@ -85,21 +87,27 @@ async def edits(request: Request, image: UploadFile | None = File(None),
     upload = image or (image_list[0] if image_list else None)
     if upload is None:
         raise InvalidRequestError("image is required")
-    img = await upload_image(st, upload, "image")
-    msk = await upload_image(st, mask, "mask")
+    image_data = await upload_bytes(st, upload, "image")
+    mask_data = await upload_bytes(st, mask, "mask")
     w, h = _size(size)
     fields = dict(prompt=prompt, num_images=n, width=w, height=h, model=_model(st, model))
-    if msk is None and img.mode in ("RGBA", "LA"):
-        msk = img.getchannel("A")  # OpenAI: without a mask, the image's transparency is the mask
-        fields.update(mode="inpaint", mask_source="luminance", invert_mask=True)
-    elif msk is not None:
-        if msk.mode not in ("RGBA", "LA"):
-            raise InvalidRequestError("the mask must have an alpha channel: transparent pixels are the ones to change")
-        fields.update(mode="inpaint", mask_source="alpha")
-    else:
-        fields.update(mode="image-to-image")
-    row = await submit_and_wait(st, fields, api="openai", image=img.convert("RGB"), mask=msk)
-    return _answer(request, st, row, response_format)
+
+    def spec() -> JobSpec:
+        img = decode_upload(st, image_data, "image")
+        msk = decode_upload(st, mask_data, "mask")
+        if msk is None and img.mode in ("RGBA", "LA"):
+            msk = img.getchannel("A")  # OpenAI: without a mask, the image's transparency is the mask
+            fields.update(mode="inpaint", mask_source="luminance", invert_mask=True)
+        elif msk is not None:
+            if msk.mode not in ("RGBA", "LA"):
+                raise InvalidRequestError("the mask must have an alpha channel: transparent pixels are the ones to change")
+            fields.update(mode="inpaint", mask_source="alpha")
+        else:
+            fields.update(mode="image-to-image")
+        return JobSpec.build(origin="openai", image=img.convert("RGB"), mask=msk, **fields)
+
+    row = await submit_and_wait(st, spec, api="openai")
+    return await asyncio.to_thread(_answer, request, st, row, response_format)
 
 
 @router.post("/variations")
@@ -107,8 +115,12 @@ async def variations(request: Request, image: UploadFile = File(...), model: str
                      n: int = Form(1), size: str | None = Form(None),
                      response_format: Literal["b64_json", "url"] | None = Form(None)) -> dict:
     st = state(request)
-    img = await upload_image(st, image, "image")
+    data = await upload_bytes(st, image, "image")
     w, h = _size(size)
     fields = dict(mode="image-to-image", prompt="", num_images=n, width=w, height=h, model=_model(st, model))
-    row = await submit_and_wait(st, fields, api="openai", image=img.convert("RGB"))
-    return _answer(request, st, row, response_format)
+
+    def spec() -> JobSpec:
+        return JobSpec.build(origin="openai", image=decode_upload(st, data, "image").convert("RGB"), **fields)
+
+    row = await submit_and_wait(st, spec, api="openai")
+    return await asyncio.to_thread(_answer, request, st, row, response_format)

@@ -21,9 +21,9 @@ def health() -> dict:
 def ready(request: Request) -> JSONResponse:
     """Readiness: the worker runs, the model loaded and a one-step generation worked."""
     svc = state(request).service
-    alive = svc._thread is not None and svc._thread.is_alive()
+    alive = svc.alive
     if svc.ready and alive:
-        return JSONResponse({"status": "ready", "model": svc.router.describe()["loaded"]})
+        return JSONResponse({"status": "ready", "model": svc.loaded_model()})
     reason = svc.ready_error or ("the worker is not running" if not alive else "warming up")
     return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
 

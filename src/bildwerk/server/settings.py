@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from bildwerk.errors import InvalidRequestError
-from bildwerk.paths import bildwerk_home
+from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.paths import bildwerk_home
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -31,6 +31,12 @@ class ServerSettings(BaseModel):
     drain_timeout: float = Field(default=30.0, ge=0)
     allowed_origins: list[str] = Field(default_factory=list)
     warmup: bool = True
+    max_batch: int = Field(default=32, ge=1, le=4096,
+                           description="Rows (images, twice with guidance) one UNet call may hold; 1 = no batching.")
+    batch_cells: int = Field(default=32 * 64 * 64, ge=1,
+                             description="Rows x latent pixels one UNet call may hold: the memory bound.")
+    lease_seconds: float = Field(default=30.0, ge=1.0,
+                                 description="How long a worker holds a job without renewing (several workers per store).")
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServerSettings:
@@ -39,7 +45,8 @@ class ServerSettings(BaseModel):
                          ("store", "BILDWERK_STORE"), ("model", "BILDWERK_MODEL"),
                          ("remote_model", "BILDWERK_REMOTE_MODEL"), ("max_queued", "BILDWERK_MAX_QUEUED"),
                          ("max_body_bytes", "BILDWERK_MAX_BODY_BYTES"), ("sync_timeout", "BILDWERK_SYNC_TIMEOUT"),
-                         ("drain_timeout", "BILDWERK_DRAIN_TIMEOUT")):
+                         ("drain_timeout", "BILDWERK_DRAIN_TIMEOUT"), ("max_batch", "BILDWERK_MAX_BATCH"),
+                         ("batch_cells", "BILDWERK_BATCH_CELLS"), ("lease_seconds", "BILDWERK_LEASE_SECONDS")):
             value = _env(var)
             if value is not None:
                 env[key] = value

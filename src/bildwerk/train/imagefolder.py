@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bildwerk.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidRequestError
 from bildwerk.images.io import to_rgb
 
 # Pictures whose caption names text or symbols must not be mirrored (letters read backwards).

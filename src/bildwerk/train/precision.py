@@ -17,7 +17,7 @@ from typing import Any, get_args
 
 import torch
 
-from bildwerk.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidRequestError
 from bildwerk.train.config import Precision
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

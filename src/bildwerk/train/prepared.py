@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bildwerk.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidRequestError
 
 FORMAT = "bildwerk-prepared/1"
 CACHE_NAME = "prepared.safetensors"

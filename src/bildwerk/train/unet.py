@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bildwerk.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidRequestError
 from bildwerk.models.loader import BILDWERK_CONFIG
 from bildwerk.models.sentence_encoder import SentenceEncoder, SentenceEncoderConfig
 from bildwerk.train.checkpoints import (
@@ -171,9 +171,9 @@ def _export(parts: _Parts, cfg: TrainConfig, folder: Path, unet, *, half: bool =
 def sample_grid(model_dir: Path, prompts: list[str], out_png: Path, *, seed: int = 0, steps: int = 20,
                 device: str | None = None) -> Path:
     """Render the fixed sample prompts with the real engine, side by side."""
+    from bildwerk.core.request import build_request
     from bildwerk.engines.diffusers_engine import DiffusersEngine
     from bildwerk.models.loader import ModelManager
-    from bildwerk.requests import build_request
 
     engine = DiffusersEngine(ModelManager(device=device))
     images = [engine.generate(build_request(prompt=p, model=str(model_dir), seed=seed, steps=steps)).images[0]

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bildwerk.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidRequestError
 from bildwerk.images.tensors import to_model_range
 from bildwerk.train.checkpoints import (
     checkpoint_dir,

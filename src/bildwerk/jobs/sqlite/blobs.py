@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bildwerk.errors import InvalidImageError, InvalidRequestError
+from bildwerk.core.errors import InvalidImageError, InvalidRequestError
 from bildwerk.jobs.sqlite.db import Database
 from bildwerk.jobs.sqlite.errors import CorruptImageError, ImageNotFoundError
 from bildwerk.jobs.sqlite.rows import StoredImage, chunks, now

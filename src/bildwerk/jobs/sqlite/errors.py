@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bildwerk.errors import BildwerkError
+from bildwerk.core.errors import BildwerkError
 
 
 class StoreError(BildwerkError):

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bildwerk.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidRequestError
 from bildwerk.jobs.sqlite.blobs import Blobs
 from bildwerk.jobs.sqlite.errors import ExportError, JobNotFoundError
 from bildwerk.jobs.sqlite.rows import JOB_COLUMNS, JobRow, chunks

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bildwerk.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidRequestError
 from bildwerk.jobs.sqlite.db import Database
 from bildwerk.jobs.sqlite.rows import (
     ACTIVE_STATUSES,

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bildwerk.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidRequestError
 from bildwerk.jobs.sqlite.blobs import Blobs
 from bildwerk.jobs.sqlite.errors import (
     JobExistsError,

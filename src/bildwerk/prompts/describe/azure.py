@@ -13,9 +13,9 @@ from io import BytesIO
 
 from PIL import Image
 
-from bildwerk.errors import InvalidRequestError, PromptBackendError
+from bildwerk.core.errors import InvalidRequestError, PromptBackendError
+from bildwerk.core.openai_errors import retry_after_seconds
 from bildwerk.images.io import encode_png
-from bildwerk.openai_errors import retry_after_seconds
 from bildwerk.prompts.describe.base import MAX_SIDE, Description, ImageInput, _as_image, _fit
 from bildwerk.prompts.describe.text import _clip, _one_line, _redact
 

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 from PIL import Image
 
-from bildwerk.errors import InvalidImageError, InvalidRequestError
+from bildwerk.core.errors import InvalidImageError, InvalidRequestError
 from bildwerk.images.io import decode_image, to_rgb
 
 ImageInput = Image.Image | bytes

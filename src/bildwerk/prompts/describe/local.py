@@ -6,7 +6,7 @@ import re
 import threading
 from typing import Any
 
-from bildwerk.errors import InvalidRequestError, PromptBackendError
+from bildwerk.core.errors import InvalidRequestError, PromptBackendError
 from bildwerk.prompts.describe.base import Description, ImageInput, _as_image
 
 

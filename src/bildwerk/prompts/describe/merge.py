@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-from bildwerk.errors import BildwerkError, PromptBackendError
+from bildwerk.core.errors import BildwerkError, PromptBackendError
 from bildwerk.prompts.answer import clean_answer
 from bildwerk.prompts.describe.text import _clip, _one_line
 
@@ -213,7 +213,7 @@ def merge_with_llm(description: str, edit: str, backend: _ChatLike,
 
     An empty edit returns the description and an empty description the edit, without
     asking. The answer is cleaned to one line; an empty answer is a
-    :class:`~bildwerk.errors.PromptBackendError` (there is no silent fallback: call
+    :class:`~bildwerk.core.errors.PromptBackendError` (there is no silent fallback: call
     :func:`merge_description` yourself if you want one).
     """
     desc, instruction = _one_line(description), _one_line(edit)

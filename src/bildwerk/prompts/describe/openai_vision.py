@@ -6,9 +6,9 @@ import base64
 import os
 from typing import Any
 
-from bildwerk.errors import PromptBackendError
+from bildwerk.core.errors import PromptBackendError
+from bildwerk.core.openai_errors import explain
 from bildwerk.images.io import encode_png
-from bildwerk.openai_errors import explain
 from bildwerk.prompts.answer import clean_answer
 from bildwerk.prompts.describe.base import Description, ImageInput, _as_image, _fit
 

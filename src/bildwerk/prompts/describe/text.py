@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bildwerk.openai_errors import one_line, redact
+from bildwerk.core.openai_errors import one_line, redact
 
 
 def _one_line(text: str) -> str:

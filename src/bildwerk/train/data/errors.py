@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bildwerk.errors import BildwerkError
+from bildwerk.core.errors import BildwerkError
 
 
 class DatasetError(BildwerkError):

@@ -1,9 +1,9 @@
-"""GenerationRequest: the one vocabulary every face of bildwerk speaks.
+"""GenerationRequest: the one request every face of bildwerk builds.
 
-The CLI, the REST APIs, the web UI and the batch pools all build a
-``GenerationRequest`` and hand it to an engine. Everything here is validated
-*before* anything is allocated, so a bad request fails fast with a message a
-user can act on.
+The CLI, the REST APIs, the Python API and the pools all build a ``GenerationRequest``
+(inside a ``JobSpec``, core/spec.py) and hand it to the one use case (app/generate.py).
+Everything here is validated *before* anything is allocated, so a bad request fails fast
+with a message a user can act on. Nothing here imports torch or diffusers.
 
 Images (the init image and the mask) travel with the request but are excluded
 from its JSON form: the record stores their content hashes instead.
@@ -11,7 +11,6 @@ from its JSON form: the record stores their content hashes instead.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -27,8 +26,10 @@ from pydantic import (
     model_validator,
 )
 
-from bildwerk.errors import InvalidRequestError
-from bildwerk.prompts.record import PromptRecord
+from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.hashing import image_sha256
+from bildwerk.core.prompt import PromptRecord
+from bildwerk.core.samplers import canonical_sampler_name
 
 # Bounds checked before any tensor is allocated (DESIGN.md security checklist).
 MIN_SIDE = 64
@@ -45,14 +46,13 @@ class Mode(StrEnum):
     INPAINT = "inpaint"
 
 
+# How a mask says "change": white (luminance), transparent (alpha), or whichever it has (auto).
 MaskSource = Literal["auto", "luminance", "alpha"]
 
 
-def _image_sha256(image: Image.Image) -> str:
-    h = hashlib.sha256()
-    h.update(f"{image.mode}:{image.width}x{image.height}:".encode())
-    h.update(image.tobytes())
-    return h.hexdigest()
+def draw_seed() -> int:
+    """A random seed; drawn once per request, then recorded with every result."""
+    return secrets.randbelow(MAX_SEED + 1)
 
 
 class GenerationRequest(BaseModel):
@@ -129,14 +129,12 @@ class GenerationRequest(BaseModel):
     def _known_scheduler(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from bildwerk.engines.schedulers import canonical_scheduler_name
-
-        return canonical_scheduler_name(v)
+        return canonical_sampler_name(v)
 
     @model_validator(mode="after")
     def _check_mode_inputs(self) -> GenerationRequest:
         if self.seed is None:
-            self.seed = secrets.randbelow(MAX_SEED + 1)
+            self.seed = draw_seed()
         if self.strength is None:
             self.strength = 1.0 if self.mode is Mode.INPAINT else 0.75
         if self.mode is Mode.TEXT_TO_IMAGE:
@@ -162,16 +160,21 @@ class GenerationRequest(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def image_sha256(self) -> str | None:
-        return _image_sha256(self.image) if self.image is not None else None
+        return image_sha256(self.image) if self.image is not None else None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def mask_sha256(self) -> str | None:
-        return _image_sha256(self.mask) if self.mask is not None else None
+        return image_sha256(self.mask) if self.mask is not None else None
 
     def record(self) -> dict[str, Any]:
         """JSON-safe form for logs, PNG chunks and the store (images as hashes)."""
         return self.model_dump(mode="json")
+
+    def fields(self) -> dict[str, Any]:
+        """The fields a request is built from again (``build_request(**fields, image=, mask=)``):
+        JSON-safe, without the images and their hashes. Kept in the job store."""
+        return self.model_dump(mode="json", exclude={"image_sha256", "mask_sha256"})
 
 
 def build_request(**fields: Any) -> GenerationRequest:

@@ -1,0 +1,104 @@
+"""The one use case behind every face: a job spec in, results (PNGs with their record) out.
+
+    spec --check--> (model exists, style exists, remote model known: before anything loads)
+         --prompt steps--> request with the model's prompt and its record
+         --engine--> GenerationResult (images, seeds, record, PNG bytes)
+
+``run`` does it for one spec. ``start`` stops after the engine's ``prepare`` so a batcher
+(app/batching.py) can step many started tasks together; ``Task.finish`` completes one. The
+CLI, the demo, the Python API, the service worker, evaluation and training previews all come
+through here: the request is validated once (when the spec is built), the seed is drawn once
+(ditto), and the model reference is resolved by one function (``check``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bildwerk.core.spec import JobSpec
+from bildwerk.engines.base import (
+    BatchEngine,
+    CancelToken,
+    Engine,
+    GenerationResult,
+    Prepared,
+    ProgressCallback,
+)
+from bildwerk.engines.registry import EngineRouter, check_request
+from bildwerk.models.loader import ModelManager
+from bildwerk.prompts.pipeline import PromptPipeline, run_prompt_pipeline
+
+
+@dataclass
+class Task:
+    """A started spec: either finished already (remote engines, nothing to denoise) or
+    prepared for stepping by its engine."""
+
+    spec: JobSpec
+    engine: Engine
+    prepared: Prepared | None = None
+    result: GenerationResult | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or (self.prepared is not None and self.prepared.done)
+
+    @property
+    def batched(self) -> bool:
+        """Stepped by a batcher (still has denoising to do)."""
+        return self.result is None and self.prepared is not None and not self.prepared.done
+
+    def finish(self) -> GenerationResult:
+        if self.result is None:
+            assert isinstance(self.engine, BatchEngine) and self.prepared is not None
+            self.result = self.engine.finish(self.prepared)
+        return self.result
+
+
+class Generator:
+    """Turns job specs into results; one per process keeps its models loaded."""
+
+    def __init__(self, router: EngineRouter | None = None, *, pipeline: PromptPipeline | None = None,
+                 models: ModelManager | None = None) -> None:
+        self.router = router or EngineRouter(models)
+        self.pipeline = pipeline  # a PromptPipeline with injected backends (tests, servers), else per spec
+
+    @property
+    def models(self) -> ModelManager:
+        return self.router.models
+
+    def check(self, spec: JobSpec) -> None:
+        """Everything that can fail before a backend or a model is asked: the model
+        reference, the style. Raises the error the caller should get at submission."""
+        check_request(spec.request)
+        if spec.options.style:
+            from bildwerk.prompts.styles import get_style
+
+            get_style(spec.options.style)
+
+    def with_prompt(self, spec: JobSpec) -> JobSpec:
+        """The spec with the prompt steps applied: the model's prompt and how it came about."""
+        req = spec.request
+        rec = run_prompt_pipeline(req.prompt, req.negative_prompt, options=spec.prompt_options,
+                                  model=req.model, image=req.image, pipeline=self.pipeline)
+        update: dict[str, Any] = {"prompt": rec.prompt, "negative_prompt": rec.negative_prompt,
+                                  "prompt_record": rec}
+        return spec.model_copy(update={"request": req.model_copy(update=update)})
+
+    def start(self, spec: JobSpec, *, on_progress: ProgressCallback | None = None,
+              cancel: CancelToken | None = None) -> Task:
+        """Prompt steps, then the engine: prepared for stepping, or run to the end where the
+        engine has no steps to share (the remote Images API)."""
+        spec = self.with_prompt(spec)
+        engine = self.router.engine_for(spec.request.model)
+        if isinstance(engine, BatchEngine):
+            return Task(spec, engine, prepared=engine.prepare(spec.request, on_progress=on_progress))
+        return Task(spec, engine, result=engine.generate(spec.request, on_progress=on_progress, cancel=cancel))
+
+    def run(self, spec: JobSpec, *, on_progress: ProgressCallback | None = None,
+            cancel: CancelToken | None = None) -> GenerationResult:
+        """One spec, start to end."""
+        spec = self.with_prompt(spec)
+        engine = self.router.engine_for(spec.request.model)
+        return engine.generate(spec.request, on_progress=on_progress, cancel=cancel)

@@ -1,0 +1,72 @@
+"""The prompt vocabulary: what to do to a prompt (``PromptOptions``) and what was done
+(``PromptRecord``: every step's input, output, backend and time).
+
+The record travels on the ``GenerationRequest`` (``prompt_record``), so the PNG metadata, the
+history store and every API answer can say how "ein See" became the model's prompt. The
+options travel on the job spec, so every face asks for prompt steps in the same words.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PromptStep(BaseModel):
+    """One step of the pipeline, as it ran."""
+
+    step: str = Field(description="language, wildcards, translate, describe, merge, lexicon, "
+                                  "keywords, paraphrase, expand, style")
+    input: str
+    output: str
+    backend: str | None = None
+    seconds: float = 0.0
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class PromptRecord(BaseModel):
+    """The user's text, each step, and the prompt the model finally received."""
+
+    original: str
+    original_negative: str = ""
+    language: str | None = Field(default=None, description="ISO 639-1 code of the user's text.")
+    template: str | None = Field(default=None, description="The wildcard template, when one was used.")
+    steps: list[PromptStep] = Field(default_factory=list)
+    prompt: str = ""
+    negative_prompt: str = ""
+    variants: list[str] = Field(default_factory=list, description="Paraphrases, when asked for.")
+    warnings: list[str] = Field(default_factory=list)
+
+    def step(self, name: str) -> PromptStep | None:
+        """The first step called ``name``, or None when it did not run."""
+        return next((s for s in self.steps if s.step == name), None)
+
+
+TranslateMode = Literal["auto", "llm", "lexicon", "off"]
+
+
+class PromptOptions(BaseModel):
+    """What to do to a prompt; everything off except wildcards and automatic translation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: str | None = Field(default=None, description="The prompt's language (ISO 639-1); detected when unset.")
+    translate: TranslateMode = Field(
+        default="auto",
+        description="auto: translate to English only for English-only models (LLM when one is "
+        "configured, else the lexicon); llm / lexicon: always for non-English text; off.")
+    enhance: bool = Field(default=False, description="Add the lexicon's details to known terms.")
+    style: str | None = None
+    wildcards: bool = True
+    keywords: bool = False
+    keyword_mode: Literal["append", "replace"] = "append"
+    keyword_backend: Literal["use", "minilm"] = "use"
+    keyword_count: int = Field(default=5, ge=1, le=20)
+    paraphrase: int = Field(default=0, ge=0, le=8, description="How many rewordings to make.")
+    expand: bool = False
+    describe: str | None = Field(default=None, description="Describer for the input image: local, openai, azure.")
+    merge: Literal["rules", "llm"] = "rules"
+    llm: str | None = Field(default=None, description="Chat backend: local, openai, openai:MODEL.")
+    seed: int = 0
+    fallback: bool = True
