@@ -13,12 +13,15 @@ from PIL import Image
 
 from bildwerk.errors import InvalidImageError
 from bildwerk.images import (
+    DATASET_LIMITS,
     DEFAULT_LIMITS,
     ImageLimits,
+    base64_image_bytes,
     decode_base64_image,
     decode_image,
     encode_png,
     load_image_file,
+    read_image_file,
     to_rgb,
 )
 
@@ -222,6 +225,30 @@ def test_base64_valid_but_not_an_image() -> None:
         decode_base64_image(base64.b64encode(b"hello world, not a picture").decode())
 
 
+def test_base64_image_bytes_gives_the_file_itself() -> None:
+    # png-info reads metadata from these bytes: they must be the file, byte for byte.
+    data = _encode(_noise(16, 16))
+    b64 = base64.b64encode(data).decode()
+    assert base64_image_bytes(b64) == data
+    assert base64_image_bytes(f"data:image/png;base64,{b64}") == data
+    assert base64_image_bytes(base64.urlsafe_b64encode(data).decode().rstrip("=")) == data
+
+
+def test_base64_image_bytes_checks_only_the_encoding() -> None:
+    # Valid base64 of a non-image is returned: deciding what the bytes are is the caller's job.
+    assert base64_image_bytes(base64.b64encode(b"not a picture").decode()) == b"not a picture"
+    with pytest.raises(InvalidImageError, match="more than the limit"):
+        base64_image_bytes(base64.b64encode(b"x" * 2000).decode(), limits=ImageLimits(max_bytes=1000))
+
+
+@pytest.mark.parametrize("text", ["data:image/png;base64", "data:", "DATA:image/png;base64 iVBORw0KGgo="])
+def test_data_url_without_a_comma_is_a_clear_error(text: str) -> None:
+    with pytest.raises(InvalidImageError, match="no ',' before its data"):
+        base64_image_bytes(text)
+    with pytest.raises(InvalidImageError, match="no ',' before its data"):
+        decode_base64_image(text)
+
+
 def test_base64_size_checked_before_decoding() -> None:
     # Not even valid base64 past the first chars: the size check must fire first.
     with pytest.raises(InvalidImageError, match="more than the limit"):
@@ -252,6 +279,26 @@ def test_load_directory_and_oversized_file(tmp_path) -> None:
     path.write_bytes(_encode(_noise(64, 64)))
     with pytest.raises(InvalidImageError, match="more than the limit"):
         load_image_file(path, limits=ImageLimits(max_bytes=100))
+
+
+def test_read_image_file_gives_bytes_within_the_limit(tmp_path) -> None:
+    path = tmp_path / "a.png"
+    path.write_bytes(_encode(_noise(8, 8)))
+    assert read_image_file(path) == path.read_bytes()
+    with pytest.raises(InvalidImageError, match="more than the limit"):
+        read_image_file(path, limits=ImageLimits(max_bytes=10))
+    with pytest.raises(InvalidImageError, match="not found"):
+        read_image_file(tmp_path / "missing.png")
+
+
+def test_dataset_limits_are_generous_but_limits() -> None:
+    # Training and evaluation read the user's own pictures through the same decoder,
+    # with more room: formats Pillow writes for clip art, 256 Mpx, but still a cap.
+    gif = _encode(Image.new("RGB", (8, 8), "red"), "GIF")
+    assert decode_image(gif, limits=DATASET_LIMITS).mode == "RGB"
+    assert DATASET_LIMITS.max_pixels > DEFAULT_LIMITS.max_pixels
+    with pytest.raises(InvalidImageError):
+        decode_image(b"GIF89a garbage", limits=DATASET_LIMITS)
 
 
 # --- to_rgb / encode_png -------------------------------------------------------------

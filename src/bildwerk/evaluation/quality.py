@@ -31,6 +31,7 @@ from PIL import Image
 
 from bildwerk.evaluation.imagenet_map import EvalRow, class_label, count_split, select_rows
 from bildwerk.evaluation.judge import Judge
+from bildwerk.images.io import DATASET_LIMITS, load_image_file
 
 # The issue's targets: generated pictures judged correct at least half as often as the
 # real ones (top-5), and each other language within 15 points of English.
@@ -373,9 +374,7 @@ def _points(x: float | None) -> str:
 
 def _load_real(path: Path, size: int | None) -> Image.Image:
     """A real picture; scaled down (never up) so its longer side is at most ``size``."""
-    with Image.open(path) as im:
-        im.load()
-        image = im.copy()
+    image = load_image_file(path, limits=DATASET_LIMITS, what="real picture")
     if size is not None and max(image.size) > size:
         # Judge real pictures at the generated size, so both sides lose the same detail.
         from bildwerk.evaluation.judge import to_white_rgb

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bildwerk.engines.schedulers import SCHEDULERS, canonical_scheduler_name
 from bildwerk.errors import InvalidRequestError
+from bildwerk.images.io import base64_image_bytes
 from bildwerk.images.metadata import read_png_metadata
 from bildwerk.prompts.pipeline import PromptOptions
 from bildwerk.requests import MAX_IMAGES
@@ -170,11 +171,7 @@ class ImageIn(BaseModel):
 @router.post("/png-info")
 def png_info(body: ImageIn, request: Request) -> dict:
     st = state(request)
-    data = body.image.split(",", 1)[1] if body.image.startswith("data:") else body.image
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except ValueError as exc:
-        raise InvalidRequestError("image is not valid base64") from exc
+    raw = base64_image_bytes(body.image, limits=st.limits)
     meta = read_png_metadata(raw, limits=st.limits)
     return {"info": meta["parameters"] or "", "items": {"parameters": meta["parameters"] or ""},
             "parameters": meta["parsed"], "bildwerk": meta["record"]}

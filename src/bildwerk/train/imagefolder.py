@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from bildwerk.errors import InvalidRequestError
-from bildwerk.images.io import to_rgb
+from bildwerk.images.io import DATASET_LIMITS, load_image_file, to_rgb
 
 # Pictures whose caption names text or symbols must not be mirrored (letters read backwards).
 _NO_FLIP = re.compile(r"\b(letter|sign|number|digit|flag|word|keycap|text|clock|arrow)\b", re.I)
@@ -70,11 +70,10 @@ def load_imagefolder(
     captions: list[dict[str, str]] = []
     flips = []
     for i, row in enumerate(rows):
-        with Image.open(folder / row["file_name"]) as im:
-            im = to_rgb(im)
-            if im.size != (resolution, resolution):
-                im = im.resize((resolution, resolution), Image.LANCZOS)
-            imgs[i] = np.asarray(im)
+        im = to_rgb(load_image_file(folder / row["file_name"], limits=DATASET_LIMITS, what="training picture"))
+        if im.size != (resolution, resolution):
+            im = im.resize((resolution, resolution), Image.LANCZOS)
+        imgs[i] = np.asarray(im)
         caps = {"en": row["text"].strip()}
         for key, value in row.items():
             if key and key.startswith("text_") and value and value.strip():

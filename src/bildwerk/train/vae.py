@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bildwerk.errors import InvalidRequestError
+from bildwerk.errors import InvalidImageError, InvalidRequestError
 from bildwerk.images.tensors import to_model_range
 from bildwerk.train.checkpoints import (
     checkpoint_dir,
@@ -130,6 +130,8 @@ def train_vae(
     data = load_imagefolder(cfg.data, resolution=cfg.resolution, split="train")
     try:
         held = load_imagefolder(cfg.data, resolution=cfg.resolution, split="test", limit=256)
+    except InvalidImageError:  # a broken held-out picture is an error, not "no held-out rows"
+        raise
     except InvalidRequestError:  # no held-out rows: PSNR is then reported on training images
         held = None
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from bildwerk.images.io import DATASET_LIMITS, load_image_file
+
 from .svg import render_svg
 
 WHITE = (255, 255, 255)
@@ -16,9 +18,8 @@ WHITE = (255, 255, 255)
 BACKGROUND_LEVEL = 250
 # Empty border, as a fraction of the side, kept around the trimmed picture.
 DEFAULT_MARGIN = 0.04
-# Pixel budget against decompression bombs. openclipart-png holds a few 10k x 16k
-# posters (~1 GB while decoding); anything larger is refused.
-MAX_PIXELS = 256_000_000
+# Pixel budget against decompression bombs (DATASET_LIMITS, which explains it).
+MAX_PIXELS = DATASET_LIMITS.max_pixels
 # Above this, shrink right after decoding so later copies stay small.
 _REDUCE_ABOVE = 16_000_000
 
@@ -97,25 +98,20 @@ def normalize_image(
 
 
 def load_raw_image(path: Path, *, svg_binary: str | None = None, svg_box: int = 512) -> Image.Image:
-    """Open a PNG/JPEG/... with Pillow, or an SVG through rsvg-convert."""
+    """Decode a PNG/JPEG/... with :func:`~bildwerk.images.io.load_image_file` (the toolkit's
+    one decoder, with :data:`~bildwerk.images.io.DATASET_LIMITS`), or an SVG through rsvg-convert."""
     if path.suffix.lower() == ".svg":
         if svg_binary is None:
             raise ValueError("no SVG renderer available (rsvg-convert)")
         return render_svg(path, svg_binary, svg_box)
-    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)  # we check below
-    try:
-        opened = Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"image too large (over {MAX_PIXELS:,} pixels)") from exc
-    with opened as img:
-        if img.width * img.height > MAX_PIXELS:
-            raise ValueError(f"image too large: {img.width}x{img.height}")
-        img.load()
-        pixels = img.width * img.height
-        if pixels > _REDUCE_ABOVE and img.mode in {"RGBA", "RGB", "LA", "L"}:
-            factor = max(1, int((pixels / _REDUCE_ABOVE) ** 0.5))
-            return img.reduce(factor)
-        return img.copy()
+    # Pillow's own bomb check would stop at ~89 Mpx; the dataset budget is checked instead.
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
+    img = load_image_file(path, limits=DATASET_LIMITS, what="picture")
+    pixels = img.width * img.height
+    if pixels > _REDUCE_ABOVE:
+        factor = max(1, int((pixels / _REDUCE_ABOVE) ** 0.5))
+        return img.reduce(factor)
+    return img
 
 
 # --- hashes -------------------------------------------------------------------------
