@@ -316,6 +316,43 @@ def test_to_rgb_composites_transparency_on_white() -> None:
     assert r == 255 and 120 <= g <= 135 and g == b
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Image.new("RGBA", (2, 2), (10, 20, 30, 0)),
+        lambda: Image.new("LA", (2, 2), (10, 0)),
+        lambda: Image.new("PA", (2, 2), (0, 0)),
+        lambda: Image.new("RGBa", (2, 2), (0, 0, 0, 0)),
+    ],
+    ids=["RGBA", "LA", "PA", "RGBa"],
+)
+def test_to_rgb_alpha_bands_become_white(make) -> None:
+    assert to_rgb(make()).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_to_rgb_transparent_colours_become_white() -> None:
+    # A tRNS chunk on L or RGB marks one colour transparent; the dataset builder always
+    # honoured it, and now the server, the judge and training do too.
+    rgb = Image.new("RGB", (2, 2), (10, 20, 30))
+    rgb.putpixel((1, 1), (1, 2, 3))
+    rgb.info["transparency"] = (10, 20, 30)
+    out = to_rgb(rgb)
+    assert out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((1, 1)) == (1, 2, 3)
+    grey = Image.new("L", (2, 2), 7)
+    grey.info["transparency"] = 7
+    assert to_rgb(grey).getpixel((0, 0)) == (255, 255, 255)
+    # Through a real PNG file as well.
+    assert to_rgb(decode_image(_encode(rgb, transparency=(10, 20, 30)))).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_to_rgb_scales_16_bit_grey_by_range() -> None:
+    # Neither clipped (convert("RGB") makes 16384 white) nor stretched to the maximum.
+    arr = np.full((2, 2), 16384, dtype=np.uint16)
+    arr[0, 0] = 65535
+    out = to_rgb(Image.fromarray(arr))
+    assert out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((1, 1)) == (64, 64, 64)
+
+
 def test_to_rgb_other_modes() -> None:
     assert to_rgb(Image.new("LA", (2, 2), (0, 0))).getpixel((0, 0)) == (255, 255, 255)
     assert to_rgb(Image.new("L", (2, 2), 7)).getpixel((0, 0)) == (7, 7, 7)

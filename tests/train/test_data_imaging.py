@@ -100,3 +100,16 @@ def test_raw_pictures_go_through_the_toolkits_decoder(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
     with pytest.raises(InvalidImageError, match="picture"):
         load_raw_image(tmp_path / "broken.png")
+
+
+def test_normalize_uses_the_toolkits_rgb_on_white():
+    from bildwerk.images.io import to_rgb
+
+    # A transparent colour (tRNS) is background, trimmed away like alpha.
+    pic = Image.new("RGB", (40, 40), (0, 255, 0))
+    pic.paste((200, 0, 0), (10, 10, 30, 30))
+    pic.info["transparency"] = (0, 255, 0)
+    out = np.asarray(normalize_image(pic, 32, margin=0.25))  # the red square, trimmed, in a white frame
+    assert (out[1, 1] == 255).all() and (out[16, 16] == (200, 0, 0)).all()
+    loose = np.asarray(normalize_image(pic, 40, trim=False))
+    assert (loose == np.asarray(to_rgb(pic))).all()

@@ -31,7 +31,7 @@ from PIL import Image
 
 from bildwerk.evaluation.imagenet_map import EvalRow, class_label, count_split, select_rows
 from bildwerk.evaluation.judge import Judge
-from bildwerk.images.io import DATASET_LIMITS, load_image_file
+from bildwerk.images.io import DATASET_LIMITS, load_image_file, to_rgb
 
 # The targets: generated pictures judged correct at least half as often as the
 # real ones (top-5), and each other language within 15 points of English.
@@ -377,11 +377,9 @@ def _load_real(path: Path, size: int | None) -> Image.Image:
     image = load_image_file(path, limits=DATASET_LIMITS, what="real picture")
     if size is not None and max(image.size) > size:
         # Judge real pictures at the generated size, so both sides lose the same detail.
-        from bildwerk.evaluation.judge import to_white_rgb
-
         scale = size / max(image.size)
         new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = to_white_rgb(image).resize(new, Image.Resampling.LANCZOS)
+        image = to_rgb(image).resize(new, Image.Resampling.LANCZOS)
     return image
 
 

@@ -255,16 +255,25 @@ def load_image_file(
 def to_rgb(img: Image.Image) -> Image.Image:
     """Return an RGB copy; transparent areas become white, not black.
 
+    Transparency is an alpha band (RGBA, LA, PA...) or a transparent colour (a PNG
+    ``tRNS`` chunk, ``info["transparency"]``, on P, L or RGB). 16-bit and float
+    greyscale is scaled into 8 bit by range (see :func:`_to_8bit_gray`), not clipped.
     Clip art and logos usually have transparent backgrounds that are meant to look
-    like paper, and a black background would steer img2img badly.
+    like paper, and a black background would steer img2img badly (and the judge, and
+    a model trained on it). The one RGB-on-white function of the toolkit.
     """
-    if img.mode == "RGB":
-        return img.copy()
-    if _has_alpha(img):
+    if has_transparency(img):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode == "RGB":
+        return img.copy()
     return _normalize_mode(img).convert("RGB")
+
+
+def has_transparency(img: Image.Image) -> bool:
+    """An alpha band, or a transparent colour that ``convert("RGBA")`` turns into alpha."""
+    return _has_alpha(img) or (img.mode in ("L", "RGB") and "transparency" in img.info)
 
 
 # Modes Pillow's PNG writer accepts as they are.

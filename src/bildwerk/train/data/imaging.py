@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from bildwerk.images.io import DATASET_LIMITS, load_image_file
+from bildwerk.images.io import DATASET_LIMITS, has_transparency, load_image_file, to_rgb
 
 from .svg import render_svg
 
@@ -22,23 +22,6 @@ DEFAULT_MARGIN = 0.04
 MAX_PIXELS = DATASET_LIMITS.max_pixels
 # Above this, shrink right after decoding so later copies stay small.
 _REDUCE_ABOVE = 16_000_000
-
-
-def to_rgb_on_white(img: Image.Image) -> Image.Image:
-    """Composite any transparency (alpha, palette tRNS, LA) onto white; return RGB."""
-    has_alpha = img.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in img.info
-    if img.getexif().get(0x0112, 1) != 1:
-        img = ImageOps.exif_transpose(img)  # a rotated JPEG from a user folder
-    if img.mode in {"I;16", "I;16B", "I;16L", "I"}:
-        # 16-bit greyscale: scale into 8 bit before anything else.
-        arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.clip(arr / max(arr.max(), 1.0) * 255, 0, 255).astype(np.uint8))
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, WHITE + (255,))
-        canvas.alpha_composite(rgba)
-        return canvas.convert("RGB")
-    return img.convert("RGB")
 
 
 def _crop_to(img: Image.Image, mask: np.ndarray) -> Image.Image:
@@ -58,7 +41,7 @@ def trim_background(img: Image.Image, level: int = BACKGROUND_LEVEL) -> Image.Im
     """
     if img.mode == "RGBA":
         img = _crop_to(img, np.asarray(img.getchannel("A")) > 8)
-    rgb_img = to_rgb_on_white(img)
+    rgb_img = to_rgb(img)
     rgb = np.asarray(rgb_img)
     drawn = rgb.min(axis=2) < level
     if drawn.any() and not (drawn[0].any() or drawn[-1].any() or drawn[:, 0].any() or drawn[:, -1].any()):
@@ -86,10 +69,9 @@ def normalize_image(
 ) -> Image.Image:
     """White background, centred square, ``size`` x ``size`` RGB (LANCZOS)."""
     if trim:
-        has_alpha = img.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in img.info
-        rgb = trim_background(img.convert("RGBA") if has_alpha else to_rgb_on_white(img))
+        rgb = trim_background(img.convert("RGBA") if has_transparency(img) else to_rgb(img))
     else:
-        rgb = to_rgb_on_white(img)
+        rgb = to_rgb(img)
     square = pad_to_square(rgb, margin if trim else 0.0)
     if square.size != (size, size):
         # reducing_gap: box-shrink big pictures first; same look, several times faster
