@@ -37,3 +37,29 @@ def test_a_broken_picture_is_an_invalid_image_naming_it(tmp_path):
     root = _folder(tmp_path, "gone.png,a ghost,,train\n")
     with pytest.raises(InvalidImageError, match="gone.png"):
         load_imagefolder(root, resolution=8)
+
+
+def test_training_and_evaluation_read_the_same_rows(tmp_path):
+    from bildwerk.evaluation.imagenet_map import count_split, select_rows
+
+    root = _folder(
+        tmp_path,
+        " cat.png , a cat , eine Katze ,\n"  # no split: a training row, cells stripped
+        "dog.png,a dog,,test\n"
+        "car.png,a car,ein Auto,train\n"
+        "blank.png,,nur deutsch,train\n",  # no English caption
+    )
+    for name in ("cat.png", "dog.png", "car.png", "blank.png"):
+        Image.new("RGB", (8, 8), "white").save(root / name)
+    train = load_imagefolder(root, resolution=8, split="train")
+    assert train.file_names == ["cat.png", "car.png", "blank.png"]
+    assert train.captions[0] == {"en": "a cat", "de": "eine Katze"}
+    assert train.captions[2] == {"en": "", "de": "nur deutsch"}  # "en" kept for training
+    # Evaluation reads the same rows: a row without a split is a training row there too.
+    picked = select_rows(root, split="train")
+    assert [r.file_name for r in picked] == ["cat.png", "car.png"]  # both name ImageNet classes
+    assert picked[0].captions == {"en": "a cat", "de": "eine Katze"}
+    assert picked[0].image_path == root / "cat.png"
+    assert count_split(root, "train") == 3 and count_split(root / "metadata.csv", "test") == 1
+    assert count_split(root, None) == 4
+    assert [r.file_name for r in select_rows(root / "metadata.csv", split="test")] == ["dog.png"]

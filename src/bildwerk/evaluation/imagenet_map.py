@@ -46,13 +46,14 @@ its translations are judged against the same classes.
 
 from __future__ import annotations
 
-import csv
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+
+from bildwerk.train.imagefolder import metadata_path, read_metadata, row_captions, rows_of_split
 
 CLASS_FILE = Path(__file__).with_name("imagenet_classes.txt")
 NUM_CLASSES = 1000
@@ -512,39 +513,19 @@ class EvalRow:
     extra: dict[str, str] = field(default_factory=dict)  # source, licence
 
 
-def _metadata_path(path: str | Path) -> Path:
-    p = Path(path)
-    return p / "metadata.csv" if p.is_dir() else p
-
-
-def read_metadata(metadata_csv: str | Path) -> list[dict[str, str]]:
-    """All rows of an imagefolder ``metadata.csv`` as dicts of stripped strings."""
-    with _metadata_path(metadata_csv).open(newline="", encoding="utf-8") as fh:
-        return [{k: (v or "").strip() for k, v in row.items() if k} for row in csv.DictReader(fh)]
-
-
-def row_captions(row: Mapping[str, str]) -> dict[str, str]:
-    """Captions of a metadata row by language: ``text`` is English, ``text_xx`` is xx."""
-    out = {"en": row.get("text", "")}
-    for key, value in row.items():
-        if key.startswith("text_"):
-            out[key.removeprefix("text_")] = value
-    return {k: v for k, v in out.items() if v}
-
-
 def select_rows(metadata_csv: str | Path, split: str | None = "test",
                 matcher: ImagenetMatcher | None = None) -> list[EvalRow]:
     """Rows of ``split`` (all rows if None) whose English caption maps to ImageNet classes.
 
     ``metadata_csv`` may be the CSV or the dataset folder. ``file_name`` is relative to
-    the folder holding the CSV, as in Hugging Face imagefolder datasets.
+    the folder holding the CSV, as in Hugging Face imagefolder datasets. Rows are read
+    as training reads them (:mod:`bildwerk.train.imagefolder`): a row without a split
+    is a training row.
     """
-    meta = _metadata_path(metadata_csv)
+    meta = metadata_path(metadata_csv)
     matcher = matcher or default_matcher()
     rows = []
-    for row in read_metadata(meta):
-        if split is not None and row.get("split", "") != split:
-            continue
+    for row in rows_of_split(read_metadata(meta), split):
         captions = row_captions(row)
         if "en" not in captions or not row.get("file_name"):
             continue
@@ -564,4 +545,4 @@ def select_rows(metadata_csv: str | Path, split: str | None = "test",
 
 def count_split(metadata_csv: str | Path, split: str | None = "test") -> int:
     """How many rows the split has (mapped or not), for the report."""
-    return sum(1 for r in read_metadata(metadata_csv) if split is None or r.get("split") == split)
+    return len(rows_of_split(read_metadata(metadata_csv), split))
