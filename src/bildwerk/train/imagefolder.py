@@ -44,10 +44,12 @@ class CaptionedImages:
 
     @property
     def languages(self) -> list[str]:
-        langs: set[str] = set()
-        for c in self.captions:
-            langs.update(c)
-        return sorted(langs)
+        return caption_languages(self.captions)
+
+
+def caption_languages(captions: Iterable[Mapping[str, str]]) -> list[str]:
+    """Every language any row has a caption in, sorted."""
+    return sorted({lang for caps in captions for lang in caps})
 
 
 def metadata_path(path: str | Path) -> Path:
