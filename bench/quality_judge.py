@@ -113,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from bildwerk.core.errors import InvalidRequestError
-    from bildwerk.evaluation.judge import Judge, JudgeUnavailable
     from bildwerk.evaluation.quality import evaluate, load_translations
     from bildwerk.evaluation.roundtrip import VaeRoundTrip
+    from bildwerk.models.imagenet.classifier import Judge, JudgeUnavailable
 
     if not (args.data / "metadata.csv").is_file():
         print(f"error: {args.data}/metadata.csv not found", file=sys.stderr)

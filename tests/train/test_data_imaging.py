@@ -78,3 +78,38 @@ def test_white_part_of_a_picture_is_not_trimmed_but_a_white_frame_is():
     ImageDraw.Draw(framed).ellipse((40, 20, 60, 40), fill="blue")
     drawn = np.asarray(normalize_image(framed, 64)).min(axis=2) < 200
     assert drawn.sum(axis=0).max() >= 56
+
+
+def test_raw_pictures_go_through_the_toolkits_decoder(tmp_path):
+    from bildwerk.core.errors import InvalidImageError
+    from bildwerk.train.data.imaging import load_raw_image
+
+    # 16-bit grey is scaled by range, as everywhere else: a dark picture stays dark
+    # (it used to be stretched to its maximum, which made this one blank white).
+    Image.fromarray(np.full((8, 8), 16384, dtype=np.uint16)).save(tmp_path / "grey16.png")
+    grey = load_raw_image(tmp_path / "grey16.png")
+    assert grey.mode == "L" and grey.getpixel((0, 0)) == 64
+    # EXIF orientation is applied while decoding.
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.new("RGB", (40, 20), "red").save(tmp_path / "turned.jpg", exif=exif)
+    assert load_raw_image(tmp_path / "turned.jpg").size == (20, 40)
+    # Formats beyond the server's three are fine for a dataset; garbage is a clear error.
+    Image.new("P", (8, 8), 3).save(tmp_path / "tiny.gif")
+    assert load_raw_image(tmp_path / "tiny.gif").size == (8, 8)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
+    with pytest.raises(InvalidImageError, match="picture"):
+        load_raw_image(tmp_path / "broken.png")
+
+
+def test_normalize_uses_the_toolkits_rgb_on_white():
+    from bildwerk.images.io import to_rgb
+
+    # A transparent colour (tRNS) is background, trimmed away like alpha.
+    pic = Image.new("RGB", (40, 40), (0, 255, 0))
+    pic.paste((200, 0, 0), (10, 10, 30, 30))
+    pic.info["transparency"] = (0, 255, 0)
+    out = np.asarray(normalize_image(pic, 32, margin=0.25))  # the red square, trimmed, in a white frame
+    assert (out[1, 1] == 255).all() and (out[16, 16] == (200, 0, 0)).all()
+    loose = np.asarray(normalize_image(pic, 40, trim=False))
+    assert (loose == np.asarray(to_rgb(pic))).all()

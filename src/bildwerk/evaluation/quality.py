@@ -1,7 +1,7 @@
 """Judge-based quality: does the model draw the object its caption names, in every language?
 
 For the held-out rows whose English caption names ImageNet classes
-(:func:`~bildwerk.evaluation.imagenet_map.select_rows`), :func:`evaluate`
+(:func:`~bildwerk.evaluation.rows.select_rows`), :func:`evaluate`
 
 1. generates pictures from the English, German and Korean captions of those
    rows, with the same seeds in every language so only the words differ, and
@@ -29,8 +29,10 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from bildwerk.evaluation.imagenet_map import EvalRow, class_label, count_split, select_rows
-from bildwerk.evaluation.judge import Judge
+from bildwerk.evaluation.rows import EvalRow, count_split, select_rows
+from bildwerk.images.io import DATASET_LIMITS, load_image_file, to_rgb
+from bildwerk.models.imagenet.classifier import Judge
+from bildwerk.models.imagenet.labels import class_label
 
 # The issue's targets: generated pictures judged correct at least half as often as the
 # real ones (top-5), and each other language within 15 points of English.
@@ -373,16 +375,12 @@ def _points(x: float | None) -> str:
 
 def _load_real(path: Path, size: int | None) -> Image.Image:
     """A real picture; scaled down (never up) so its longer side is at most ``size``."""
-    with Image.open(path) as im:
-        im.load()
-        image = im.copy()
+    image = load_image_file(path, limits=DATASET_LIMITS, what="real picture")
     if size is not None and max(image.size) > size:
         # Judge real pictures at the generated size, so both sides lose the same detail.
-        from bildwerk.evaluation.judge import to_white_rgb
-
         scale = size / max(image.size)
         new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = to_white_rgb(image).resize(new, Image.Resampling.LANCZOS)
+        image = to_rgb(image).resize(new, Image.Resampling.LANCZOS)
     return image
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bildwerk.evaluation.judge import to_white_rgb
+from bildwerk.images.io import to_rgb
 from bildwerk.images.tensors import from_pil, to_pil
 from bildwerk.train.vae import load_vae, reconstruct, vae_folder
 
@@ -47,7 +47,7 @@ class VaeRoundTrip:
     @torch.inference_mode()
     def __call__(self, images: Sequence[Image.Image]) -> list[Image.Image]:
         sizes = [im.size for im in images]
-        rgb = [_pad_white(to_white_rgb(im), PAD_TO) for im in images]
+        rgb = [_pad_white(to_rgb(im), PAD_TO) for im in images]
         out: list[Image.Image | None] = [None] * len(rgb)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(rgb):

@@ -9,12 +9,15 @@ from bildwerk.images.crop import (
     paste_back,
 )
 from bildwerk.images.io import (
+    DATASET_LIMITS,
     DEFAULT_LIMITS,
     ImageLimits,
+    base64_image_bytes,
     decode_base64_image,
     decode_image,
     encode_png,
     load_image_file,
+    read_image_file,
     to_rgb,
 )
 from bildwerk.images.masks import (
@@ -35,6 +38,7 @@ from bildwerk.images.metadata import (
 )
 
 __all__ = [
+    "DATASET_LIMITS",
     "DEFAULT_LIMITS",
     "PARAMETERS_KEY",
     "RECORD_KEY",
@@ -42,6 +46,7 @@ __all__ = [
     "ImageLimits",
     "InpaintCrop",
     "MaskSource",
+    "base64_image_bytes",
     "composite_full",
     "context_box",
     "crop_for_inpaint",
@@ -58,6 +63,7 @@ __all__ = [
     "parse_a1111_parameters",
     "paste_back",
     "png_with_metadata",
+    "read_image_file",
     "read_png_metadata",
     "to_rgb",
 ]

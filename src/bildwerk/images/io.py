@@ -31,6 +31,16 @@ class ImageLimits:
 
 DEFAULT_LIMITS = ImageLimits()
 
+# Pictures of a local training or evaluation dataset: the files are the user's own, so
+# the limits only guard memory. openclipart-png holds a few 10k x 16k posters (~1 GB
+# while decoding); anything over 256 Mpx is refused. Pillow's own bomb check still
+# applies on top (see decode_image); the dataset builder raises it to this budget.
+DATASET_LIMITS = ImageLimits(
+    max_bytes=1024 * 1024 * 1024,
+    max_pixels=256_000_000,
+    formats=("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"),
+)
+
 # Modes the rest of the toolkit works with directly; everything else is converted.
 _KEPT_MODES = frozenset({"RGB", "RGBA", "L"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -168,13 +178,16 @@ def _split_data_url(text: str, what: str) -> str:
     return payload
 
 
-def decode_base64_image(
+def base64_image_bytes(
     text: str, *, limits: ImageLimits = DEFAULT_LIMITS, what: str = "image"
-) -> Image.Image:
-    """Decode a base64 string or a ``data:image/...;base64,`` URL into an image.
+) -> bytes:
+    """The bytes of a base64 string or a ``data:image/...;base64,`` URL, not yet decoded as an image.
 
-    URL-safe base64 and missing ``=`` padding are accepted too, since browsers and
-    HTTP clients produce both.
+    Checked: a string, a well-formed data URL, valid base64, and not empty or over
+    ``limits.max_bytes`` (refused before the decoded bytes are allocated). URL-safe
+    base64 and missing ``=`` padding are accepted too, since browsers and HTTP clients
+    produce both. For callers that need the file itself (PNG metadata); everyone else
+    wants :func:`decode_base64_image`.
     """
     if not isinstance(text, str):
         raise InvalidImageError(f"The {what} must be a base64 string.")
@@ -200,13 +213,22 @@ def decode_base64_image(
         data = base64.b64decode(compact, altchars=b"-_" if urlsafe else None, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidImageError(bad) from exc
-    return decode_image(data, limits=limits, what=what)
+    _check_byte_count(len(data), limits, what)
+    return data
 
 
-def load_image_file(
-    path: str | os.PathLike[str], *, limits: ImageLimits = DEFAULT_LIMITS, what: str = "image"
+def decode_base64_image(
+    text: str, *, limits: ImageLimits = DEFAULT_LIMITS, what: str = "image"
 ) -> Image.Image:
-    """Read and decode an image file, checking its size on disk before reading it."""
+    """Decode a base64 string or a ``data:image/...;base64,`` URL into an image
+    (:func:`base64_image_bytes`, then :func:`decode_image`)."""
+    return decode_image(base64_image_bytes(text, limits=limits, what=what), limits=limits, what=what)
+
+
+def read_image_file(
+    path: str | os.PathLike[str], *, limits: ImageLimits = DEFAULT_LIMITS, what: str = "image"
+) -> bytes:
+    """The bytes of an image file, its size on disk checked before reading it."""
     p = Path(path)
     try:
         if not p.exists():
@@ -216,27 +238,42 @@ def load_image_file(
         _check_byte_count(p.stat().st_size, limits, what)
         with p.open("rb") as fh:
             # Read one byte past the limit so a file that grew meanwhile is still caught.
-            data = fh.read(limits.max_bytes + 1)
+            return fh.read(limits.max_bytes + 1)
     except InvalidImageError:
         raise
     except OSError as exc:
         raise InvalidImageError(f"The {what} file could not be read: {p} ({exc})") from exc
-    return decode_image(data, limits=limits, what=what)
+
+
+def load_image_file(
+    path: str | os.PathLike[str], *, limits: ImageLimits = DEFAULT_LIMITS, what: str = "image"
+) -> Image.Image:
+    """Read and decode an image file (:func:`read_image_file`, then :func:`decode_image`)."""
+    return decode_image(read_image_file(path, limits=limits, what=what), limits=limits, what=what)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Return an RGB copy; transparent areas become white, not black.
 
+    Transparency is an alpha band (RGBA, LA, PA...) or a transparent colour (a PNG
+    ``tRNS`` chunk, ``info["transparency"]``, on P, L or RGB). 16-bit and float
+    greyscale is scaled into 8 bit by range (see :func:`_to_8bit_gray`), not clipped.
     Clip art and logos usually have transparent backgrounds that are meant to look
-    like paper, and a black background would steer img2img badly.
+    like paper, and a black background would steer img2img badly (and the judge, and
+    a model trained on it). The one RGB-on-white function of the toolkit.
     """
-    if img.mode == "RGB":
-        return img.copy()
-    if _has_alpha(img):
+    if has_transparency(img):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode == "RGB":
+        return img.copy()
     return _normalize_mode(img).convert("RGB")
+
+
+def has_transparency(img: Image.Image) -> bool:
+    """An alpha band, or a transparent colour that ``convert("RGBA")`` turns into alpha."""
+    return _has_alpha(img) or (img.mode in ("L", "RGB") and "transparency" in img.info)
 
 
 # Modes Pillow's PNG writer accepts as they are.

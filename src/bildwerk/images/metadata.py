@@ -19,12 +19,11 @@ import os
 import re
 import warnings
 from io import BytesIO
-from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from bildwerk.core.errors import InvalidImageError
-from bildwerk.images.io import DEFAULT_LIMITS, ImageLimits, encode_png
+from bildwerk.images.io import DEFAULT_LIMITS, ImageLimits, encode_png, read_image_file
 
 PARAMETERS_KEY = "parameters"
 RECORD_KEY = "bildwerk"
@@ -187,17 +186,7 @@ _METADATA_FORMATS = ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"]
 def _read_source(source: bytes | str | os.PathLike[str], limits: ImageLimits) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
-    path = Path(source)
-    try:
-        if not path.is_file():
-            raise InvalidImageError(f"The image file was not found: {path}")
-        if path.stat().st_size > limits.max_bytes:
-            raise InvalidImageError(
-                f"The image file {path} is larger than {limits.max_bytes} bytes."
-            )
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidImageError(f"The image file could not be read: {path} ({exc})") from exc
+    return read_image_file(source, limits=limits)
 
 
 def _text_chunks(im: Image.Image, limits: ImageLimits) -> dict[str, str]:

@@ -20,6 +20,7 @@ from bildwerk.core.prompt import PromptOptions
 from bildwerk.core.request import MAX_IMAGES
 from bildwerk.core.samplers import SAMPLERS, canonical_sampler_name
 from bildwerk.core.spec import JobSpec
+from bildwerk.images.io import base64_image_bytes
 from bildwerk.images.metadata import read_png_metadata
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, result_pngs, submit_and_wait
@@ -176,11 +177,7 @@ class ImageIn(BaseModel):
 @router.post("/png-info")
 def png_info(body: ImageIn, request: Request) -> dict:
     st = state(request)
-    data = body.image.split(",", 1)[1] if body.image.startswith("data:") else body.image
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except ValueError as exc:
-        raise InvalidRequestError("image is not valid base64") from exc
+    raw = base64_image_bytes(body.image, limits=st.limits)
     meta = read_png_metadata(raw, limits=st.limits)
     return {"info": meta["parameters"] or "", "items": {"parameters": meta["parameters"] or ""},
             "parameters": meta["parsed"], "bildwerk": meta["record"]}

@@ -5,21 +5,28 @@ The format is the one users already have: ``metadata.csv`` with ``file_name`` an
 the same picture in other languages, and an optional ``split`` column keeps
 held-out rows out of training. Small clip-art datasets fit in memory, which keeps
 a CPU epoch free of decoding work.
+
+:func:`read_metadata`, :func:`row_captions` and :func:`rows_of_split` are the one
+reader of that format; the evaluation harness uses them too. They need no torch.
 """
 
 from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from bildwerk.core.errors import InvalidRequestError
-from bildwerk.images.io import to_rgb
+from bildwerk.images.io import DATASET_LIMITS, load_image_file, to_rgb
+
+if TYPE_CHECKING:
+    import torch
 
 # Pictures whose caption names text or symbols must not be mirrored (letters read backwards).
 _NO_FLIP = re.compile(r"\b(letter|sign|number|digit|flag|word|keycap|text|clock|arrow)\b", re.I)
@@ -37,16 +44,44 @@ class CaptionedImages:
 
     @property
     def languages(self) -> list[str]:
-        langs: set[str] = set()
-        for c in self.captions:
-            langs.update(c)
-        return sorted(langs)
+        return caption_languages(self.captions)
 
 
-def read_metadata(folder: Path) -> list[dict[str, str]]:
-    path = folder / "metadata.csv"
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+def caption_languages(captions: Iterable[Mapping[str, str]]) -> list[str]:
+    """Every language any row has a caption in, sorted."""
+    return sorted({lang for caps in captions for lang in caps})
+
+
+def metadata_path(path: str | Path) -> Path:
+    """The ``metadata.csv`` of a dataset folder, or ``path`` itself when it is the CSV."""
+    p = Path(path)
+    return p / "metadata.csv" if p.is_dir() else p
+
+
+def read_metadata(path: str | Path) -> list[dict[str, str]]:
+    """All rows of an imagefolder ``metadata.csv`` (``path``: the folder or the CSV) as
+    dicts of stripped strings; a missing cell is "", cells past the header are dropped."""
+    with metadata_path(path).open(newline="", encoding="utf-8") as fh:
+        return [{k: (v or "").strip() for k, v in row.items() if k} for row in csv.DictReader(fh)]
+
+
+def row_captions(row: Mapping[str, str]) -> dict[str, str]:
+    """A row's non-empty captions by language: ``text`` is "en", ``text_xx`` is "xx"."""
+    out = {"en": row.get("text", "")}
+    for key, value in row.items():
+        if key.startswith("text_"):
+            out[key.removeprefix("text_")] = value
+    return {k: v for k, v in out.items() if v}
+
+
+def row_split(row: Mapping[str, str]) -> str:
+    """A row's split; a row without one is a training row."""
+    return row.get("split") or "train"
+
+
+def rows_of_split(rows: Iterable[Mapping[str, str]], split: str | None) -> list:
+    """The rows of ``split`` (:func:`row_split`); ``None`` takes all rows."""
+    return [r for r in rows if split is None or row_split(r) == split]
 
 
 def load_imagefolder(
@@ -58,10 +93,10 @@ def load_imagefolder(
     limit: int | None = None,
 ) -> CaptionedImages:
     """Rows of ``split``; rows without a split value count as "train"; split=None takes all."""
+    import torch
+
     folder = Path(folder)
-    rows = read_metadata(folder)
-    if split is not None:
-        rows = [r for r in rows if (r.get("split") or "train") == split]
+    rows = rows_of_split(read_metadata(folder), split)
     if limit:
         rows = rows[:limit]
     if not rows:
@@ -70,16 +105,12 @@ def load_imagefolder(
     captions: list[dict[str, str]] = []
     flips = []
     for i, row in enumerate(rows):
-        with Image.open(folder / row["file_name"]) as im:
-            im = to_rgb(im)
-            if im.size != (resolution, resolution):
-                im = im.resize((resolution, resolution), Image.LANCZOS)
-            imgs[i] = np.asarray(im)
-        caps = {"en": row["text"].strip()}
-        for key, value in row.items():
-            if key and key.startswith("text_") and value and value.strip():
-                caps[key.removeprefix("text_")] = value.strip()
-        caps = select_languages(caps, languages)
+        im = to_rgb(load_image_file(folder / row["file_name"], limits=DATASET_LIMITS, what="training picture"))
+        if im.size != (resolution, resolution):
+            im = im.resize((resolution, resolution), Image.LANCZOS)
+        imgs[i] = np.asarray(im)
+        # "en" always comes first, even empty: an empty caption trains the unconditional case.
+        caps = select_languages({"en": row["text"]} | row_captions(row), languages)
         captions.append(caps)
         flips.append(not _NO_FLIP.search(caps.get("en", "")))
     return CaptionedImages(

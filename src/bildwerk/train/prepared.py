@@ -48,7 +48,9 @@ class PreparedData:
 
     @property
     def languages(self) -> list[str]:
-        return sorted({lang for caps in self.captions for lang in caps})
+        from bildwerk.train.imagefolder import caption_languages
+
+        return caption_languages(self.captions)
 
     @property
     def has_flips(self) -> bool:

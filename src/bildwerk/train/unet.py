@@ -17,7 +17,6 @@ weights for sampling (not for LoRA), resumable checkpoints and sample grids.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Callable
@@ -32,21 +31,12 @@ from PIL import Image
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.models.loader import BILDWERK_CONFIG
 from bildwerk.models.sentence_encoder import SentenceEncoder, SentenceEncoderConfig
-from bildwerk.train.checkpoints import (
-    checkpoint_dir,
-    latest_checkpoint,
-    load_state,
-    prune,
-    rng_state,
-    save_state,
-    set_rng_state,
-    start_run,
-)
+from bildwerk.train.checkpoints import checkpoint_dir, latest_checkpoint, start_run
 from bildwerk.train.config import TrainConfig
 from bildwerk.train.precision import MixedPrecision
 from bildwerk.train.prepared import prepare, training_data
 from bildwerk.train.prepared import save as save_prepared
-from bildwerk.train.progress import TrainProgress
+from bildwerk.train.run import RunState, open_progress, run_steps, warmup_cosine
 
 DEFAULT_UNET: dict[str, Any] = {
     "block_out_channels": (64, 128, 192),
@@ -237,33 +227,27 @@ def train_unet(
 
     gen = torch.Generator().manual_seed(cfg.seed)
     pyrand = random.Random(cfg.seed)
+    run = RunState(out, opt, gen, amp)
     start = 0
     ckpt = latest_checkpoint(out)
     if ckpt is not None:
-        state = load_state(ckpt)
+        state, start = run.restore(ckpt)
         if cfg.method == "lora":
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(unet, state["lora"])
         else:
             unet.load_state_dict(state["unet"])
-        opt.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
             ema.to(device)
-        gen.set_state(state["data_rng"])
         pyrand.setstate(state["py_rng"])
-        set_rng_state(state["rng"])
-        amp.load_state_dict(state.get("scaler"))
-        start = int(state["step"])
 
     def lr_at(step: int) -> float:
-        warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        return cfg.learning_rate * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        return warmup_cosine(step, base=cfg.learning_rate, total=cfg.steps, warmup=cfg.warmup_steps, floor=0.05)
 
     n = len(data)
-    progress = TrainProgress(cfg.steps, start, out / "train_log.jsonl", description="UNet",
-                             show=show_progress, callback=callback)
+    progress = open_progress(out, cfg.steps, start, description="UNet", show=show_progress, callback=callback)
     if start == 0:
         progress.note(f"{n} images ({data_from}), languages {', '.join(data.languages)}, setup {setup_s:.1f}s, "
                       f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters")
@@ -296,53 +280,50 @@ def train_unet(
         return loss
 
     final = out / "model"
-    try:
-        for step in range(start, cfg.steps):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step)
-            # Gradient accumulation: several micro-batches per optimizer step, for a large
-            # effective batch in little memory.
-            step_loss = 0.0
-            for _ in range(cfg.gradient_accumulation):
-                loss = micro_batch_loss()
-                amp.backward(loss / cfg.gradient_accumulation)
-                step_loss += loss.item() / cfg.gradient_accumulation
-            amp.step(opt, params, cfg.grad_clip)
-            if ema is not None:
-                ema.step(unet.parameters())
-            done = step + 1
-            progress.update(done, step_loss, lr=lr_at(step))
 
-            last = done == cfg.steps
-            if done % cfg.checkpoint_every == 0 or last:
-                folder = checkpoint_dir(out, done)
-                model_dir = _export_current(parts, cfg, unet, ema, folder / "model")
-                state = {"optimizer": opt.state_dict(), "data_rng": gen.get_state(), "py_rng": pyrand.getstate(),
-                         "rng": rng_state(), "step": done, "scaler": amp.state_dict()}
-                if cfg.method == "lora":
-                    from peft import get_peft_model_state_dict
+    def train_step(step: int) -> tuple[float, dict[str, Any]]:
+        # Gradient accumulation: several micro-batches per optimizer step, for a large
+        # effective batch in little memory.
+        step_loss = 0.0
+        for _ in range(cfg.gradient_accumulation):
+            loss = micro_batch_loss()
+            amp.backward(loss / cfg.gradient_accumulation)
+            step_loss += loss.item() / cfg.gradient_accumulation
+        amp.step(opt, params, cfg.grad_clip)
+        if ema is not None:
+            ema.step(unet.parameters())
+        return step_loss, {}
 
-                    state["lora"] = get_peft_model_state_dict(unet)
-                else:
-                    state["unet"] = unet.state_dict()
-                    state["ema"] = ema.state_dict() if ema is not None else None
-                save_state(folder, state, {"step": done, "loss": step_loss, "precision": amp.name})
-                prune(out, cfg.keep_checkpoints)
-                if last:
-                    import shutil
+    def checkpoint(done: int, loss: float, last: bool) -> None:
+        model_dir = _export_current(parts, cfg, unet, ema, checkpoint_dir(out, done) / "model")
+        extra: dict[str, Any] = {"py_rng": pyrand.getstate()}
+        if cfg.method == "lora":
+            from peft import get_peft_model_state_dict
 
-                    shutil.rmtree(final, ignore_errors=True)
-                    shutil.copytree(model_dir, final)
-            if cfg.sample_every and (done % cfg.sample_every == 0 or last):
-                src = checkpoint_dir(out, done) / "model"
-                if not src.is_dir():
-                    src = _export_current(parts, cfg, unet, ema, out / "_sample_model")
-                grid = sample_grid(src, cfg.sample_prompts, out / "samples" / f"step-{done:06d}.png",
-                                   seed=cfg.seed, device=str(device))
-                progress.note(f"step {done}: samples in {grid}")
-                unet.train()
-    finally:
-        progress.close()
+            extra["lora"] = get_peft_model_state_dict(unet)
+        else:
+            extra["unet"] = unet.state_dict()
+            extra["ema"] = ema.state_dict() if ema is not None else None
+        run.save(done, loss, extra, keep=cfg.keep_checkpoints)
+        if last:
+            import shutil
+
+            shutil.rmtree(final, ignore_errors=True)
+            shutil.copytree(model_dir, final)
+
+    def samples(done: int, last: bool) -> None:
+        if cfg.sample_every and (done % cfg.sample_every == 0 or last):
+            src = checkpoint_dir(out, done) / "model"
+            if not src.is_dir():
+                src = _export_current(parts, cfg, unet, ema, out / "_sample_model")
+            grid = sample_grid(src, cfg.sample_prompts, out / "samples" / f"step-{done:06d}.png",
+                               seed=cfg.seed, device=str(device))
+            progress.note(f"step {done}: samples in {grid}")
+            unet.train()
+
+    run_steps(start=start, total=cfg.steps, optimizer=opt, lr_at=lr_at, train_step=train_step,
+              progress=progress, checkpoint_every=cfg.checkpoint_every, checkpoint=checkpoint,
+              after_step=samples)
     return final
 
 

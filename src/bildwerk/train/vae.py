@@ -16,7 +16,6 @@ exactly an encoder's.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,22 +23,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.errors import InvalidImageError, InvalidRequestError
 from bildwerk.images.tensors import to_model_range
-from bildwerk.train.checkpoints import (
-    checkpoint_dir,
-    latest_checkpoint,
-    load_state,
-    prune,
-    rng_state,
-    save_state,
-    set_rng_state,
-    start_run,
-)
+from bildwerk.train.checkpoints import checkpoint_dir, latest_checkpoint, start_run
 from bildwerk.train.config import VaeTrainConfig
 from bildwerk.train.imagefolder import load_imagefolder
 from bildwerk.train.precision import MixedPrecision
-from bildwerk.train.progress import TrainProgress
+from bildwerk.train.run import RunState, open_progress, run_steps, warmup_cosine
 
 
 def build_vae(cfg: VaeTrainConfig):
@@ -130,6 +120,8 @@ def train_vae(
     data = load_imagefolder(cfg.data, resolution=cfg.resolution, split="train")
     try:
         held = load_imagefolder(cfg.data, resolution=cfg.resolution, split="test", limit=256)
+    except InvalidImageError:  # a broken held-out picture is an error, not "no held-out rows"
+        raise
     except InvalidRequestError:  # no held-out rows: PSNR is then reported on training images
         held = None
 
@@ -145,51 +137,39 @@ def train_vae(
         vae = build_vae(cfg)
     params = _trainable(vae, cfg.decoder_only)
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    run = RunState(out, opt, gen, amp)
     if ckpt is not None:
-        state = load_state(ckpt)
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["data_rng"])
-        set_rng_state(state["rng"])
-        amp.load_state_dict(state.get("scaler"))
-        start = int(state["step"])
+        _, start = run.restore(ckpt)
     vae.to(device).train()
 
     def lr_at(step: int) -> float:
-        warm = min(1.0, (step + 1) / 100)
-        return cfg.learning_rate * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        return warmup_cosine(step, base=cfg.learning_rate, total=cfg.steps, warmup=100, floor=0.1)
 
-    progress = TrainProgress(cfg.steps, start, out / "train_log.jsonl", description="VAE",
-                             show=show_progress, callback=callback)
+    def train_step(step: int) -> tuple[float, dict[str, Any]]:
+        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
+        x = _batch(data.images, idx, cfg.crop, gen).to(device)
+        with amp.autocast():
+            with torch.set_grad_enabled(not cfg.decoder_only):
+                post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample(generator=gen)).sample
+        rec = rec.float()
+        rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+        kl = post.kl().float().mean()
+        # A frozen encoder's KL carries no gradient; it is still logged.
+        loss = rec_loss + (0.0 if cfg.decoder_only else cfg.kl_weight) * kl
+        amp.backward(loss)
+        amp.step(opt, params, 1.0)
+        return loss.item(), {"rec": rec_loss.item(), "kl": kl.item()}
+
+    def checkpoint(done: int, loss: float, last: bool) -> None:
+        vae.save_pretrained(checkpoint_dir(out, done) / "vae", safe_serialization=True)
+        run.save(done, loss, {}, keep=2)
+
+    progress = open_progress(out, cfg.steps, start, description="VAE", show=show_progress, callback=callback)
     progress.note(f"compute precision {amp.name} on {device}"
                   + (f"; decoder only, encoder of {base} frozen" if cfg.decoder_only else ""))
-    try:
-        for step in range(start, cfg.steps):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step)
-            idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
-            x = _batch(data.images, idx, cfg.crop, gen).to(device)
-            with amp.autocast():
-                with torch.set_grad_enabled(not cfg.decoder_only):
-                    post = vae.encode(x).latent_dist
-                rec = vae.decode(post.sample(generator=gen)).sample
-            rec = rec.float()
-            rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
-            kl = post.kl().float().mean()
-            # A frozen encoder's KL carries no gradient; it is still logged.
-            loss = rec_loss + (0.0 if cfg.decoder_only else cfg.kl_weight) * kl
-            amp.backward(loss)
-            amp.step(opt, params, 1.0)
-            done = step + 1
-            progress.update(done, loss.item(), rec=rec_loss.item(), kl=kl.item(), lr=lr_at(step))
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                folder = checkpoint_dir(out, done)
-                vae.save_pretrained(folder / "vae", safe_serialization=True)
-                save_state(folder, {"optimizer": opt.state_dict(), "data_rng": gen.get_state(),
-                                    "rng": rng_state(), "step": done, "scaler": amp.state_dict()},
-                           {"step": done, "loss": loss.item(), "precision": amp.name})
-                prune(out, 2)
-    finally:
-        progress.close()
+    run_steps(start=start, total=cfg.steps, optimizer=opt, lr_at=lr_at, train_step=train_step,
+              progress=progress, checkpoint_every=cfg.checkpoint_every, checkpoint=checkpoint)
 
     vae.eval()
     if cfg.decoder_only:

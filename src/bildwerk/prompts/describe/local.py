@@ -75,7 +75,7 @@ class LocalDescriber:
         # Lazy: loading torch and the weights costs time that a remote describer never needs.
         with self._lock:
             if self._judge is None:
-                from bildwerk.evaluation.judge import Judge, JudgeUnavailable
+                from bildwerk.models.imagenet.classifier import Judge, JudgeUnavailable
 
                 try:
                     self._judge = Judge()
@@ -84,7 +84,7 @@ class LocalDescriber:
             return self._judge
 
     def describe(self, image: ImageInput) -> Description:
-        from bildwerk.evaluation.imagenet_map import class_synonyms
+        from bildwerk.models.imagenet.labels import class_synonyms
 
         picture = _as_image(image)
         logits = self.judge.logits([picture])

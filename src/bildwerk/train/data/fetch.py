@@ -148,12 +148,21 @@ def fetch_deb(package: str, cache_dir: Path) -> FetchedPackage:
     extract = _run(["dpkg", "-x", str(deb), str(partial)])
     if extract.returncode != 0:
         raise SourceUnavailableError(f"`dpkg -x {deb.name}` failed:\n{_tail(extract.stderr)}")
+    return _finish(folder, partial, package, version, deb)
+
+
+def _finish(folder: Path, partial: Path, package: str, version: str, archive: Path) -> FetchedPackage:
+    """Put the extracted ``partial`` tree in place as ``folder/root``, record it, drop the archive.
+
+    The marker is written only once the tree is complete, so an interrupted fetch is
+    redone; the extracted tree is what is used, so deleting the archive halves the cache.
+    """
     root = folder / "root"
     shutil.rmtree(root, ignore_errors=True)
     partial.rename(root)
-    pkg = FetchedPackage(package, version, root, deb, _sha256(deb))
+    pkg = FetchedPackage(package, version, root, archive, _sha256(archive))
     _save_marker(folder, pkg)
-    deb.unlink(missing_ok=True)  # the extracted tree is what we use: halve the cache
+    archive.unlink(missing_ok=True)
     return pkg
 
 
@@ -182,10 +191,4 @@ def fetch_npm(package: str, version: str, cache_dir: Path) -> FetchedPackage:
     with tarfile.open(tgz, "r:gz") as tar:
         # The "data" filter refuses absolute paths, links out of the tree and devices.
         tar.extractall(partial, filter="data")
-    root = folder / "root"
-    shutil.rmtree(root, ignore_errors=True)
-    partial.rename(root)
-    pkg = FetchedPackage(package, version, root, tgz, _sha256(tgz))
-    _save_marker(folder, pkg)
-    tgz.unlink(missing_ok=True)
-    return pkg
+    return _finish(folder, partial, package, version, tgz)

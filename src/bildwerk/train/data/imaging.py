@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from bildwerk.images.io import DATASET_LIMITS, has_transparency, load_image_file, to_rgb
 
 from .svg import render_svg
 
@@ -16,28 +18,10 @@ WHITE = (255, 255, 255)
 BACKGROUND_LEVEL = 250
 # Empty border, as a fraction of the side, kept around the trimmed picture.
 DEFAULT_MARGIN = 0.04
-# Pixel budget against decompression bombs. openclipart-png holds a few 10k x 16k
-# posters (~1 GB while decoding); anything larger is refused.
-MAX_PIXELS = 256_000_000
+# Pixel budget against decompression bombs (DATASET_LIMITS, which explains it).
+MAX_PIXELS = DATASET_LIMITS.max_pixels
 # Above this, shrink right after decoding so later copies stay small.
 _REDUCE_ABOVE = 16_000_000
-
-
-def to_rgb_on_white(img: Image.Image) -> Image.Image:
-    """Composite any transparency (alpha, palette tRNS, LA) onto white; return RGB."""
-    has_alpha = img.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in img.info
-    if img.getexif().get(0x0112, 1) != 1:
-        img = ImageOps.exif_transpose(img)  # a rotated JPEG from a user folder
-    if img.mode in {"I;16", "I;16B", "I;16L", "I"}:
-        # 16-bit greyscale: scale into 8 bit before anything else.
-        arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.clip(arr / max(arr.max(), 1.0) * 255, 0, 255).astype(np.uint8))
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, WHITE + (255,))
-        canvas.alpha_composite(rgba)
-        return canvas.convert("RGB")
-    return img.convert("RGB")
 
 
 def _crop_to(img: Image.Image, mask: np.ndarray) -> Image.Image:
@@ -57,7 +41,7 @@ def trim_background(img: Image.Image, level: int = BACKGROUND_LEVEL) -> Image.Im
     """
     if img.mode == "RGBA":
         img = _crop_to(img, np.asarray(img.getchannel("A")) > 8)
-    rgb_img = to_rgb_on_white(img)
+    rgb_img = to_rgb(img)
     rgb = np.asarray(rgb_img)
     drawn = rgb.min(axis=2) < level
     if drawn.any() and not (drawn[0].any() or drawn[-1].any() or drawn[:, 0].any() or drawn[:, -1].any()):
@@ -85,10 +69,9 @@ def normalize_image(
 ) -> Image.Image:
     """White background, centred square, ``size`` x ``size`` RGB (LANCZOS)."""
     if trim:
-        has_alpha = img.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in img.info
-        rgb = trim_background(img.convert("RGBA") if has_alpha else to_rgb_on_white(img))
+        rgb = trim_background(img.convert("RGBA") if has_transparency(img) else to_rgb(img))
     else:
-        rgb = to_rgb_on_white(img)
+        rgb = to_rgb(img)
     square = pad_to_square(rgb, margin if trim else 0.0)
     if square.size != (size, size):
         # reducing_gap: box-shrink big pictures first; same look, several times faster
@@ -97,25 +80,20 @@ def normalize_image(
 
 
 def load_raw_image(path: Path, *, svg_binary: str | None = None, svg_box: int = 512) -> Image.Image:
-    """Open a PNG/JPEG/... with Pillow, or an SVG through rsvg-convert."""
+    """Decode a PNG/JPEG/... with :func:`~bildwerk.images.io.load_image_file` (the toolkit's
+    one decoder, with :data:`~bildwerk.images.io.DATASET_LIMITS`), or an SVG through rsvg-convert."""
     if path.suffix.lower() == ".svg":
         if svg_binary is None:
             raise ValueError("no SVG renderer available (rsvg-convert)")
         return render_svg(path, svg_binary, svg_box)
-    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)  # we check below
-    try:
-        opened = Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"image too large (over {MAX_PIXELS:,} pixels)") from exc
-    with opened as img:
-        if img.width * img.height > MAX_PIXELS:
-            raise ValueError(f"image too large: {img.width}x{img.height}")
-        img.load()
-        pixels = img.width * img.height
-        if pixels > _REDUCE_ABOVE and img.mode in {"RGBA", "RGB", "LA", "L"}:
-            factor = max(1, int((pixels / _REDUCE_ABOVE) ** 0.5))
-            return img.reduce(factor)
-        return img.copy()
+    # Pillow's own bomb check would stop at ~89 Mpx; the dataset budget is checked instead.
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
+    img = load_image_file(path, limits=DATASET_LIMITS, what="picture")
+    pixels = img.width * img.height
+    if pixels > _REDUCE_ABOVE:
+        factor = max(1, int((pixels / _REDUCE_ABOVE) ** 0.5))
+        return img.reduce(factor)
+    return img
 
 
 # --- hashes -------------------------------------------------------------------------

@@ -9,7 +9,6 @@ running as root, it is installed with ``apt-get install``.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
@@ -17,6 +16,8 @@ import subprocess
 from pathlib import Path
 
 from PIL import Image
+
+from bildwerk.images.io import DATASET_LIMITS, decode_image
 
 from .errors import SourceUnavailableError
 from .fetch import fetch_deb
@@ -82,6 +83,4 @@ def render_svg(path: Path, binary: str, box: int) -> Image.Image:
     if run.returncode != 0 or not run.stdout:
         message = run.stderr.decode("utf-8", "replace").strip()[-300:]
         raise ValueError(f"rsvg-convert failed on {path.name}: {message}")
-    img = Image.open(io.BytesIO(run.stdout))
-    img.load()
-    return img
+    return decode_image(run.stdout, limits=DATASET_LIMITS, what=f"rendering of {path.name}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path, PurePosixPath
 
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
+
+from bildwerk.core.errors import InvalidImageError
+from bildwerk.images.io import DATASET_LIMITS, load_image_file
 
 from .errors import DatasetError
 
@@ -134,10 +136,9 @@ def _check_row(
     if not check_images:
         return
     try:
-        with Image.open(file) as img:
-            img.load()  # verify() misses truncated data; a full decode does not
-            if img.width < 1 or img.height < 1:
-                add("image has no pixels", name)
+        # The decoder training uses, with its limits: what passes here loads there.
+        # A full decode, since verify() misses truncated data.
+        load_image_file(file, limits=DATASET_LIMITS)
         report.images_checked += 1
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        add(f"not a readable image ({type(exc).__name__}: {exc})", name)
+    except InvalidImageError as exc:
+        add(f"not a readable image ({exc})", name)

@@ -1,8 +1,9 @@
-"""Which ImageNet classes an English caption names, if any.
+"""Which ImageNet classes an English caption names, if any; the classes' names.
 
-The judge (an ImageNet-1k classifier) can only say whether a picture shows one of
-its 1000 classes, so quality is measured on the captions whose object *is* such a
-class. ``imagenet_classes.txt`` lists, one line per class index, the WordNet
+The ImageNet-1k classifier (:mod:`bildwerk.models.imagenet.classifier`) can only say
+whether a picture shows one of its 1000 classes, so the evaluation harness
+(:mod:`bildwerk.evaluation`) measures quality on the captions whose object *is* such
+a class, and the offline describer names a picture by its classes. ``imagenet_classes.txt`` lists, one line per class index, the WordNet
 synonyms of each class ("tabby, tabby cat"); it was taken from timm's
 ``imagenet_synsets.txt`` + ``imagenet_synset_to_lemma.txt`` and checked against
 torchvision's ``_IMAGENET_CATEGORIES`` (same order, every torchvision name among
@@ -46,11 +47,10 @@ its translations are judged against the same classes.
 
 from __future__ import annotations
 
-import csv
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -496,72 +496,3 @@ def map_caption(caption: str) -> frozenset[int] | None:
     """The set of acceptable ImageNet class indices for an English caption, or None."""
     found = match_caption(caption)
     return found.classes if found else None
-
-
-# -- dataset rows -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class EvalRow:
-    """One held-out picture whose English caption names ImageNet classes."""
-
-    file_name: str
-    image_path: Path
-    captions: dict[str, str]  # "en", "de", "ko", ...; only non-empty captions
-    classes: frozenset[int]
-    term: str  # the phrase of the English caption that named the classes
-    extra: dict[str, str] = field(default_factory=dict)  # source, licence
-
-
-def _metadata_path(path: str | Path) -> Path:
-    p = Path(path)
-    return p / "metadata.csv" if p.is_dir() else p
-
-
-def read_metadata(metadata_csv: str | Path) -> list[dict[str, str]]:
-    """All rows of an imagefolder ``metadata.csv`` as dicts of stripped strings."""
-    with _metadata_path(metadata_csv).open(newline="", encoding="utf-8") as fh:
-        return [{k: (v or "").strip() for k, v in row.items() if k} for row in csv.DictReader(fh)]
-
-
-def row_captions(row: Mapping[str, str]) -> dict[str, str]:
-    """Captions of a metadata row by language: ``text`` is English, ``text_xx`` is xx."""
-    out = {"en": row.get("text", "")}
-    for key, value in row.items():
-        if key.startswith("text_"):
-            out[key.removeprefix("text_")] = value
-    return {k: v for k, v in out.items() if v}
-
-
-def select_rows(metadata_csv: str | Path, split: str | None = "test",
-                matcher: ImagenetMatcher | None = None) -> list[EvalRow]:
-    """Rows of ``split`` (all rows if None) whose English caption maps to ImageNet classes.
-
-    ``metadata_csv`` may be the CSV or the dataset folder. ``file_name`` is relative to
-    the folder holding the CSV, as in Hugging Face imagefolder datasets.
-    """
-    meta = _metadata_path(metadata_csv)
-    matcher = matcher or default_matcher()
-    rows = []
-    for row in read_metadata(meta):
-        if split is not None and row.get("split", "") != split:
-            continue
-        captions = row_captions(row)
-        if "en" not in captions or not row.get("file_name"):
-            continue
-        found = matcher.match(captions["en"])
-        if found is None:
-            continue
-        rows.append(EvalRow(
-            file_name=row["file_name"],
-            image_path=meta.parent / row["file_name"],
-            captions=captions,
-            classes=found.classes,
-            term=found.term,
-            extra={k: row[k] for k in ("source", "licence") if row.get(k)},
-        ))
-    return rows
-
-
-def count_split(metadata_csv: str | Path, split: str | None = "test") -> int:
-    """How many rows the split has (mapped or not), for the report."""
-    return sum(1 for r in read_metadata(metadata_csv) if split is None or r.get("split") == split)

