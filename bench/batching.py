@@ -67,6 +67,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from machine import cpu_name  # bench/machine.py (scripts run from bench/)
+
+from bildwerk.core.threads import usable_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
 BILDWERK = Path(sys.executable).parent / "bildwerk"
@@ -111,23 +114,6 @@ def prompt_for(i: int) -> str:
 
 
 # -- machine and environment ---------------------------------------------------------------
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -143,7 +129,7 @@ def machine_info(threads: int) -> dict[str, Any]:
 
     import bildwerk
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "usable_cores": usable_cores(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "usable_cores": usable_cpus(),
             "threads": threads, "python": platform.python_version(), "torch": torch.__version__,
             "diffusers": diffusers.__version__, "bildwerk": str(Path(bildwerk.__file__).parent),
             "commit": git_commit(),
@@ -471,7 +457,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--images", type=int, default=None,
                     help=f"images per concurrency level and for the baseline (default {DEFAULTS['images']})")
     ap.add_argument("--concurrency", default=None, help=f"client threads per level (default {DEFAULTS['concurrency']})")
-    ap.add_argument("--threads", type=int, default=usable_cores(), help="torch threads (default: the usable cores)")
+    ap.add_argument("--threads", type=int, default=usable_cpus(), help="torch threads (default: the usable cores)")
     ap.add_argument("--json", type=Path, default=None, help="output (default bench/results/<date>-batching.json)")
     ap.add_argument("--smoke", action="store_true",
                     help=f"check the script works in well under a minute: a tiny random model unless --model, "

@@ -121,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.data}/metadata.csv not found", file=sys.stderr)
         return 2
     if args.scheduler is not None:
-        from bildwerk.engines.schedulers import canonical_scheduler_name
+        from bildwerk.core.samplers import canonical_sampler_name
 
         try:  # before the judge loads and the first picture is made
-            args.scheduler = canonical_scheduler_name(args.scheduler)
+            args.scheduler = canonical_sampler_name(args.scheduler)
         except ValueError as exc:
             print(f"error: --scheduler: {exc}", file=sys.stderr)
             return 2

@@ -10,6 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# One torch thread (see _one_torch_thread); servers started by tests inherit it.
+os.environ.setdefault("BILDWERK_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -12,11 +12,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 from rich.console import Console
 
+from bildwerk.api import Bildwerk
 from bildwerk.core.errors import ModelNotFoundError
-from bildwerk.core.request import build_request
-from bildwerk.engines.diffusers_engine import DiffusersEngine
 from bildwerk.images.metadata import read_png_metadata
-from bildwerk.models.loader import ModelManager, resolve_model
+from bildwerk.models.loader import resolve_model
 
 
 def _demo_model(out: Path, model: str | None, console: Console) -> str | None:
@@ -41,27 +40,20 @@ def _demo_model(out: Path, model: str | None, console: Console) -> str | None:
 def run_demo(out: Path, *, model: str | None = None, steps: int = 20, console: Console | None = None) -> list[Path]:
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
-    ref = _demo_model(out, model, console)
-    engine = DiffusersEngine(ModelManager())
+    bw = Bildwerk(_demo_model(out, model, console))
     paths: list[Path] = []
 
-    t2i = engine.generate(build_request(prompt="ein roter Apfel auf einem Tisch", model=ref, seed=1, steps=steps))
+    t2i = bw.generate("ein roter Apfel auf einem Tisch", seed=1, steps=steps)
     paths += t2i.save(out, "text-to-image")
     base = t2i.images[0]
 
-    i2i = engine.generate(
-        build_request(mode="image-to-image", prompt="a red apple, watercolor", image=base, model=ref,
-                      seed=2, steps=steps, strength=0.6)
-    )
+    i2i = bw.vary(base, "a red apple, watercolor", seed=2, steps=steps, strength=0.6)
     paths += i2i.save(out, "image-to-image")
 
     mask = Image.new("L", base.size, 0)
     w, h = base.size
     ImageDraw.Draw(mask).ellipse((w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill=255)
-    inp = engine.generate(
-        build_request(mode="inpaint", prompt="ein See", image=base, mask=mask, model=ref, seed=3, steps=steps)
-    )
-    paths += inp.save(out, "inpaint")
+    paths += bw.inpaint(base, mask, "ein See", seed=3, steps=steps).save(out, "inpaint")
 
     for p in paths:
         meta = read_png_metadata(p)

@@ -271,3 +271,39 @@ def test_history_and_export_from_the_command_line(tmp_path):
     assert again.exit_code == 2 and "empty folder" in again.output
     missing = _invoke("history", "--store", str(tmp_path / "nowhere"))
     assert missing.exit_code == 2 and "no bildwerk store" in missing.output
+
+
+def test_generate_with_a_remote_model(tmp_path, monkeypatch):
+    # The CLI reaches every engine the service does: openai:MODEL through the loopback stand-in.
+    from fakes.openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer(required_key="k-test") as server:
+        monkeypatch.setenv("BILDWERK_OPENAI_API_KEY", "k-test")
+        monkeypatch.setenv("BILDWERK_OPENAI_BASE_URL", server.base_url)
+        out = tmp_path / "remote.png"
+        r = _invoke("generate", "a lighthouse", "--model", "openai:gpt-image-1", "--seed", "3",
+                    "--out", str(out), "--width", "512", "--height", "512")
+        assert r.exit_code == 0, r.output
+        assert out.is_file() and Image.open(out).size == (512, 512)
+        assert any(q.path == "/v1/images/generations" for q in server.requests)
+
+
+def test_threads_option_reaches_torch(tiny_models, tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "bildwerk")
+    env = {k: v for k, v in os.environ.items() if k != "BILDWERK_THREADS"}
+    bad = subprocess.run([exe, "generate", "x", "--model", str(tiny_models["sd"])], capture_output=True,
+                         text=True, timeout=300, env={**env, "BILDWERK_THREADS": "lots"})
+    assert bad.returncode != 0 and "BILDWERK_THREADS" in bad.stdout + bad.stderr
+    assert len((bad.stdout + bad.stderr).strip().splitlines()) <= 3  # one line, no traceback
+
+
+def test_thread_count_comes_from_the_setting(monkeypatch):
+    import torch
+
+    from bildwerk.core.threads import thread_count, usable_cpus
+    from bildwerk.models.devices import apply_threads
+
+    monkeypatch.delenv("BILDWERK_THREADS", raising=False)
+    assert thread_count() == usable_cpus()
+    monkeypatch.setenv("BILDWERK_THREADS", "1")
+    assert apply_threads() == 1 and torch.get_num_threads() == 1

@@ -40,7 +40,7 @@ def test_scale_is_applied_and_recorded_by_training_config():
 
 def test_the_encoder_asks_for_no_more_blas_threads_than_there_are_cores():
     """USE's package asks for 4; on 2 cores that made one prompt 0.18 s instead of 2 ms."""
-    from bildwerk.models.devices import usable_cpus
+    from bildwerk.core.threads import usable_cpus
 
     threads = SentenceEncoder()._model().threads
     assert 1 <= threads <= min(4, usable_cpus())

@@ -87,7 +87,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.requests = []
 
-    def generate(self, request):
+    def generate(self, request, *, on_progress=None, cancel=None):
         self.requests.append(request)
         colour = PROMPT_COLOURS[request.prompt]
         side = request.width or 64

@@ -21,7 +21,9 @@ def _submit(c, n: int, **fields) -> list[str]:
 
 
 def test_sigkill_then_restart_runs_every_accepted_job(tiny_models, tmp_path):
-    srv = ServerProcess(tmp_path, str(tiny_models["sd"]), warmup=False).start()
+    # One job at a time (no batching), so the kill lands between finished and unfinished jobs.
+    srv = ServerProcess(tmp_path, str(tiny_models["sd"]), warmup=False,
+                        extra_env={"BILDWERK_MAX_BATCH": "1"}).start()
     try:
         with srv.client() as c:
             ids = _submit(c, 6, steps=30, num_images=2)

@@ -52,6 +52,7 @@ class ContinuousBatcher:
     slots: list[Slot] = field(default_factory=list)
     _counter: itertools.count = field(default_factory=itertools.count)
     _turn: int = 0
+    last_rows: int = 0  # rows in the last network call (for metrics)
 
     def __post_init__(self) -> None:
         if self.max_rows < 1 or self.max_cells < 1:
@@ -118,6 +119,7 @@ class ContinuousBatcher:
         if not self.slots:
             return out
         group = self._group()
+        self.last_rows = sum(s.task.prepared.rows for s in group)  # type: ignore[union-attr]
         engine = group[0].task.engine
         assert isinstance(engine, BatchEngine)
         try:

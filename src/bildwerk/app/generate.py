@@ -78,8 +78,11 @@ class Generator:
             get_style(spec.options.style)
 
     def with_prompt(self, spec: JobSpec) -> JobSpec:
-        """The spec with the prompt steps applied: the model's prompt and how it came about."""
+        """The spec with the prompt steps applied: the model's prompt and how it came about.
+        A spec whose request already carries a prompt record comes back as it is."""
         req = spec.request
+        if req.prompt_record is not None:
+            return spec
         rec = run_prompt_pipeline(req.prompt, req.negative_prompt, options=spec.prompt_options,
                                   model=req.model, image=req.image, pipeline=self.pipeline)
         update: dict[str, Any] = {"prompt": rec.prompt, "negative_prompt": rec.negative_prompt,

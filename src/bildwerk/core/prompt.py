@@ -70,3 +70,9 @@ class PromptOptions(BaseModel):
     llm: str | None = Field(default=None, description="Chat backend: local, openai, openai:MODEL.")
     seed: int = 0
     fallback: bool = True
+
+    @classmethod
+    def verbatim(cls) -> PromptOptions:
+        """Options that give the model the prompt exactly as written (no wildcards, no
+        translation): evaluation and training previews, whose captions are already final."""
+        return cls(wildcards=False, translate="off")

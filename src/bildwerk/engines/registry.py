@@ -56,9 +56,12 @@ def check_request(request: GenerationRequest) -> None:
 
 
 class EngineRouter:
-    def __init__(self, models: ModelManager | None = None, *, remote: Engine | None = None) -> None:
+    def __init__(self, models: ModelManager | None = None, *, remote: Engine | None = None,
+                 engines: dict[str, Engine] | None = None) -> None:
+        """``engines`` (by kind) and ``remote`` (the OpenAI kind) replace the registered
+        factories: a test's stand-in, an evaluation's fake."""
         self.models = models or ModelManager()
-        self._engines: dict[str, Engine] = {}
+        self._engines: dict[str, Engine] = dict(engines or {})
         if remote is not None:
             self._engines[OPENAI] = remote
         self._lock = threading.Lock()

@@ -384,16 +384,19 @@ def _load_real(path: Path, size: int | None) -> Image.Image:
     return image
 
 
-def _default_engine() -> Any:
-    from bildwerk.engines.diffusers_engine import DiffusersEngine
+def _generator(engine: Any | None) -> Any:
+    """The one use case, on the local engine or on ``engine`` (a fake, another backend)."""
+    from bildwerk.app.generate import Generator
+    from bildwerk.engines.registry import EngineRouter
 
-    return DiffusersEngine()
+    return Generator(EngineRouter(engines={"local": engine}) if engine is not None else None)
 
 
-def _generate(engine: Any, caption: str, *, model: str | None, seed: int, count: int,
+def _generate(generator: Any, caption: str, *, model: str | None, seed: int, count: int,
               steps: int, guidance: float | None, image_size: int | None,
               scheduler: str | None = None) -> list[Image.Image]:
-    from bildwerk.core.request import build_request
+    from bildwerk.core.prompt import PromptOptions
+    from bildwerk.core.spec import JobSpec
 
     images: list[Image.Image] = []
     while len(images) < count:
@@ -406,7 +409,8 @@ def _generate(engine: Any, caption: str, *, model: str | None, seed: int, count:
             fields["scheduler"] = scheduler
         if image_size is not None:
             fields["width"] = fields["height"] = image_size
-        images.extend(engine.generate(build_request(**fields)).images)
+        spec = JobSpec.build(origin="eval", options=PromptOptions.verbatim(), **fields)
+        images.extend(generator.run(spec).images)
     return images
 
 
@@ -500,7 +504,7 @@ def evaluate(
     generated_side: int | None = None
     generated_size: str | None = None
     if generate:
-        engine = engine or _default_engine()
+        generator = _generator(engine)
         out_dir = Path(save_dir) if save_dir is not None else None
         t2 = time.perf_counter()
         gen_time = judge_time = 0.0
@@ -508,7 +512,7 @@ def evaluate(
         for n, (lang, r) in enumerate(jobs):
             emit(f"generate {lang}", n, len(jobs))
             tg = time.perf_counter()
-            images = _generate(engine, r.captions[lang], model=model, seed=r.seeds[0],
+            images = _generate(generator, r.captions[lang], model=model, seed=r.seeds[0],
                                count=seeds_per_caption, steps=steps, guidance=guidance,
                                image_size=image_size, scheduler=scheduler)
             gen_time += time.perf_counter() - tg

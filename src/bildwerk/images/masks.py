@@ -11,17 +11,16 @@ The helpers below treat any nonzero pixel as "change", which is the same rule
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 from PIL import Image
 
 from bildwerk.core.errors import InvalidImageError
+from bildwerk.core.request import MaskSource
 from bildwerk.images.io import _has_alpha, _normalize_mode
 
-MaskSource = Literal["auto", "luminance", "alpha"]
-
-_MASK_SOURCES: tuple[str, ...] = ("auto", "luminance", "alpha")
+_MASK_SOURCES: tuple[str, ...] = get_args(MaskSource)
 
 
 def _alpha_channel(img: Image.Image) -> Image.Image:

@@ -19,5 +19,7 @@ class JobMetrics:
         self.failures = Counter("bildwerk_job_failures_total", "Failed jobs by error type.", ["type"], registry=r)
         self.latency = Histogram("bildwerk_job_seconds", "From acceptance to the end of a job.", ["api"],
                                  buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800), registry=r)
+        self.batch_rows = Histogram("bildwerk_batch_rows", "Rows (images, twice with guidance) in each UNet call.",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.run_time = Histogram("bildwerk_generation_seconds", "Time spent generating one job.", ["engine"],
                                   buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300), registry=r)

@@ -232,7 +232,11 @@ class JobService:
                     if not admitted:
                         self._idle()
                     continue
-                for outcome in self._batcher.step():
+                outcomes = self._batcher.step()
+                if self._batcher.last_rows:
+                    self.metrics.batch_rows.observe(self._batcher.last_rows)
+                    self._batcher.last_rows = 0
+                for outcome in outcomes:
                     self._settle(outcome)
                 self._renew()
             except Exception:  # noqa: BLE001 - the worker must outlive any one failure

@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from bildwerk.core.threads import thread_count
+
 _DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -16,12 +18,12 @@ _DTYPES = {
 }
 
 
-def usable_cpus() -> int:
-    """The cores this process may run on (a container's or taskset's limit, not the host's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+def apply_threads() -> int:
+    """Give torch the configured thread count (core/threads.py); returns it."""
+    n = thread_count()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
 
 
 def choose_device(preference: str | None = None) -> torch.device:

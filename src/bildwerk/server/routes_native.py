@@ -89,13 +89,13 @@ def delete_job(job_id: str, request: Request) -> Response:
 async def job_events(job_id: str, request: Request) -> StreamingResponse:
     """Server-sent events: ``progress`` while it runs, then one ``end`` with the status."""
     svc = state(request).service
-    _row_or_404(request, job_id)
+    await asyncio.to_thread(_row_or_404, request, job_id)
 
     async def stream():
         last = None
         idle = 0.0
         while True:
-            info = svc.status(job_id)
+            info = await asyncio.to_thread(svc.status, job_id)  # SQLite reads off the event loop
             if info is None:
                 yield "event: end\ndata: {\"status\": \"deleted\"}\n\n"
                 return

@@ -161,12 +161,14 @@ def _export(parts: _Parts, cfg: TrainConfig, folder: Path, unet, *, half: bool =
 def sample_grid(model_dir: Path, prompts: list[str], out_png: Path, *, seed: int = 0, steps: int = 20,
                 device: str | None = None) -> Path:
     """Render the fixed sample prompts with the real engine, side by side."""
-    from bildwerk.core.request import build_request
-    from bildwerk.engines.diffusers_engine import DiffusersEngine
+    from bildwerk.app.generate import Generator
+    from bildwerk.core.prompt import PromptOptions
+    from bildwerk.core.spec import JobSpec
     from bildwerk.models.loader import ModelManager
 
-    engine = DiffusersEngine(ModelManager(device=device))
-    images = [engine.generate(build_request(prompt=p, model=str(model_dir), seed=seed, steps=steps)).images[0]
+    generator = Generator(models=ModelManager(device=device))
+    images = [generator.run(JobSpec.build(origin="train", options=PromptOptions.verbatim(), prompt=p,
+                                          model=str(model_dir), seed=seed, steps=steps)).images[0]
               for p in prompts]
     w, h = images[0].size
     grid = Image.new("RGB", (w * len(images), h), "white")
@@ -175,7 +177,7 @@ def sample_grid(model_dir: Path, prompts: list[str], out_png: Path, *, seed: int
     out_png.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out_png)
     out_png.with_suffix(".txt").write_text("\n".join(prompts) + "\n", "utf-8")
-    engine.models.unload()
+    generator.models.unload()
     return out_png
 
 

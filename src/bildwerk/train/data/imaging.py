@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bildwerk.core.hashing import image_sha256
 from bildwerk.images.io import DATASET_LIMITS, has_transparency, load_image_file, to_rgb
 
 from .svg import render_svg
@@ -101,10 +101,7 @@ def load_raw_image(path: Path, *, svg_binary: str | None = None, svg_box: int = 
 
 def content_hash(img: Image.Image) -> str:
     """SHA-256 of the pixels (not the file): identical normalised images, same hash."""
-    h = hashlib.sha256()
-    h.update(f"{img.mode}{img.size}".encode())
-    h.update(img.tobytes())
-    return h.hexdigest()
+    return image_sha256(img)
 
 
 def _bits_to_int(bits: np.ndarray) -> int:

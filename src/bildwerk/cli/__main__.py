@@ -1,0 +1,5 @@
+"""``python -m bildwerk.cli``."""
+
+from bildwerk.cli import main
+
+main()

@@ -1,0 +1,379 @@
+"""Commands that make pictures or look at them: generate, vary, inpaint, prompt, describe, styles, info, samplers, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from bildwerk.cli.common import (
+    DescribeOpt,
+    DeviceOpt,
+    DtypeOpt,
+    EnhanceOpt,
+    ExpandOpt,
+    GuidanceOpt,
+    HeightOpt,
+    KeywordsOpt,
+    LangOpt,
+    LlmOpt,
+    ModelOpt,
+    NegativeOpt,
+    NumOpt,
+    OutOpt,
+    ParaphraseOpt,
+    SchedOpt,
+    SeedOpt,
+    StepsOpt,
+    StrengthOpt,
+    StrictOpt,
+    StyleOpt,
+    TranslateOpt,
+    WidthOpt,
+    _fail,
+    _load,
+    _prompt_options,
+    _show_record,
+    app,
+    console,
+    out_console,
+)
+from bildwerk.core.errors import BildwerkError
+
+
+def _run(fields: dict[str, Any], out: Path, device: str | None, dtype: str | None,
+         prompt_options: Any = None) -> list[Path]:
+    from bildwerk.app.generate import Generator
+    from bildwerk.core.spec import JobSpec
+    from bildwerk.models.loader import ModelManager
+
+    try:
+        generator = Generator(models=ModelManager(device=device, dtype=dtype))
+        spec = JobSpec.build(origin="cli", options=prompt_options, **fields)
+        generator.check(spec)
+        spec = generator.with_prompt(spec)
+        _show_record(spec.request.prompt_record)
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        ) as bar:
+            task = bar.add_task("loading model", total=None)
+
+            def on_progress(ev) -> None:
+                if ev.phase == "denoise":
+                    bar.update(task, description="denoising", total=ev.total, completed=ev.step)
+                elif ev.phase == "decode":
+                    bar.update(task, description="decoding")
+                elif ev.phase == "done":
+                    bar.update(task, description="done")
+
+            result = generator.run(spec, on_progress=on_progress)
+        paths = _save(result, out)
+    except BildwerkError as exc:
+        _fail(exc)
+        raise  # unreachable; keeps type checkers calm
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    for p, seed in zip(paths, result.seeds, strict=True):
+        out_console.print(f"{escape(str(p))}  [dim](seed {seed}, {result.width}x{result.height}, {result.timings.get('total', 0):.1f}s)[/]")
+    return paths
+
+
+def _save(result, out: Path) -> list[Path]:
+    if out.suffix.lower() == ".png":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i in range(len(result.images)):
+            p = out if len(result.images) == 1 else out.with_name(f"{out.stem}-{i}{out.suffix}")
+            p.write_bytes(result.png_bytes(i))
+            paths.append(p)
+        return paths
+    return result.save(out, stem=result.request.mode.value)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What the image should show, in any language.")],
+    model: ModelOpt = None,
+    seed: SeedOpt = None,
+    steps: StepsOpt = 20,
+    guidance: GuidanceOpt = None,
+    negative: NegativeOpt = "",
+    width: WidthOpt = None,
+    height: HeightOpt = None,
+    num_images: NumOpt = 1,
+    scheduler: SchedOpt = None,
+    out: OutOpt = Path("outputs"),
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    translate: TranslateOpt = "auto",
+    lang: LangOpt = None,
+    style: StyleOpt = None,
+    enhance: EnhanceOpt = False,
+    expand: ExpandOpt = False,
+    keywords: KeywordsOpt = False,
+    paraphrase: ParaphraseOpt = 0,
+    llm: LlmOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Text to image."""
+    opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, None, strict)
+    _run(
+        dict(mode="text-to-image", prompt=prompt, negative_prompt=negative, model=model, seed=seed,
+             steps=steps, guidance=guidance, width=width, height=height, num_images=num_images,
+             scheduler=scheduler),
+        out, device, dtype, opts,
+    )
+
+
+@app.command()
+def vary(
+    image: Annotated[Path, typer.Argument(help="Input image (PNG, JPEG or WebP).")],
+    prompt: Annotated[str, typer.Argument(help="What the variation should show.")] = "",
+    strength: StrengthOpt = None,
+    model: ModelOpt = None,
+    seed: SeedOpt = None,
+    steps: StepsOpt = 20,
+    guidance: GuidanceOpt = None,
+    negative: NegativeOpt = "",
+    width: Annotated[int | None, typer.Option("--width", "-W", help="Resize the input to this width.")] = None,
+    height: Annotated[int | None, typer.Option("--height", "-H", help="Resize the input to this height.")] = None,
+    num_images: NumOpt = 1,
+    scheduler: SchedOpt = None,
+    out: OutOpt = Path("outputs"),
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    translate: TranslateOpt = "auto",
+    lang: LangOpt = None,
+    style: StyleOpt = None,
+    enhance: EnhanceOpt = False,
+    expand: ExpandOpt = False,
+    keywords: KeywordsOpt = False,
+    paraphrase: ParaphraseOpt = 0,
+    llm: LlmOpt = None,
+    describe: DescribeOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Image to image: variations of IMAGE guided by PROMPT (an edit such as "as a watercolor")."""
+    img = _load(image, "image")
+    opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, describe, strict)
+    _run(
+        dict(mode="image-to-image", image=img, prompt=prompt, negative_prompt=negative, strength=strength,
+             model=model, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
+             num_images=num_images, scheduler=scheduler),
+        out, device, dtype, opts,
+    )
+
+
+@app.command()
+def inpaint(
+    image: Annotated[Path, typer.Argument(help="Input image.")],
+    mask: Annotated[Path, typer.Argument(help="Mask: white = change, or transparent = change.")],
+    prompt: Annotated[str, typer.Argument(help="What should appear in the masked area.")],
+    strength: StrengthOpt = None,
+    model: ModelOpt = None,
+    seed: SeedOpt = None,
+    steps: StepsOpt = 20,
+    guidance: GuidanceOpt = None,
+    negative: NegativeOpt = "",
+    mask_blur: Annotated[int, typer.Option("--mask-blur", help="Feather radius in pixels.")] = 4,
+    invert_mask: Annotated[bool, typer.Option("--invert-mask", help="Change what the mask keeps.")] = False,
+    mask_source: Annotated[str, typer.Option("--mask-source", help="auto, luminance (white = change) or alpha (transparent = change).")] = "auto",
+    only_masked: Annotated[bool, typer.Option("--only-masked/--whole-image", help="Inpaint a crop around the mask at the model's size, or the whole image.")] = True,
+    padding: Annotated[int, typer.Option("--padding", help="Context pixels around the mask (only-masked).")] = 32,
+    width: WidthOpt = None,
+    height: HeightOpt = None,
+    num_images: NumOpt = 1,
+    scheduler: SchedOpt = None,
+    out: OutOpt = Path("outputs"),
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    translate: TranslateOpt = "auto",
+    lang: LangOpt = None,
+    style: StyleOpt = None,
+    enhance: EnhanceOpt = False,
+    expand: ExpandOpt = False,
+    keywords: KeywordsOpt = False,
+    paraphrase: ParaphraseOpt = 0,
+    llm: LlmOpt = None,
+    describe: DescribeOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Inpaint: repaint the masked part of IMAGE; every pixel outside the mask stays as it was."""
+    img = _load(image, "image")
+    msk = _load(mask, "mask")
+    opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, describe, strict)
+    _run(
+        dict(mode="inpaint", image=img, mask=msk, prompt=prompt, negative_prompt=negative, strength=strength,
+             model=model, seed=seed, steps=steps, guidance=guidance, mask_blur=mask_blur,
+             invert_mask=invert_mask, mask_source=mask_source, only_masked=only_masked,
+             only_masked_padding=padding, width=width, height=height, num_images=num_images,
+             scheduler=scheduler),
+        out, device, dtype, opts,
+    )
+
+
+@app.command()
+def prompt(
+    text: Annotated[str, typer.Argument(help="A prompt in any language; wildcards and (weights:1.2) allowed.")],
+    negative: NegativeOpt = "",
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Whether to translate depends on the model; the default model reads every language.")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Input image for --describe.")] = None,
+    seed: Annotated[int, typer.Option("--seed", "-s", help="Seed for wildcards and LLM steps.")] = 0,
+    translate: TranslateOpt = "auto",
+    lang: LangOpt = None,
+    style: StyleOpt = None,
+    enhance: EnhanceOpt = False,
+    expand: ExpandOpt = False,
+    keywords: KeywordsOpt = False,
+    paraphrase: ParaphraseOpt = 0,
+    llm: LlmOpt = None,
+    describe: DescribeOpt = None,
+    strict: StrictOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
+) -> None:
+    """Run the prompt pipeline only and show what each step made of the prompt."""
+    from bildwerk.prompts.pipeline import run_prompt_pipeline
+
+    opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, describe, strict,
+                           seed=seed)
+    img = _load(image, "image") if image is not None else None
+    if describe and img is None:
+        _fail(BildwerkError("--describe needs --image"))
+    try:
+        rec = run_prompt_pipeline(text, negative, options=opts, model=model, image=img)
+    except BildwerkError as exc:
+        _fail(exc)
+        raise
+    if as_json:
+        out_console.print_json(rec.model_dump_json())
+        return
+    table = Table(title="prompt pipeline", show_lines=True)
+    for col in ("step", "backend", "output", "seconds"):
+        table.add_column(col)
+    table.add_row("input", "", escape(rec.original), "")
+    for s in rec.steps:
+        note = ""
+        if s.details.get("skipped"):
+            note = f" [dim]({escape(s.details['skipped'])})[/]"
+        out = s.output if s.step != "language" else f"{s.output} ({s.details.get('confidence', '')})"
+        table.add_row(s.step, escape(s.backend or "-"), escape(out) + note, f"{s.seconds:.2f}")
+    out_console.print(table)
+    for v in rec.variants:
+        out_console.print(f"[dim]variant:[/] {escape(v)}")
+    out_console.print(f"[bold]prompt:[/] {escape(rec.prompt)}")
+    if rec.negative_prompt:
+        out_console.print(f"[bold]negative:[/] {escape(rec.negative_prompt)}")
+    for w in rec.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+
+
+@app.command("describe")
+def describe_cmd(
+    image: Annotated[Path, typer.Argument(help="The image to describe.")],
+    backend: Annotated[str | None, typer.Option("--backend", "-b", help="local (offline ImageNet labels), openai, openai:MODEL, azure.")] = None,
+    edit: Annotated[str | None, typer.Option("--edit", help="Merge the description with this edit prompt.")] = None,
+) -> None:
+    """Describe an image in words (the design team's first step)."""
+    from bildwerk.prompts.describe import describer, merge_description
+
+    img = _load(image, "image")
+    try:
+        d = describer(backend).describe(img)
+    except BildwerkError as exc:
+        _fail(exc)
+        raise
+    out_console.print(escape(d.text))
+    conf = f", confidence {d.confidence:.2f}" if d.confidence is not None else ""
+    console.print(f"[dim]{escape(d.backend)}{conf}[/]")
+    if d.labels:
+        console.print("[dim]" + escape(", ".join(f"{k} {v:.2f}" for k, v in d.labels[:5])) + "[/]")
+    if edit:
+        out_console.print(f"[bold]merged:[/] {escape(merge_description(d.text, edit))}")
+
+
+@app.command()
+def styles() -> None:
+    """List the styles (shipped and your own in $BILDWERK_HOME/styles)."""
+    from bildwerk.prompts.styles import load_styles
+
+    try:
+        found = load_styles()
+    except BildwerkError as exc:
+        _fail(exc)
+        raise
+    table = Table("name", "template", "negative prompt")
+    for name, st in sorted(found.items()):
+        table.add_row(escape(name), escape(st.prompt), escape(st.negative_prompt))
+    out_console.print(table)
+
+
+@app.command()
+def info(
+    image: Annotated[Path, typer.Argument(help="A PNG made by bildwerk (or A1111).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,
+) -> None:
+    """Show how an image was made: its parameters and full record."""
+    from bildwerk.images.metadata import read_png_metadata
+
+    if not image.is_file():
+        _fail(BildwerkError(f"file not found: {image}"))
+    try:
+        meta = read_png_metadata(image)
+    except BildwerkError as exc:
+        _fail(exc)
+    if as_json:
+        out_console.print_json(json.dumps({"parameters": meta["parameters"], "record": meta["record"]}, ensure_ascii=False))
+        return
+    if not meta["parameters"] and not meta["record"]:
+        console.print(f"{image}: no generation metadata found")
+        raise typer.Exit(1)
+    table = Table(show_header=False, box=None)
+    for k, v in meta["parsed"].items():
+        table.add_row(f"[bold]{escape(str(k))}[/]", escape(str(v)))
+    out_console.print(table)
+    rec = meta["record"] or {}
+    if rec:
+        out_console.print(f"[dim]model: {rec.get('model', {}).get('name')}  versions: "
+                          f"{', '.join(f'{k} {v}' for k, v in rec.get('versions', {}).items())}[/]")
+
+
+@app.command()
+def samplers() -> None:
+    """List the scheduler (sampler) names bildwerk accepts."""
+    from bildwerk.core.samplers import sampler_names as scheduler_names
+
+    for n in scheduler_names():
+        out_console.print(n)
+
+
+@app.command()
+def demo(
+    out: OutOpt = Path("outputs/demo"),
+    model: ModelOpt = None,
+    steps: StepsOpt = 20,
+) -> None:
+    """Run text-to-image, image-to-image and inpainting once each (what `make run` does)."""
+    from bildwerk.demo import run_demo
+
+    try:
+        run_demo(out, model=model, steps=steps, console=out_console)
+    except BildwerkError as exc:
+        _fail(exc)

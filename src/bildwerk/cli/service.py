@@ -1,0 +1,114 @@
+"""Commands of the service: serve, history, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from bildwerk.cli.common import (
+    ModelOpt,
+    _fail,
+    app,
+    console,
+    out_console,
+)
+from bildwerk.core.errors import BildwerkError
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback needs --api-key.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p")] = 7860,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="Required from clients (or BILDWERK_API_KEY).", envvar="BILDWERK_API_KEY")] = None,
+    model: ModelOpt = None,
+    store: Annotated[Path | None, typer.Option("--store", help="History and queue folder; $BILDWERK_HOME/store by default.")] = None,
+    max_queue: Annotated[int | None, typer.Option("--max-queue", help="Queued jobs before 429.")] = None,
+    no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Skip the one-step readiness generation.")] = False,
+) -> None:
+    """Serve the REST APIs (native jobs, /sdapi/v1, /v1/images, museum) with a persistent queue."""
+    import uvicorn
+
+    from bildwerk.server.app import create_app
+    from bildwerk.server.settings import ServerSettings
+
+    try:
+        settings = ServerSettings.from_env(host=host, port=port, api_key=api_key, model=model, store=store,
+                                           max_queued=max_queue)
+        if no_warmup:
+            settings.warmup = False
+        application = create_app(settings)
+    except BildwerkError as exc:
+        _fail(exc)
+        raise
+    console.print(f"bildwerk on [bold]http://{host}:{port}[/]  (API docs: /docs; store: {escape(str(settings.store))})")
+    uvicorn.run(application, host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=int(settings.drain_timeout) + 5)
+
+
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="The service's store; $BILDWERK_HOME/store by default.")]
+
+
+def _open_store(store: Path | None):
+    from bildwerk.jobs.store import Store
+    from bildwerk.server.settings import ServerSettings
+
+    folder = store or ServerSettings.from_env().store
+    if not (folder / "bildwerk.db").is_file():
+        _fail(BildwerkError(f"no bildwerk store at {folder}; `bildwerk serve` creates one"))
+    return Store(folder)
+
+
+@app.command()
+def history(
+    q: Annotated[str | None, typer.Option("--q", help="Words in the prompt (the model's or the user's own).")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="queued, running, succeeded, failed, cancelled.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 20,
+    store: StoreOpt = None,
+) -> None:
+    """List the service's jobs, newest first (the same history as GET /api/v1/jobs)."""
+    import datetime as dt
+
+    try:
+        rows = _open_store(store).list_jobs(status=status, text=q, model=model, limit=limit)
+    except BildwerkError as exc:
+        _fail(exc)
+        raise
+    table = Table()
+    for col in ("job", "when", "status", "api"):
+        table.add_column(col, no_wrap=True)
+    for col in ("mode", "prompt", "images"):
+        table.add_column(col)
+    for r in rows:
+        when = dt.datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M")
+        prompt = r.original_prompt or r.prompt or ""
+        table.add_row(r.id[:12], when, r.status, r.api or "", r.mode or "", escape(prompt[:60]), str(len(r.results)))
+    out_console.print(table)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Argument(help="A new (or empty) folder for images/ and metadata.csv.")],
+    ids: Annotated[list[str] | None, typer.Option("--id", help="A job id; repeat for several.")] = None,
+    q: Annotated[str | None, typer.Option("--q", help="Words in the prompt.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m")] = None,
+    api: Annotated[str | None, typer.Option("--api", help="native, a1111, openai, museum.")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Export finished jobs as an image folder that `bildwerk train` accepts."""
+    from bildwerk.train.data import validate_image_folder
+
+    filters = {k: v for k, v in dict(text=q, model=model, api=api).items() if v is not None}
+    try:
+        folder = _open_store(store).export(ids or None, out, **filters)
+    except BildwerkError as exc:
+        _fail(exc)
+        raise
+    report = validate_image_folder(folder)
+    rows = max(0, len((folder / "metadata.csv").read_text("utf-8").splitlines()) - 1)
+    out_console.print(f"{rows} images in {escape(str(folder))}; ready for `bildwerk train {escape(str(folder))}`"
+                      if report.ok else f"exported to {escape(str(folder))}, but: {escape(str(report))}")
