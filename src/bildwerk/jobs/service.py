@@ -201,21 +201,30 @@ class JobService:
         position = self.store.queue_position(job_id) if row.status == "queued" else 0
         return {"row": row, "progress": prog_d, "position": position or 0}
 
-    async def wait(self, job_id: str, timeout: float = 600.0) -> Any:
-        """Wait (without blocking the event loop) until a job ends; returns its row. A job
-        that ends in this process wakes the waiter within 10 ms; others are polled."""
+    def _stamp(self, job_id: str) -> float:
+        p = self._progress.get(job_id)
+        return max(p.updated if p is not None else 0.0, self._ended.get(job_id, 0.0))
+
+    async def next_change(self, job_id: str, seen: float, timeout: float) -> float:
+        """Wait (without blocking the event loop) until this process records news of a job
+        (progress, or its end) after the stamp ``seen``, at most ``timeout`` seconds; returns
+        the newest stamp. Jobs run by another process sharing the store bring no news here:
+        callers also poll the store, less often."""
         deadline = time.monotonic() + timeout
-        next_poll = 0.0
-        delay = 0.02
-        while True:
-            now = time.monotonic()
-            if job_id in self._ended or now >= next_poll:
-                row = await asyncio.to_thread(self.store.get, job_id)
-                if row is None or row.status in FINAL or now > deadline:
-                    return row
-                next_poll = now + delay
-                delay = min(delay * 1.5, 0.25)
+        while (stamp := self._stamp(job_id)) <= seen and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        return stamp
+
+    async def wait(self, job_id: str, timeout: float = 600.0) -> Any:
+        """Wait until a job ends; returns its row (None when it was deleted). A job that ends
+        in this process wakes the waiter within 10 ms; the store is read on news or every 0.25 s."""
+        deadline = time.monotonic() + timeout
+        seen = 0.0
+        while True:
+            row = await asyncio.to_thread(self.store.get, job_id)
+            if row is None or row.status in FINAL or time.monotonic() > deadline:
+                return row
+            seen = await self.next_change(job_id, seen, min(0.25, max(0.0, deadline - time.monotonic())))
 
     # -- the worker -------------------------------------------------------------------------
     def _loop(self) -> None:

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -94,6 +95,7 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
     async def stream():
         last = None
         idle = 0.0
+        seen = 0.0
         while True:
             info = await asyncio.to_thread(svc.status, job_id)  # SQLite reads off the event loop
             if info is None:
@@ -112,8 +114,9 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
                 return
             if await request.is_disconnected():
                 return
-            await asyncio.sleep(0.1)
-            idle += 0.1
+            t = time.monotonic()
+            seen = await svc.next_change(job_id, seen, 0.5)  # news from the worker, or a look every 0.5 s
+            idle += time.monotonic() - t
             if idle >= 15:
                 idle = 0.0
                 yield ": keep-alive\n\n"
