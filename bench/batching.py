@@ -7,8 +7,9 @@ times over; see docs/benchmarks.md):
     .venv/bin/python bench/batching.py --concurrency 1,4,16 --images 32 --steps 20
     .venv/bin/python bench/batching.py --smoke               # a tiny random model, < 1 minute
 
-It only talks HTTP to the server, so it measures the worker as it is: one job at a time
-today, cross-request batching later. One run, in this order, nothing else running:
+It only talks HTTP to the server, so it measures the worker as it is (cross-request
+continuous batching, on by default; ``BILDWERK_MAX_BATCH=1`` in the environment turns it off
+for an A/B). One run, in this order, nothing else running:
 
 1. CLI (no server running): wall time of ``bildwerk --help`` (median of 5) and of
    ``bildwerk generate "ein roter Apfel" --steps S --seed 1 --out TMP/x.png``, process start
@@ -31,7 +32,7 @@ Figures (JSON and markdown):
 - ``images_per_second``: N / wall time (first submit to last end seen by a client);
   ``seconds_per_image`` is its inverse.
 - ``latency_p50`` / ``latency_p95``: per job, submit to the end event, as a client sees it
-  (includes queueing behind other clients' jobs and the event stream's 0.1 s poll).
+  (includes queueing behind other clients' jobs and the event stream's delivery).
 - ``server_run_p50`` / ``server_queue_p50``: from the job records (started_at - created_at
   and finished_at - started_at, the server's clock): where the latency went.
 - ratios: server seconds per image at C=1 over the baseline's (target <= 1.05); server

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bildwerk.core.refs import LOCAL
 from bildwerk.core.spec import JobSpec
 from bildwerk.engines.base import (
     BatchEngine,
@@ -24,9 +25,10 @@ from bildwerk.engines.base import (
     GenerationResult,
     Prepared,
     ProgressCallback,
+    step_to_end,
 )
 from bildwerk.engines.registry import EngineRouter, check_request
-from bildwerk.models.loader import ModelManager
+from bildwerk.models.loader import ModelManager, resolve_model
 from bildwerk.prompts.pipeline import PromptPipeline, run_prompt_pipeline
 
 
@@ -77,14 +79,20 @@ class Generator:
 
             get_style(spec.options.style)
 
-    def with_prompt(self, spec: JobSpec) -> JobSpec:
+    def resolve(self, spec: JobSpec) -> Any:
+        """The model reference resolved (a ``ModelSource`` for local models; remote references
+        as they are): done once per spec, then passed on to the prompt steps and the engine."""
+        return resolve_model(spec.request.model) if spec.engine_kind == LOCAL else spec.request.model
+
+    def with_prompt(self, spec: JobSpec, *, source: Any = None) -> JobSpec:
         """The spec with the prompt steps applied: the model's prompt and how it came about.
         A spec whose request already carries a prompt record comes back as it is."""
         req = spec.request
         if req.prompt_record is not None:
             return spec
+        model = source if source is not None else self.resolve(spec)
         rec = run_prompt_pipeline(req.prompt, req.negative_prompt, options=spec.prompt_options,
-                                  model=req.model, image=req.image, pipeline=self.pipeline)
+                                  model=model, image=req.image, pipeline=self.pipeline)
         update: dict[str, Any] = {"prompt": rec.prompt, "negative_prompt": rec.negative_prompt,
                                   "prompt_record": rec}
         return spec.model_copy(update={"request": req.model_copy(update=update)})
@@ -93,15 +101,20 @@ class Generator:
               cancel: CancelToken | None = None) -> Task:
         """Prompt steps, then the engine: prepared for stepping, or run to the end where the
         engine has no steps to share (the remote Images API)."""
-        spec = self.with_prompt(spec)
+        source = self.resolve(spec)
+        spec = self.with_prompt(spec, source=source)
         engine = self.router.engine_for(spec.request.model)
         if isinstance(engine, BatchEngine):
-            return Task(spec, engine, prepared=engine.prepare(spec.request, on_progress=on_progress))
+            prepared = engine.prepare(spec.request, on_progress=on_progress,
+                                      source=source if spec.engine_kind == LOCAL else None)
+            return Task(spec, engine, prepared=prepared)
         return Task(spec, engine, result=engine.generate(spec.request, on_progress=on_progress, cancel=cancel))
 
     def run(self, spec: JobSpec, *, on_progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None) -> GenerationResult:
-        """One spec, start to end."""
-        spec = self.with_prompt(spec)
-        engine = self.router.engine_for(spec.request.model)
-        return engine.generate(spec.request, on_progress=on_progress, cancel=cancel)
+        """One spec, start to end (stepped alone: the same path as in a batch)."""
+        task = self.start(spec, on_progress=on_progress, cancel=cancel)
+        if task.result is None:
+            assert isinstance(task.engine, BatchEngine) and task.prepared is not None
+            task.result = step_to_end(task.engine, task.prepared, cancel)
+        return task.result

@@ -172,7 +172,10 @@ class Prepared(Protocol):
 
 @runtime_checkable
 class BatchEngine(Engine, Protocol):
-    def prepare(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None) -> Prepared: ...
+    def prepare(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None,
+                source: Any = None) -> Prepared:
+        """``source``: the model reference as the caller already resolved it (else resolved here)."""
+        ...
 
     def step(self, batch: Sequence[Prepared]) -> None:
         """Advance every prepared request in ``batch`` (equal ``batch_key``) by one step."""
@@ -184,7 +187,11 @@ class BatchEngine(Engine, Protocol):
 def run_alone(engine: BatchEngine, request: GenerationRequest, *, on_progress: ProgressCallback | None = None,
               cancel: CancelToken | None = None) -> GenerationResult:
     """``generate`` through the batch API: prepare, step until done (cancel between steps), finish."""
-    job = engine.prepare(request, on_progress=on_progress)
+    return step_to_end(engine, engine.prepare(request, on_progress=on_progress), cancel)
+
+
+def step_to_end(engine: BatchEngine, job: Prepared, cancel: CancelToken | None = None) -> GenerationResult:
+    """Step one prepared request alone until it is done, then finish it."""
     while not job.done:
         if cancel is not None and cancel.is_set():
             raise GenerationCancelled("cancelled after {} of {} steps".format(*job.steps))

@@ -36,7 +36,7 @@ from bildwerk.images.crop import CropBox, composite_full, crop_for_inpaint, past
 from bildwerk.images.io import to_rgb
 from bildwerk.images.masks import feather_mask, mask_is_empty, normalize_mask
 from bildwerk.images.tensors import from_pil, to_pil
-from bildwerk.models.loader import LoadedModel, ModelManager
+from bildwerk.models.loader import LoadedModel, ModelManager, ModelSource
 
 
 @dataclass
@@ -121,11 +121,12 @@ class DiffusersEngine:
     ) -> GenerationResult:
         return run_alone(self, request, on_progress=on_progress, cancel=cancel)
 
-    def prepare(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None) -> LocalJob:
+    def prepare(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None,
+                source: ModelSource | None = None) -> LocalJob:
         t0 = time.perf_counter()
         emit = on_progress or (lambda _e: None)
         emit(ProgressEvent("load", 0, 1, 0.0))
-        model = self.models.get(request.model)
+        model = self.models.get(source if source is not None else request.model)
         make_batch_invariant(model.unet)
         timings = {"load": time.perf_counter() - t0}
         work = self._prepare(request, model)

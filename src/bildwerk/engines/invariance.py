@@ -8,8 +8,9 @@ flip pixels after decoding). Two changes make every row independent of its neigh
 
 * linear layers on per-sample vectors (2-D inputs: time and added embeddings) run row by
   row, so their GEMM has the same shape whatever the batch;
-* 1x1 convolutions run as a linear layer over channels-last pixels (the GEMM every other
-  linear layer of the UNet uses, which does not depend on the row count).
+* 1x1 convolutions run as a batched matmul, one (out, in) x (in, pixels) product per sample,
+  whose shape does not depend on the batch (as fast as the convolution, measured; running them
+  as a linear layer over channels-last pixels was also exact but 20% slower per UNet call).
 
 A call on a single row still takes another path in oneDNN, so ``run_unet`` never makes one:
 it pads a lone row to two. tests/engine/test_batching_exact.py checks the property.
@@ -18,7 +19,6 @@ it pads a lone row to two. tests/engine/test_batching_exact.py checks the proper
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 _MARK = "_bildwerk_batch_invariant"
 
@@ -34,10 +34,16 @@ def _rowwise_linear(module: torch.nn.Linear) -> None:
     module.forward = forward  # type: ignore[method-assign]
 
 
-def _pointwise_as_linear(module: torch.nn.Conv2d) -> None:
+def _pointwise_per_sample(module: torch.nn.Conv2d) -> None:
     def forward(x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
         weight = module.weight.reshape(module.out_channels, module.in_channels)
-        return F.linear(x.permute(0, 2, 3, 1), weight, module.bias).permute(0, 3, 1, 2)
+        # A batched matmul: one (out, in) x (in, h*w) product per sample, the same shape at any
+        # batch size (no permute copies: measured as fast as the convolution).
+        y = torch.matmul(weight, x.reshape(n, c, h * w))
+        if module.bias is not None:
+            y = y + module.bias[:, None]
+        return y.reshape(n, module.out_channels, h, w)
 
     module.forward = forward  # type: ignore[method-assign]
 
@@ -52,6 +58,6 @@ def make_batch_invariant(network: torch.nn.Module) -> torch.nn.Module:
         elif (isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1)
               and module.stride == (1, 1) and module.groups == 1 and module.padding in ((0, 0), 0)
               and module.dilation == (1, 1)):
-            _pointwise_as_linear(module)
+            _pointwise_per_sample(module)
     setattr(network, _MARK, True)
     return network

@@ -91,7 +91,9 @@ class JobService:
         self._started: dict[str, float] = {}
         self._ended: dict[str, float] = {}  # job id -> when it ended here (wakes waiters early)
         self._cancelled: set[str] = set()
+        self._watchers: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._wake = threading.Event()
+        self._last_claim = 0.0
         self._stop = threading.Event()
         self._stopping_hard = False
         self._thread: threading.Thread | None = None
@@ -205,15 +207,32 @@ class JobService:
         p = self._progress.get(job_id)
         return max(p.updated if p is not None else 0.0, self._ended.get(job_id, 0.0))
 
+    def _notify(self, job_id: str) -> None:
+        """From the worker thread: wake the event-loop waiters of a job (no polling)."""
+        for loop, event in list(self._watchers.get(job_id, ())):
+            loop.call_soon_threadsafe(event.set)
+
     async def next_change(self, job_id: str, seen: float, timeout: float) -> float:
         """Wait (without blocking the event loop) until this process records news of a job
         (progress, or its end) after the stamp ``seen``, at most ``timeout`` seconds; returns
         the newest stamp. Jobs run by another process sharing the store bring no news here:
         callers also poll the store, less often."""
-        deadline = time.monotonic() + timeout
-        while (stamp := self._stamp(job_id)) <= seen and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        return stamp
+        if self._stamp(job_id) > seen:
+            return self._stamp(job_id)
+        watcher = (asyncio.get_running_loop(), asyncio.Event())
+        self._watchers.setdefault(job_id, []).append(watcher)
+        try:
+            if self._stamp(job_id) <= seen:  # news may have come while registering
+                await asyncio.wait_for(watcher[1].wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiting = self._watchers.get(job_id, [])
+            if watcher in waiting:
+                waiting.remove(watcher)
+            if not waiting:
+                self._watchers.pop(job_id, None)
+        return self._stamp(job_id)
 
     async def wait(self, job_id: str, timeout: float = 600.0) -> Any:
         """Wait until a job ends; returns its row (None when it was deleted). A job that ends
@@ -254,7 +273,6 @@ class JobService:
 
     def _idle(self) -> None:
         self._wake.wait(self.poll_interval)  # polling also finds jobs queued by other processes
-        self._wake.clear()
         if time.monotonic() - self._last_renewal > self.lease_seconds / 2:
             self._last_renewal = time.monotonic()
             self.store.reclaim_expired()  # a dead worker's jobs come back to the queue
@@ -277,8 +295,13 @@ class JobService:
         """Claim and start jobs while the batch has room; with a batch running, only the head
         of the queue, and only when it is for the same model (strict FIFO, one model loaded)."""
         admitted = 0
+        if len(self._batcher) and not self._wake.is_set() and \
+                time.monotonic() - self._last_claim < self.poll_interval:
+            return 0  # between steps, look for new jobs on a submission here or every poll interval
+        self._wake.clear()  # before claiming: a submission from now on sets it again
         while not self._stop.is_set() and self._batcher.has_room():
             model = self._batcher.model_ref if len(self._batcher) else ANY_MODEL
+            self._last_claim = time.monotonic()
             row = self.store.claim_next(self.worker_id, lease_seconds=self.lease_seconds, model=model)
             if row is None:
                 break
@@ -299,6 +322,7 @@ class JobService:
         def on_progress(ev: ProgressEvent) -> None:
             prog.phase, prog.step, prog.total, prog.elapsed = ev.phase, ev.step, ev.total, ev.elapsed
             prog.updated = time.time()
+            self._notify(job_id)
 
         cancel = _Cancel(self, job_id)
         try:
@@ -399,6 +423,7 @@ class JobService:
         if p is not None:
             p.phase, p.updated = status, now
         self._ended[job_id] = now
+        self._notify(job_id)
         # Progress of ended jobs lives in the store; keep the in-memory maps small on a long run.
         cutoff = now - 60
         for k in [k for k, v in list(self._progress.items()) if v.phase in FINAL and v.updated < cutoff]:

@@ -42,8 +42,11 @@ class ModelSource:
     hub_id: str | None = None
 
 
-def resolve_model(ref: str | None) -> ModelSource:
-    """Turn a user's model reference into a local folder or a hub id, or fail clearly."""
+def resolve_model(ref: str | None | ModelSource) -> ModelSource:
+    """Turn a user's model reference into a local folder or a hub id, or fail clearly.
+    An already resolved ``ModelSource`` comes back as it is (resolve once, pass it on)."""
+    if isinstance(ref, ModelSource):
+        return ref
     if ref is None or ref in ("", "default"):
         env = os.environ.get("BILDWERK_MODEL")
         if env:
@@ -86,7 +89,7 @@ def local_model_names() -> list[str]:
     return ["default"] + sorted(p.name for p in folder.glob("*") if (p / "model_index.json").is_file())
 
 
-def _folder_config(ref: str | None) -> dict[str, Any]:
+def _folder_config(ref: str | None | ModelSource) -> dict[str, Any]:
     """A local model's bildwerk.json, read without loading weights; {} for hub or unknown refs."""
     try:
         source = resolve_model(ref)
@@ -100,7 +103,7 @@ def _guidance_from_config(config: dict[str, Any]) -> float:
     return float(value) if value is not None else 7.5
 
 
-def model_is_multilingual(ref: str | None) -> bool:
+def model_is_multilingual(ref: str | None | ModelSource) -> bool:
     """Whether a model reads prompts in any language (bildwerk's sentence-encoder models),
     told from its folder without loading weights; hub and CLIP models read English. Remote
     OpenAI image models read many languages themselves."""
@@ -215,7 +218,7 @@ def _family(pipe: Any, config: dict[str, Any]) -> Family:
 
 
 def load_model(
-    ref: str | None, *, device: str | None = None, dtype: str | None = None
+    ref: str | None | ModelSource, *, device: str | None = None, dtype: str | None = None
 ) -> LoadedModel:
     source = resolve_model(ref)
     path = source.path if source.path is not None else download_hub_model(source.hub_id or "")
@@ -272,13 +275,14 @@ class ModelManager:
         self._current: LoadedModel | None = None
         self._current_key: str | None = None
 
-    def get(self, ref: str | None) -> LoadedModel:
-        key = str(resolve_model(ref))
+    def get(self, ref: str | None | ModelSource) -> LoadedModel:
+        source = resolve_model(ref)
+        key = str(source)
         with self._lock:
             if self._current is not None and self._current_key == key:
                 return self._current
             self.unload()
-            self._current = load_model(ref, device=self._device, dtype=self._dtype)
+            self._current = load_model(source, device=self._device, dtype=self._dtype)
             self._current_key = key
             return self._current
 
