@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test test-slow lint clean default-model
+.PHONY: venv run test test-slow test-extended lint clean default-model
 
 venv: $(STAMP)
 
@@ -30,6 +30,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# Slower groups CI runs after `make test` (fault injection across processes, benchmark smoke runs).
+test-extended: $(STAMP)
+	$(BIN)/python -m pytest -m extended
 
 # Reproduce the embedded default model (dataset, VAE, UNet, install); resumable. See docs/default-model.md.
 default-model: $(STAMP)

@@ -62,8 +62,8 @@ class Bildwerk:
 
     def run(self, spec: JobSpec, *, on_progress: ProgressCallback | None = None) -> GenerationResult:
         """A ready spec: checked, prompt steps, engine."""
-        self.generator.check(spec)
-        return self.generator.run(spec, on_progress=on_progress)
+        source = self.generator.check(spec)
+        return self.generator.run(spec, on_progress=on_progress, source=source)
 
     def _call(self, options: PromptOptions | dict[str, Any] | None, on_progress: ProgressCallback | None,
               **fields: Any) -> GenerationResult:

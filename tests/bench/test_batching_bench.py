@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -15,6 +17,7 @@ def _positive(value) -> bool:
     return isinstance(value, int | float) and value > 0
 
 
+@pytest.mark.extended
 def test_batching_bench_smoke(tmp_path):
     from bildwerk.models.tiny import save_tiny_model
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from bildwerk.core.errors import GenerationCancelled, InvalidRequestError
 from bildwerk.engines.base import GenerationResult, ProgressEvent
+from bildwerk.engines.registry import EngineRouter
 from bildwerk.jobs.service import JobService
 from bildwerk.jobs.store import QueueFull, Store
 
@@ -38,16 +39,9 @@ class FakeEngine:
                                 model={"name": "fake"}, scheduler="none", guidance=1.0, width=8, height=8)
 
 
-class FakeRouter:
-    def __init__(self, engine) -> None:
-        self.engine = engine
-        self.models = type("M", (), {"unload": lambda self: None})()
-
-    def engine_for(self, ref):
-        return self.engine
-
-    def describe(self):
-        return {"loaded": None}
+def FakeRouter(engine) -> EngineRouter:  # noqa: N802 - reads like the class it stands for
+    # Every kind of model reference goes to the fake engine; the real router around it.
+    return EngineRouter(engines={"local": engine, "openai": engine})
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bildwerk.core.refs import LOCAL
 from bildwerk.core.spec import JobSpec
 from bildwerk.engines.base import (
     BatchEngine,
@@ -28,7 +27,7 @@ from bildwerk.engines.base import (
     step_to_end,
 )
 from bildwerk.engines.registry import EngineRouter, check_request
-from bildwerk.models.loader import ModelManager, resolve_model
+from bildwerk.models.loader import ModelManager, ModelSource
 from bildwerk.prompts.pipeline import PromptPipeline, run_prompt_pipeline
 
 
@@ -70,19 +69,21 @@ class Generator:
     def models(self) -> ModelManager:
         return self.router.models
 
-    def check(self, spec: JobSpec) -> None:
+    def check(self, spec: JobSpec) -> Any:
         """Everything that can fail before a backend or a model is asked: the model
-        reference, the style. Raises the error the caller should get at submission."""
+        reference, the style. Raises the error the caller should get at submission; returns
+        the resolved model reference (pass it on as ``source``)."""
         check_request(spec.request)
         if spec.options.style:
             from bildwerk.prompts.styles import get_style
 
             get_style(spec.options.style)
+        return self.resolve(spec)
 
     def resolve(self, spec: JobSpec) -> Any:
         """The model reference resolved (a ``ModelSource`` for local models; remote references
         as they are): done once per spec, then passed on to the prompt steps and the engine."""
-        return resolve_model(spec.request.model) if spec.engine_kind == LOCAL else spec.request.model
+        return self.router.resolve(spec.request.model)
 
     def with_prompt(self, spec: JobSpec, *, source: Any = None) -> JobSpec:
         """The spec with the prompt steps applied: the model's prompt and how it came about.
@@ -98,22 +99,22 @@ class Generator:
         return spec.model_copy(update={"request": req.model_copy(update=update)})
 
     def start(self, spec: JobSpec, *, on_progress: ProgressCallback | None = None,
-              cancel: CancelToken | None = None) -> Task:
+              cancel: CancelToken | None = None, source: Any = None) -> Task:
         """Prompt steps, then the engine: prepared for stepping, or run to the end where the
         engine has no steps to share (the remote Images API)."""
-        source = self.resolve(spec)
+        source = source if source is not None else self.resolve(spec)
         spec = self.with_prompt(spec, source=source)
         engine = self.router.engine_for(spec.request.model)
         if isinstance(engine, BatchEngine):
             prepared = engine.prepare(spec.request, on_progress=on_progress,
-                                      source=source if spec.engine_kind == LOCAL else None)
+                                      source=source if isinstance(source, ModelSource) else None)
             return Task(spec, engine, prepared=prepared)
         return Task(spec, engine, result=engine.generate(spec.request, on_progress=on_progress, cancel=cancel))
 
     def run(self, spec: JobSpec, *, on_progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> GenerationResult:
+            cancel: CancelToken | None = None, source: Any = None) -> GenerationResult:
         """One spec, start to end (stepped alone: the same path as in a batch)."""
-        task = self.start(spec, on_progress=on_progress, cancel=cancel)
+        task = self.start(spec, on_progress=on_progress, cancel=cancel, source=source)
         if task.result is None:
             assert isinstance(task.engine, BatchEngine) and task.prepared is not None
             task.result = step_to_end(task.engine, task.prepared, cancel)

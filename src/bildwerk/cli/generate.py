@@ -62,8 +62,8 @@ def _run(fields: dict[str, Any], out: Path, device: str | None, dtype: str | Non
     try:
         generator = Generator(models=ModelManager(device=device, dtype=dtype))
         spec = JobSpec.build(origin="cli", options=prompt_options, **fields)
-        generator.check(spec)
-        spec = generator.with_prompt(spec)
+        source = generator.check(spec)
+        spec = generator.with_prompt(spec, source=source)
         _show_record(spec.request.prompt_record)
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -84,7 +84,7 @@ def _run(fields: dict[str, Any], out: Path, device: str | None, dtype: str | Non
                 elif ev.phase == "done":
                     bar.update(task, description="done")
 
-            result = generator.run(spec, on_progress=on_progress)
+            result = generator.run(spec, on_progress=on_progress, source=source)
         paths = _save(result, out)
     except BildwerkError as exc:
         _fail(exc)

@@ -64,7 +64,19 @@ class EngineRouter:
         self._engines: dict[str, Engine] = dict(engines or {})
         if remote is not None:
             self._engines[OPENAI] = remote
+        self._injected = frozenset(self._engines)
         self._lock = threading.Lock()
+
+    def resolve(self, model_ref: str | None) -> Any:
+        """A model reference as its engine will take it: resolved to a ``ModelSource`` for the
+        registered local engine (once per spec, then passed on); as written for other kinds and
+        for engines given to this router (a stand-in knows its own names)."""
+        kind = reference_kind(model_ref)
+        if kind == LOCAL and kind not in self._injected:
+            from bildwerk.models.loader import resolve_model
+
+            return resolve_model(model_ref)
+        return model_ref
 
     def engine_for(self, model_ref: str | None) -> Engine:
         kind = reference_kind(model_ref)
