@@ -190,6 +190,7 @@ class JobService:
         elif outcome == "cancelled":
             self.metrics.finished.labels("cancelled").inc()
             self._ended[job_id] = time.time()
+            self._notify(job_id)
         return outcome
 
     def status(self, job_id: str) -> dict[str, Any] | None:
@@ -385,6 +386,7 @@ class JobService:
             self._batcher.remove(job_id)
             self._rows.pop(job_id, None)
             self._started.pop(job_id, None)
+        self.metrics.in_flight.set(len(self._rows))
         for job_id in self._batcher.keys():
             if self.store.is_cancel_requested(job_id):
                 self._cancelled.add(job_id)
