@@ -11,6 +11,7 @@ from its JSON form: the record stores their content hashes instead.
 
 from __future__ import annotations
 
+import re
 import secrets
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -38,6 +39,23 @@ MAX_STEPS = 150
 MAX_IMAGES = 8
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**32 - 1
+MAX_MODEL_REF_CHARS = 1024
+# Tab, newline and carriage return are text; other C0/C1 controls (NUL...) are not, and PNG
+# text chunks (where prompts are recorded) may not hold them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def check_text(value: str) -> str:
+    """Free text a person wrote: no control characters, nothing UTF-8 cannot store."""
+    bad = _CONTROL.search(value)
+    if bad:
+        raise ValueError(f"contains the control character U+{ord(bad.group()):04X}; remove it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"contains an unpaired surrogate (U+{ord(value[exc.start]):04X}); "
+                         "send valid Unicode text") from None
+    return value
 
 
 class Mode(StrEnum):
@@ -89,7 +107,8 @@ class GenerationRequest(BaseModel):
     height: int | None = Field(default=None, description="Output height; model default when unset.")
     num_images: int = Field(default=1, ge=1, le=MAX_IMAGES)
     scheduler: str | None = Field(default=None, description="Sampler name; the model's own when unset.")
-    model: str | None = Field(default=None, description="Model folder, hub id or registered name.")
+    model: str | None = Field(default=None, max_length=MAX_MODEL_REF_CHARS,
+                              description="Model folder, hub id or registered name.")
 
     # Inpainting options (the museum's use case).
     mask_source: MaskSource = "auto"
@@ -111,7 +130,7 @@ class GenerationRequest(BaseModel):
     @field_validator("prompt", "negative_prompt")
     @classmethod
     def _strip(cls, v: str) -> str:
-        return v.strip()
+        return check_text(v).strip()
 
     @field_validator("width", "height")
     @classmethod

@@ -57,6 +57,15 @@ def resolve_model(ref: str | None | ModelSource) -> ModelSource:
             "no model given and no default model is installed; pass --model PATH "
             "(a diffusers folder) or set BILDWERK_MODEL"
         )
+    try:
+        return _resolve_named(ref)
+    except (OSError, ValueError) as exc:  # a name the file system cannot look up (too long, NUL)
+        shown = repr(ref[:80]) + ("..." if len(ref) > 80 else "")
+        reason = getattr(exc, "strerror", None) or "not a valid file name"
+        raise ModelNotFoundError(f"model reference {shown} is not a usable name or folder ({reason})") from None
+
+
+def _resolve_named(ref: str) -> ModelSource:
     p = Path(ref).expanduser()
     if p.is_dir():
         if not (p / "model_index.json").is_file():

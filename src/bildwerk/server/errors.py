@@ -3,12 +3,16 @@ SDK reads, used on every surface so one client-side handler fits all."""
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bildwerk.core.errors import BildwerkError
+
+log = logging.getLogger("bildwerk.server")
 
 STATUS = {
     "invalid_request": 400,
@@ -70,3 +74,9 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden",
                 413: "too_large"}.get(exc.status_code, "http_error")
         return error_response(code, str(exc.detail), exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the client's fault: the documented JSON shape, no internals (paths, values).
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response("internal", "internal error; the server log has the details", 500)
