@@ -13,7 +13,6 @@ whether its request ran alone or batched (tests/engine/test_batching_exact.py).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
@@ -32,7 +31,6 @@ class Slot:
     key: str  # the caller's name for the task (a job id)
     task: Task
     cancel: CancelToken | None = None
-    order: int = 0
 
 
 @dataclass
@@ -49,8 +47,7 @@ class Outcome:
 class ContinuousBatcher:
     max_rows: int = DEFAULT_MAX_ROWS
     max_cells: int = DEFAULT_MAX_CELLS
-    slots: list[Slot] = field(default_factory=list)
-    _counter: itertools.count = field(default_factory=itertools.count)
+    slots: list[Slot] = field(default_factory=list)  # oldest first: added in order, removed in place
     _turn: int = 0
     last_rows: int = 0  # rows in the last network call (for metrics)
 
@@ -81,7 +78,7 @@ class ContinuousBatcher:
     def add(self, key: str, task: Task, cancel: CancelToken | None = None) -> None:
         if not task.batched:
             raise ValueError("only tasks with denoising steps left join a batch")
-        self.slots.append(Slot(key, task, cancel, next(self._counter)))
+        self.slots.append(Slot(key, task, cancel))
 
     def remove(self, key: str) -> Slot | None:
         for i, s in enumerate(self.slots):
@@ -92,7 +89,7 @@ class ContinuousBatcher:
     def _group(self) -> list[Slot]:
         """The next group to step (groups take turns, oldest first), bounded in rows and cells."""
         groups: dict[Hashable, list[Slot]] = {}
-        for s in sorted(self.slots, key=lambda s: s.order):
+        for s in self.slots:
             groups.setdefault(s.task.prepared.batch_key, []).append(s)  # type: ignore[union-attr]
         members = list(groups.values())[self._turn % len(groups)]
         self._turn += 1

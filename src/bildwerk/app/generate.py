@@ -8,7 +8,8 @@
 (app/batching.py) can step many started tasks together; ``Task.finish`` completes one. The
 CLI, the demo, the Python API, the service worker, evaluation and training previews all come
 through here: the request is validated once (when the spec is built), the seed is drawn once
-(ditto), and the model reference is resolved by one function (``check``).
+(ditto), and the model reference is resolved once per spec (``check`` or ``resolve``, through
+the router) and passed on to the prompt steps and the engine.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bildwerk.engines.base import (
     ProgressCallback,
     step_to_end,
 )
-from bildwerk.engines.registry import EngineRouter, check_request
+from bildwerk.engines.registry import EngineRouter
 from bildwerk.models.loader import ModelManager, ModelSource
 from bildwerk.prompts.pipeline import PromptPipeline, run_prompt_pipeline
 
@@ -73,12 +74,12 @@ class Generator:
         """Everything that can fail before a backend or a model is asked: the model
         reference, the style. Raises the error the caller should get at submission; returns
         the resolved model reference (pass it on as ``source``)."""
-        check_request(spec.request)
+        source = self.router.check(spec.request.model)
         if spec.options.style:
             from bildwerk.prompts.styles import get_style
 
             get_style(spec.options.style)
-        return self.resolve(spec)
+        return source
 
     def resolve(self, spec: JobSpec) -> Any:
         """The model reference resolved (a ``ModelSource`` for local models; remote references

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 from bildwerk.core.refs import LOCAL, OPENAI, reference_kind
-from bildwerk.core.request import GenerationRequest
 from bildwerk.engines.base import Engine
 from bildwerk.models.loader import ModelManager
 
@@ -41,20 +40,6 @@ register_engine(LOCAL, _local)
 register_engine(OPENAI, _openai)
 
 
-def check_request(request: GenerationRequest) -> None:
-    """What can be checked before anything loads: the model exists (local), or is a remote
-    model the service knows. Raises the error a client should get now, not from the worker."""
-    if reference_kind(request.model) == OPENAI:
-        from bildwerk.core.refs import remote_model_name
-        from bildwerk.engines.openai_engine import model_spec
-
-        model_spec(remote_model_name(request.model))
-    else:
-        from bildwerk.models.loader import resolve_model
-
-        resolve_model(request.model)
-
-
 class EngineRouter:
     def __init__(self, models: ModelManager | None = None, *, remote: Engine | None = None,
                  engines: dict[str, Engine] | None = None) -> None:
@@ -77,6 +62,22 @@ class EngineRouter:
 
             return resolve_model(model_ref)
         return model_ref
+
+    def check(self, model_ref: str | None) -> Any:
+        """What can be checked before anything loads: a local reference names a model (whichever
+        engine serves it), a remote one a model the service knows. Raises the error a client
+        should get now, not from the worker; returns the reference as ``resolve`` gives it."""
+        kind = reference_kind(model_ref)
+        if kind == OPENAI:
+            from bildwerk.core.refs import remote_model_name
+            from bildwerk.engines.openai_engine import model_spec
+
+            model_spec(remote_model_name(model_ref))
+        elif kind in self._injected:
+            from bildwerk.models.loader import resolve_model
+
+            resolve_model(model_ref)
+        return self.resolve(model_ref)
 
     def engine_for(self, model_ref: str | None) -> Engine:
         kind = reference_kind(model_ref)
