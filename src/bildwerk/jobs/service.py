@@ -273,10 +273,9 @@ class JobService:
                 time.sleep(self.poll_interval)
 
     def _idle(self) -> None:
-        self._wake.wait(self.poll_interval)  # polling also finds jobs queued by other processes
-        if time.monotonic() - self._last_renewal > self.lease_seconds / 2:
-            self._last_renewal = time.monotonic()
-            self.store.reclaim_expired()  # a dead worker's jobs come back to the queue
+        # Polling also finds jobs queued by other processes; each claim first takes back the
+        # jobs of dead workers (Store.claim_next with a worker id reclaims expired leases).
+        self._wake.wait(self.poll_interval)
 
     def _warm_up(self) -> None:
         """Readiness: the model loads and a one-step generation works."""
