@@ -9,7 +9,7 @@ from io import BytesIO
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from bildwerk.core.errors import InvalidImageError
 from bildwerk.images import (
@@ -95,7 +95,7 @@ def test_exif_orientation_is_applied() -> None:
 
 
 def test_palette_with_transparency_becomes_rgba() -> None:
-    pal = Image.new("P", (4, 4), 0)
+    pal = Image.new("P", (8, 8), 0)
     pal.putpalette([255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 6))
     pal.putpixel((1, 1), 1)
     out = decode_image(_encode(pal, transparency=1))
@@ -105,21 +105,21 @@ def test_palette_with_transparency_becomes_rgba() -> None:
 
 
 def test_palette_without_transparency_becomes_rgb() -> None:
-    out = decode_image(_encode(Image.new("P", (4, 4), 0)))
+    out = decode_image(_encode(Image.new("P", (8, 8), 0)))
     assert out.mode == "RGB"
 
 
 def test_la_becomes_rgba() -> None:
-    out = decode_image(_encode(Image.new("LA", (4, 4), (200, 0))))
+    out = decode_image(_encode(Image.new("LA", (8, 8), (200, 0))))
     assert out.mode == "RGBA"
     assert out.getpixel((0, 0)) == (200, 200, 200, 0)
 
 
 def test_16bit_gray_is_scaled_not_clipped() -> None:
-    arr = np.array([[0, 32768, 65535, 1000]], dtype=np.uint16)
+    arr = np.tile(np.array([[0, 32768, 65535, 1000]], dtype=np.uint16), (8, 2))  # 8x8: a real picture
     out = decode_image(_encode(Image.fromarray(arr)))
     assert out.mode == "L"
-    assert list(np.asarray(out)[0]) == [0, 128, 255, 4]
+    assert list(np.asarray(out)[0]) == [0, 128, 255, 4] * 2
 
 
 def test_cmyk_jpeg_becomes_rgb() -> None:
@@ -333,7 +333,7 @@ def test_to_rgb_alpha_bands_become_white(make) -> None:
 def test_to_rgb_transparent_colours_become_white() -> None:
     # A tRNS chunk on L or RGB marks one colour transparent; the dataset builder always
     # honoured it, and now the server, the judge and training do too.
-    rgb = Image.new("RGB", (2, 2), (10, 20, 30))
+    rgb = Image.new("RGB", (8, 8), (10, 20, 30))
     rgb.putpixel((1, 1), (1, 2, 3))
     rgb.info["transparency"] = (10, 20, 30)
     out = to_rgb(rgb)
@@ -374,3 +374,29 @@ def test_encode_png_without_chunks_and_odd_mode() -> None:
     data = encode_png(Image.new("CMYK", (3, 3)))
     with Image.open(BytesIO(data)) as im:
         assert im.mode == "RGB" and im.size == (3, 3)
+
+
+@pytest.mark.parametrize(("size", "why"), [((1, 1), "at least 8"), ((4096, 8), "8:1"), ((8, 200), "8:1")])
+def test_degenerate_pictures_are_refused(size, why) -> None:
+    # A 100-byte 4096x8 upload would ask for a 2048x64 generation: 32x the work of its bytes.
+    with pytest.raises(InvalidImageError, match=why):
+        decode_image(_encode(Image.new("RGB", size)))
+    assert decode_image(_encode(Image.new("RGB", size)), limits=DATASET_LIMITS).size == size
+
+
+def test_megabytes_of_text_chunks_are_refused() -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "x" * (300 * 1024))
+    buf = BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, "PNG", pnginfo=info)
+    with pytest.raises(InvalidImageError, match="text"):
+        decode_image(buf.getvalue())
+
+
+@pytest.mark.parametrize("media", ["text/html", "application/javascript", "image/svg+xml"])
+def test_a_data_url_must_say_it_is_an_image(media) -> None:
+    png = base64.b64encode(_encode(Image.new("RGB", (16, 16)))).decode()
+    with pytest.raises(InvalidImageError, match="data URL says"):
+        decode_base64_image(f"data:{media};base64,{png}")
+    assert decode_base64_image(f"data:image/png;base64,{png}").size == (16, 16)
+    assert decode_base64_image(f"data:;base64,{png}").size == (16, 16)

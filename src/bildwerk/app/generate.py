@@ -72,13 +72,14 @@ class Generator:
 
     def check(self, spec: JobSpec) -> Any:
         """Everything that can fail before a backend or a model is asked: the model
-        reference, the style. Raises the error the caller should get at submission; returns
-        the resolved model reference (pass it on as ``source``)."""
+        reference, the engine's configuration, the prompt steps' names and backends. Raises the
+        error the caller should get at submission; returns the resolved model reference (pass
+        it on as ``source``)."""
         source = self.router.check(spec.request.model)
-        if spec.options.style:
-            from bildwerk.prompts.styles import get_style
-
-            get_style(spec.options.style)
+        engine_check = getattr(self.router.engine_for(spec.request.model), "check", None)
+        if engine_check is not None:
+            engine_check(spec.request)
+        (self.pipeline or PromptPipeline()).check(spec.request.prompt, spec.options)
         return source
 
     def resolve(self, spec: JobSpec) -> Any:

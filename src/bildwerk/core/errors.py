@@ -25,6 +25,13 @@ class InvalidImageError(InvalidRequestError):
     code = "invalid_image"
 
 
+class NotConfiguredError(InvalidRequestError):
+    """A request that needs something this installation lacks (an API key, a backend): it
+    cannot succeed here, so it is refused when submitted rather than failed in the worker."""
+
+    code = "not_configured"
+
+
 class ModelNotFoundError(BildwerkError):
     """A model reference that resolves to nothing usable (offline hub id, missing folder)."""
 

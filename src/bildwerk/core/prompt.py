@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bildwerk.core.bounds import MAX_NAME_CHARS, MAX_SEED
+from bildwerk.core.text import check_text
 
 
 class PromptStep(BaseModel):
@@ -51,13 +54,14 @@ class PromptOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    language: str | None = Field(default=None, description="The prompt's language (ISO 639-1); detected when unset.")
+    language: str | None = Field(default=None, max_length=MAX_NAME_CHARS,
+                                 description="The prompt's language (ISO 639-1); detected when unset.")
     translate: TranslateMode = Field(
         default="auto",
         description="auto: translate to English only for English-only models (LLM when one is "
         "configured, else the lexicon); llm / lexicon: always for non-English text; off.")
     enhance: bool = Field(default=False, description="Add the lexicon's details to known terms.")
-    style: str | None = None
+    style: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     wildcards: bool = True
     keywords: bool = False
     keyword_mode: Literal["append", "replace"] = "append"
@@ -65,11 +69,18 @@ class PromptOptions(BaseModel):
     keyword_count: int = Field(default=5, ge=1, le=20)
     paraphrase: int = Field(default=0, ge=0, le=8, description="How many rewordings to make.")
     expand: bool = False
-    describe: str | None = Field(default=None, description="Describer for the input image: local, openai, azure.")
+    describe: str | None = Field(default=None, max_length=MAX_NAME_CHARS,
+                                 description="Describer for the input image: local, openai, azure.")
     merge: Literal["rules", "llm"] = "rules"
-    llm: str | None = Field(default=None, description="Chat backend: local, openai, openai:MODEL.")
-    seed: int = 0
+    llm: str | None = Field(default=None, max_length=MAX_NAME_CHARS,
+                            description="Chat backend: local, openai, openai:MODEL.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     fallback: bool = True
+
+    @field_validator("language", "style", "describe", "llm")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        return v if v is None else check_text(v)
 
     @classmethod
     def verbatim(cls) -> PromptOptions:

@@ -11,7 +11,6 @@ from its JSON form: the record stores their content hashes instead.
 
 from __future__ import annotations
 
-import re
 import secrets
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -27,35 +26,22 @@ from pydantic import (
     model_validator,
 )
 
+from bildwerk.core.bounds import (  # noqa: F401  (re-exported: the request's bounds)
+    MAX_IMAGES,
+    MAX_MASK_BLUR,
+    MAX_MASK_PADDING,
+    MAX_MODEL_REF_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_SIDE,
+)
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.core.hashing import image_sha256
 from bildwerk.core.prompt import PromptRecord
 from bildwerk.core.samplers import canonical_sampler_name
-
-# Bounds checked before any tensor is allocated (DESIGN.md security checklist).
-MIN_SIDE = 64
-MAX_SIDE = 2048
-MAX_STEPS = 150
-MAX_IMAGES = 8
-MAX_PROMPT_CHARS = 2000
-MAX_SEED = 2**32 - 1
-MAX_MODEL_REF_CHARS = 1024
-# Tab, newline and carriage return are text; other C0/C1 controls (NUL...) are not, and PNG
-# text chunks (where prompts are recorded) may not hold them.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def check_text(value: str) -> str:
-    """Free text a person wrote: no control characters, nothing UTF-8 cannot store."""
-    bad = _CONTROL.search(value)
-    if bad:
-        raise ValueError(f"contains the control character U+{ord(bad.group()):04X}; remove it")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"contains an unpaired surrogate (U+{ord(value[exc.start]):04X}); "
-                         "send valid Unicode text") from None
-    return value
+from bildwerk.core.text import check_text
 
 
 class Mode(StrEnum):
@@ -113,12 +99,12 @@ class GenerationRequest(BaseModel):
     # Inpainting options (the museum's use case).
     mask_source: MaskSource = "auto"
     invert_mask: bool = False
-    mask_blur: int = Field(default=4, ge=0, le=256, description="Feather radius in pixels.")
+    mask_blur: int = Field(default=4, ge=0, le=MAX_MASK_BLUR, description="Feather radius in pixels.")
     only_masked: bool = Field(
         default=True,
         description="Inpaint a crop around the mask at the model's working size, then paste back.",
     )
-    only_masked_padding: int = Field(default=32, ge=0, le=1024)
+    only_masked_padding: int = Field(default=32, ge=0, le=MAX_MASK_PADDING)
 
     # How the user's words became ``prompt`` (translation, styles, ...), when the prompt
     # pipeline ran; kept with the request so every result can say so.
@@ -131,6 +117,11 @@ class GenerationRequest(BaseModel):
     @classmethod
     def _strip(cls, v: str) -> str:
         return check_text(v).strip()
+
+    @field_validator("model")
+    @classmethod
+    def _model_text(cls, v: str | None) -> str | None:
+        return v if v is None else check_text(v)
 
     @field_validator("width", "height")
     @classmethod

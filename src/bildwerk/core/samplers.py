@@ -48,5 +48,6 @@ def canonical_sampler_name(name: str) -> str:
     """The canonical spelling of a sampler name or alias; ValueError for unknown names."""
     found = find_sampler(name)
     if found is None:
-        raise ValueError(f"unknown scheduler {name!r}; choose one of: {', '.join(sampler_names())}")
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        raise ValueError(f"unknown scheduler {shown!r}; choose one of: {', '.join(sampler_names())}")
     return found.name

@@ -130,7 +130,11 @@ class GenerationResult:
 
 
 class Engine(Protocol):
-    """Turns a validated request into images. Local diffusers, remote APIs, ..."""
+    """Turns a validated request into images. Local diffusers, remote APIs, ...
+
+    An engine may also have ``check(request)``: what it can tell before any work (a remote
+    engine's key is configured), raising the error the submitter should get.
+    """
 
     def generate(
         self,

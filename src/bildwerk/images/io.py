@@ -27,6 +27,12 @@ class ImageLimits:
     max_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 4096 * 4096
     formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
+    # Degenerate pictures cost work out of proportion to their bytes: a 4096x8 upload asks for
+    # a 2048x64 generation. A side under min_side or sides further apart than max_aspect : 1
+    # are refused, as is more text in the file's chunks than max_text_bytes (Pillow allows 64 MB).
+    min_side: int = 8  # one latent pixel
+    max_aspect: float | None = 8.0
+    max_text_bytes: int | None = 256 * 1024
 
 
 DEFAULT_LIMITS = ImageLimits()
@@ -39,7 +45,15 @@ DATASET_LIMITS = ImageLimits(
     max_bytes=1024 * 1024 * 1024,
     max_pixels=256_000_000,
     formats=("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"),
+    min_side=1,
+    max_aspect=None,
+    max_text_bytes=None,
 )
+
+# The media types a data URL may name for each container format (none named is fine too).
+_MEDIA_TYPES = {"PNG": ("image/png", "image/apng"), "JPEG": ("image/jpeg", "image/jpg", "image/pjpeg"),
+                "WEBP": ("image/webp",), "GIF": ("image/gif",), "BMP": ("image/bmp", "image/x-ms-bmp"),
+                "TIFF": ("image/tiff",)}
 
 # Modes the rest of the toolkit works with directly; everything else is converted.
 _KEPT_MODES = frozenset({"RGB", "RGBA", "L"})
@@ -76,6 +90,31 @@ def _check_pixel_count(size: tuple[int, int], limits: ImageLimits, what: str) ->
         raise InvalidImageError(
             f"The {what} is {w}x{h} = {w * h} pixels, more than the limit of "
             f"{limits.max_pixels} pixels; downscale it before sending."
+        )
+
+
+def _check_shape(size: tuple[int, int], limits: ImageLimits, what: str) -> None:
+    w, h = size
+    if min(w, h) < limits.min_side:
+        raise InvalidImageError(
+            f"The {what} is {w}x{h} pixels; each side must be at least {limits.min_side} pixels."
+        )
+    if limits.max_aspect is not None and max(w, h) > limits.max_aspect * min(w, h):
+        raise InvalidImageError(
+            f"The {what} is {w}x{h} pixels; its sides may differ at most "
+            f"{limits.max_aspect:g}:1. Crop it closer to the picture you mean."
+        )
+
+
+def _text_bytes(im: Image.Image) -> int:
+    return sum(len(v) for v in im.info.values() if isinstance(v, (str, bytes)))
+
+
+def _check_text_size(im: Image.Image, limits: ImageLimits, what: str) -> None:
+    if limits.max_text_bytes is not None and _text_bytes(im) > limits.max_text_bytes:
+        raise InvalidImageError(
+            f"The {what} carries more than {_human_bytes(limits.max_text_bytes)} of text "
+            "chunks; strip its metadata and send it again."
         )
 
 
@@ -134,7 +173,10 @@ def decode_image(
         try:
             with Image.open(BytesIO(data), formats=list(limits.formats)) as im:
                 _check_pixel_count(im.size, limits, what)
+                _check_shape(im.size, limits, what)
+                _check_text_size(im, limits, what)
                 im.load()
+                _check_text_size(im, limits, what)  # chunks after the pixel data
                 upright = _upright_copy(im)
         except InvalidImageError:
             raise
@@ -163,7 +205,7 @@ def _upright_copy(im: Image.Image) -> Image.Image:
     return upright if upright is not None else im.copy()
 
 
-def _split_data_url(text: str, what: str) -> str:
+def _split_data_url(text: str, what: str, limits: ImageLimits) -> str:
     header, sep, payload = text.partition(",")
     if not sep:
         raise InvalidImageError(
@@ -171,6 +213,12 @@ def _split_data_url(text: str, what: str) -> str:
             "use the form data:image/png;base64,<data>."
         )
     params = [p.strip().lower() for p in header[len("data:") :].split(";")]
+    media = params[0]
+    allowed = [t for f in limits.formats for t in _MEDIA_TYPES.get(f, ())]
+    if media and media not in allowed:
+        raise InvalidImageError(
+            f"The {what} data URL says {media[:40]!r}; send an image ({', '.join(allowed)})."
+        )
     if "base64" not in params:
         raise InvalidImageError(
             f"The {what} data URL is not base64-encoded; use the form data:image/png;base64,<data>."
@@ -193,7 +241,7 @@ def base64_image_bytes(
         raise InvalidImageError(f"The {what} must be a base64 string.")
     text = text.strip()
     if text[:5].lower() == "data:":
-        text = _split_data_url(text, what)
+        text = _split_data_url(text, what, limits)
     compact = "".join(text.split())
     if not compact:
         raise InvalidImageError(f"The {what} is empty; send base64-encoded image data.")

@@ -74,6 +74,7 @@ from bildwerk.jobs.sqlite.rows import (
     JobRow,
     StoredImage,
 )
+from bildwerk.jobs.sqlite.search import MAX_JOB_IDS, MAX_OFFSET, MAX_SEARCH_WORDS
 from bildwerk.jobs.sqlite.state import ANY_MODEL, DEFAULT_MAX_ATTEMPTS, States
 
 __all__ = [
@@ -88,6 +89,9 @@ __all__ = [
     "FINISHED_STATUSES",
     "IMAGES_DIR",
     "INPUT_ROLES",
+    "MAX_JOB_IDS",
+    "MAX_OFFSET",
+    "MAX_SEARCH_WORDS",
     "STALE_TEMP_SECONDS",
     "STATUSES",
     "CorruptImageError",

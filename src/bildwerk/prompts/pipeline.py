@@ -53,6 +53,35 @@ class PromptPipeline:
 
         return describer(spec)
 
+    # -- before the job is queued ------------------------------------------------------------
+    def check(self, text: str, options: PromptOptions) -> None:
+        """What the steps need that can be checked without running them: the style and the
+        wildcards exist, the LLM and describer names are known, and (unless ``fallback`` may
+        stand in) their backends are configured. Raises the error the submitter should get."""
+        from bildwerk.core.errors import NotConfiguredError
+
+        if options.style:
+            from bildwerk.prompts.styles import get_style
+
+            get_style(options.style)
+        if options.wildcards:
+            from bildwerk.prompts.wildcards import check
+
+            check(text)
+        backends: list[Callable[[], Any]] = []
+        if options.llm is not None and self._llm is None:
+            from bildwerk.prompts.llm import chat_backend
+
+            backends.append(lambda: chat_backend(options.llm))
+        if options.describe is not None and self._describer is None:
+            backends.append(lambda: self.describer(options.describe))
+        for make in backends:
+            try:
+                make()  # unknown names raise InvalidRequestError; constructing asks no server
+            except PromptBackendError as exc:
+                if not options.fallback:
+                    raise NotConfiguredError(f"{exc}; or leave fallback on") from exc
+
     # -- the run ---------------------------------------------------------------------------
     def run(self, text: str, negative: str = "", *, options: PromptOptions | None = None,
             multilingual_model: bool = False, image: Image.Image | None = None) -> PromptRecord:

@@ -35,6 +35,12 @@ def _check_names(template: str, manager) -> None:
             raise InvalidRequestError(f"unknown wildcard __{name}__; known: {known}")
 
 
+def check(template: str) -> None:
+    """Before the job is queued: every ``__name__`` the template uses exists."""
+    if "__" in template:
+        _check_names(template, _manager())
+
+
 def resolve(template: str, seed: int) -> str:
     """One prompt from a template, the same for the same seed."""
     from dynamicprompts.generators import RandomPromptGenerator

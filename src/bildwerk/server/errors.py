@@ -17,6 +17,7 @@ log = logging.getLogger("bildwerk.server")
 STATUS = {
     "invalid_request": 400,
     "invalid_image": 400,
+    "not_configured": 400,
     "model_not_found": 404,
     "unsafe_model": 400,
     "unsupported_model": 400,

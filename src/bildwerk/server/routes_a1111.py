@@ -13,38 +13,55 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from bildwerk.core.bounds import (
+    MAX_IMAGES,
+    MAX_MASK_BLUR,
+    MAX_MASK_PADDING,
+    MAX_MODEL_REF_CHARS,
+    MAX_NAME_CHARS,
+    MAX_SEED,
+)
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.core.prompt import PromptOptions
-from bildwerk.core.request import MAX_IMAGES
 from bildwerk.core.samplers import SAMPLERS, canonical_sampler_name
 from bildwerk.core.spec import JobSpec
 from bildwerk.images.io import base64_image_bytes
 from bildwerk.images.metadata import read_png_metadata
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, result_pngs, submit_and_wait
+from bildwerk.server.schemas import StrictBody
 
 router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"])
 
 
-class _A1111Base(BaseModel):
-    model_config = ConfigDict(extra="allow")  # A1111 clients send many fields we do not use
+class A1111Options(StrictBody):
+    """A1111's settings (``override_settings`` and POST /options): bildwerk reads the checkpoint;
+    the many others A1111 clients send are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    sd_model_checkpoint: str | None = Field(default=None, max_length=MAX_MODEL_REF_CHARS)
+
+
+class _A1111Base(StrictBody):
+    model_config = ConfigDict(extra="allow", strict=True)  # A1111 clients send many fields we do not use
 
     prompt: str = ""
     negative_prompt: str = ""
-    styles: list[str] = Field(default_factory=list)
-    seed: int = -1
+    styles: list[str] = Field(default_factory=list, max_length=8)
+    seed: int = Field(default=-1, ge=-1, le=MAX_SEED, description="-1: a random seed.")
     steps: int = 20
     cfg_scale: float | None = None  # unset: the model's recommended value
     width: int | None = None  # unset: the model's own size
     height: int | None = None
     batch_size: int = 1
     n_iter: int = 1
-    sampler_name: str | None = None
-    sampler_index: str | None = None
-    scheduler: str | None = None
-    override_settings: dict[str, Any] = Field(default_factory=dict)
+    sampler_name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    sampler_index: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    scheduler: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    override_settings: A1111Options = Field(default_factory=A1111Options)
 
 
 class Txt2ImgIn(_A1111Base):
@@ -52,14 +69,14 @@ class Txt2ImgIn(_A1111Base):
 
 
 class Img2ImgIn(_A1111Base):
-    init_images: list[str] = Field(default_factory=list)
+    init_images: list[str] = Field(default_factory=list, max_length=8)
     mask: str | None = None
-    mask_blur: int = 4
+    mask_blur: int = Field(default=4, ge=0, le=MAX_MASK_BLUR)
     inpaint_full_res: bool | int = True
-    inpaint_full_res_padding: int = 32
-    inpainting_mask_invert: int = 0
+    inpaint_full_res_padding: int = Field(default=32, ge=0, le=MAX_MASK_PADDING)
+    inpainting_mask_invert: int = Field(default=0, ge=0, le=1)
     denoising_strength: float = 0.75
-    resize_mode: int = 0
+    resize_mode: int = Field(default=0, ge=0, le=3)
 
 
 def _sampler(body: _A1111Base) -> str | None:
@@ -78,7 +95,7 @@ def _fields(st, body: _A1111Base) -> tuple[dict[str, Any], PromptOptions | None]
     n = body.batch_size * body.n_iter
     if not 1 <= n <= MAX_IMAGES:
         raise InvalidRequestError(f"batch_size x n_iter must be between 1 and {MAX_IMAGES}, got {n}")
-    model = body.override_settings.get("sd_model_checkpoint") or st.a1111_model
+    model = body.override_settings.sd_model_checkpoint or st.a1111_model
     fields = dict(prompt=body.prompt, negative_prompt=body.negative_prompt,
                   seed=None if body.seed is None or body.seed < 0 else body.seed, steps=body.steps,
                   guidance=body.cfg_scale, width=body.width, height=body.height, num_images=n,
@@ -169,9 +186,9 @@ def interrupt(request: Request) -> dict:
     return {}
 
 
-class ImageIn(BaseModel):
+class ImageIn(StrictBody):
     image: str
-    model: str | None = None
+    model: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
 
 
 @router.post("/png-info")
@@ -222,12 +239,12 @@ def get_options(request: Request) -> dict:
 
 
 @router.post("/options")
-def set_options(body: dict[str, Any], request: Request) -> dict:
+def set_options(body: A1111Options, request: Request) -> dict:
     st = state(request)
-    if "sd_model_checkpoint" in body:
+    if "sd_model_checkpoint" in body.model_fields_set:
         from bildwerk.models.loader import resolve_model
 
-        ref = body["sd_model_checkpoint"] or None
+        ref = body.sd_model_checkpoint or None
         resolve_model(None if ref == "default" else ref)  # unknown -> 404 now, not at the next call
         st.a1111_model = None if ref == "default" else ref
     return {}

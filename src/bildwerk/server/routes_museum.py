@@ -11,31 +11,38 @@ result are kept in the history like every job.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from bildwerk.core.bounds import (
+    MAX_MASK_BLUR,
+    MAX_MASK_PADDING,
+    MAX_MODEL_REF_CHARS,
+    MAX_NAME_CHARS,
+)
 from bildwerk.core.prompt import PromptOptions
 from bildwerk.core.spec import JobSpec
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, result_pngs_async, submit_and_wait
+from bildwerk.server.schemas import StrictBody
 
 router = APIRouter(prefix="/api/v1/museum", tags=["museum"])
 
 
-class MuseumInpaintIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MuseumInpaintIn(StrictBody):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     image: str = Field(description="The map section: a data URL (or plain base64) of a PNG/JPEG/WebP.")
     mask: str = Field(description="Same size; white (or transparent) where something new should appear.")
     prompt: str = Field(min_length=1, max_length=500, description="What should appear, in any language.")
-    model: str = Field(default="local", description="local, remote, or a model name.")
+    model: str = Field(default="local", max_length=MAX_MODEL_REF_CHARS, description="local, remote, or a model name.")
     text_fidelity: float = Field(default=0.5, ge=0.0, le=1.0,
                                  description="0 = free, 0.5 = the model's recommended guidance, 1 = twice that.")
-    language: str | None = Field(default=None, description="The prompt's language if known (de, en, ...).")
+    language: str | None = Field(default=None, max_length=MAX_NAME_CHARS, description="The prompt's language if known (de, en, ...).")
     enhance: bool = Field(default=True, description="Add the curated lexicon details to known terms.")
     seed: int | None = None
     steps: int | None = None
-    mask_blur: int = 8
-    padding: int = 32
+    mask_blur: int = Field(default=8, ge=0, le=MAX_MASK_BLUR)
+    padding: int = Field(default=32, ge=0, le=MAX_MASK_PADDING)
 
 
 def guidance_for_fidelity(fidelity: float, recommended: float) -> float:

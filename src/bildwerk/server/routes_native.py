@@ -16,9 +16,16 @@ from pathlib import Path
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from bildwerk.core.bounds import MAX_MODEL_REF_CHARS, MAX_NAME_CHARS
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.core.spec import JobSpec
-from bildwerk.jobs.store import ImageNotFoundError, JobNotFoundError
+from bildwerk.jobs.store import (
+    MAX_JOB_IDS,
+    MAX_OFFSET,
+    MAX_SEARCH_WORDS,
+    ImageNotFoundError,
+    JobNotFoundError,
+)
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, job_view
 from bildwerk.server.errors import error_response
@@ -26,6 +33,7 @@ from bildwerk.server.schemas import JobIn, request_fields
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 _SHA = re.compile(r"^[0-9a-f]{64}$")
+MAX_QUERY_CHARS = 500
 
 
 @router.post("/jobs", status_code=202)
@@ -41,10 +49,15 @@ def create_job(body: JobIn, request: Request) -> JSONResponse:  # type: ignore[v
 
 
 @router.get("/jobs")
-def list_jobs(request: Request, status: str | None = None, q: str | None = Query(None, description="Text in the prompt."),
-              model: str | None = None, api: str | None = None, mode: str | None = None,
-              since: float | None = None, until: float | None = None,
-              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)) -> dict:
+def list_jobs(request: Request, status: str | None = Query(None, max_length=MAX_NAME_CHARS),
+              q: str | None = Query(None, max_length=MAX_QUERY_CHARS,
+                                    description=f"Words in the prompt (at most {MAX_SEARCH_WORDS})."),
+              model: str | None = Query(None, max_length=MAX_MODEL_REF_CHARS),
+              api: str | None = Query(None, max_length=MAX_NAME_CHARS),
+              mode: str | None = Query(None, max_length=MAX_NAME_CHARS),
+              since: float | None = Query(None, allow_inf_nan=False, description="Epoch seconds."),
+              until: float | None = Query(None, allow_inf_nan=False, description="Epoch seconds."),
+              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict:
     store = state(request).service.store
     rows = store.list_jobs(status=status, text=q, model=model, api=api, mode=mode, since=since, until=until,
                            limit=limit, offset=offset)
@@ -150,9 +163,13 @@ def image_by_hash(sha256: str, request: Request) -> Response:
 
 
 @router.get("/export")
-def export(request: Request, ids: str | None = Query(None, description="Comma-separated job ids."),
-           q: str | None = None, model: str | None = None, api: str | None = None,
-           since: float | None = None, until: float | None = None) -> StreamingResponse:
+def export(request: Request,
+           ids: str | None = Query(None, max_length=MAX_JOB_IDS * 33, description="Comma-separated job ids."),
+           q: str | None = Query(None, max_length=MAX_QUERY_CHARS),
+           model: str | None = Query(None, max_length=MAX_MODEL_REF_CHARS),
+           api: str | None = Query(None, max_length=MAX_NAME_CHARS),
+           since: float | None = Query(None, allow_inf_nan=False),
+           until: float | None = Query(None, allow_inf_nan=False)) -> StreamingResponse:
     """A zip of an image folder plus metadata.csv, ready for ``bildwerk train``."""
     store = state(request).service.store
     job_ids = [i for i in (ids or "").split(",") if i] or None

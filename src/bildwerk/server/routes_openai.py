@@ -16,12 +16,14 @@ import time
 from typing import Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict, Field
 
+from bildwerk.core.bounds import MAX_MODEL_REF_CHARS
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.core.spec import JobSpec
 from bildwerk.server.app import state
 from bildwerk.server.common import decode_upload, result_pngs, submit_and_wait, upload_bytes
+from bildwerk.server.schemas import StrictBody
 
 router = APIRouter(prefix="/v1/images", tags=["OpenAI"])
 _OPENAI_NAMES = re.compile(r"^(dall-e-\d|gpt-image.*)$")
@@ -56,13 +58,13 @@ def _answer(request: Request, st, row, response_format: str | None) -> dict:
     return {"created": int(time.time()), "data": data}
 
 
-class GenerationsIn(BaseModel):
-    model_config = ConfigDict(extra="allow")  # quality, style, user, background, ...
+class GenerationsIn(StrictBody):
+    model_config = ConfigDict(extra="allow", strict=True)  # quality, style, user, background, ...
 
     prompt: str
-    model: str | None = None
+    model: str | None = Field(default=None, max_length=MAX_MODEL_REF_CHARS)
     n: int = 1
-    size: str | None = None
+    size: str | None = Field(default=None, max_length=16)
     response_format: Literal["b64_json", "url"] | None = None
     seed: int | None = None  # not OpenAI's, but bildwerk's records are reproducible
 

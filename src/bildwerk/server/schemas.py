@@ -7,12 +7,60 @@ arrive as base64 or data URLs instead of decoded pictures.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, model_validator
 
 from bildwerk.core.prompt import PromptOptions
 from bildwerk.core.request import GenerationRequest
+from bildwerk.core.text import text_problem
+
+MAX_DEPTH = 32  # nesting a body may have (extension fields of A1111 clients included)
+
+
+def _first_text_problem(value: Any, where: str, depth: int = 0) -> str | None:
+    """The first string anywhere in a JSON value (keys too) that is not storable text."""
+    if depth > MAX_DEPTH:
+        return f"{where or 'body'}: nested deeper than {MAX_DEPTH} levels"
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return f"{where or 'body'}: {problem}" if problem else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            found = _first_text_problem(key, path, depth + 1) if isinstance(key, str) else None
+            found = found or _first_text_problem(item, path, depth + 1)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _first_text_problem(item, f"{where}[{i}]", depth + 1)
+            if found:
+                return found
+    return None
+
+
+class StrictBody(BaseModel):
+    """A JSON body as clients must send it: types as declared (``"steps": "2"`` or ``true`` is a
+    400, not 2 or 1), and every string, wherever it sits, storable text (no NUL or other control
+    characters, no unpaired surrogates: they would reach SQLite, PNG chunks and logs)."""
+
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        problem = _first_text_problem(data, "")
+        if problem:
+            raise ValueError(problem)
+        return data
+
+
+class PromptOptionsIn(PromptOptions):
+    """The prompt options as a REST body: the same fields, strict types."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 _NOT_FROM_CLIENTS = {"image", "mask", "prompt_record"}
 
@@ -23,17 +71,20 @@ def _optional_request_fields() -> dict[str, Any]:
         if name in _NOT_FROM_CLIENTS:
             continue
         base = info.annotation
-        annotated = Annotated[base, *info.metadata] if info.metadata else base  # type: ignore[valid-type]
+        metadata = list(info.metadata)
+        if isinstance(base, type) and issubclass(base, Enum):
+            metadata.append(Strict(False))  # JSON names an enum by its value ("inpaint")
+        annotated = Annotated[base, *metadata] if metadata else base  # type: ignore[valid-type]
         fields[name] = (annotated | None, Field(default=None, description=info.description))
     return fields
 
 
-class _JobBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _JobBase(StrictBody):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     image: str | None = Field(default=None, description="Input image: base64 or a data: URL.")
     mask: str | None = Field(default=None, description="Inpainting mask: white = change, or alpha 0 = change.")
-    prompt_options: PromptOptions | None = None
+    prompt_options: PromptOptionsIn | None = None
 
 
 JobIn = create_model(  # type: ignore[call-overload]

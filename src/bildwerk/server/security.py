@@ -67,19 +67,27 @@ class GuardMiddleware:
                 return
 
         seen = 0
-        started = False
+        started = refused = False
 
         async def limited_receive() -> dict:
-            nonlocal seen
+            nonlocal seen, started, refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
+                    # Answer 413 here: the body parser that called us turns any error into its
+                    # own 400, which tracking_send then drops.
+                    if not started:
+                        started = refused = True
+                        await _send_error(send, 413, "too_large",
+                                          f"the request body is over {self.max_body} bytes")
                     raise _TooLarge
             return message
 
         async def tracking_send(message: dict) -> None:
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -87,8 +95,7 @@ class GuardMiddleware:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
-            if not started:
-                await _send_error(send, 413, "too_large", f"the request body is over {self.max_body} bytes")
+            pass  # answered (413) in limited_receive, or the response had already begun
 
     def _key_ok(self, headers: dict[str, str]) -> bool:
         given = headers.get("x-api-key") or ""

@@ -31,7 +31,8 @@ class JobNotFoundError(StoreError):
     code = "job_not_found"
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job with id {job_id!r}")
+        shown = job_id if len(job_id) <= 80 else job_id[:80] + "..."  # echo a bounded part
+        super().__init__(f"no job with id {shown!r}")
         self.job_id = job_id
 
 

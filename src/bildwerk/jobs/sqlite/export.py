@@ -13,7 +13,7 @@ from bildwerk.core.errors import InvalidRequestError
 from bildwerk.jobs.sqlite.blobs import Blobs
 from bildwerk.jobs.sqlite.errors import ExportError, JobNotFoundError
 from bildwerk.jobs.sqlite.rows import JOB_COLUMNS, JobRow, chunks
-from bildwerk.jobs.sqlite.search import Search
+from bildwerk.jobs.sqlite.search import MAX_JOB_IDS, Search
 
 _LANG_RE = re.compile(r"[a-z]{2,3}")
 _FILTERS = frozenset({"text", "model", "api", "mode", "since", "until"})
@@ -63,6 +63,8 @@ class Export(Search, Blobs):
     def _succeeded(self, job_ids: Sequence[str] | None, filters: dict[str, Any]) -> list[JobRow]:
         """The succeeded jobs export takes, oldest first, in one read snapshot."""
         ids = list(dict.fromkeys(job_ids)) if job_ids is not None else None
+        if ids is not None and len(ids) > MAX_JOB_IDS:
+            raise InvalidRequestError(f"at most {MAX_JOB_IDS} job ids at once, got {len(ids)}")
         jobs: list[JobRow] = []
         with self.transaction(write=False) as conn:
             if ids is not None:

@@ -4,6 +4,7 @@ counting and queue positions."""
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -20,6 +21,10 @@ from bildwerk.jobs.sqlite.rows import (
     fold,
     json_or_none,
 )
+
+MAX_SEARCH_WORDS = 16  # one LIKE per word: a bound keeps a search from becoming a scan per word
+MAX_OFFSET = 2**31  # far beyond any history, well inside SQLite's integers
+MAX_JOB_IDS = 1000  # one SQL parameter each
 
 
 def _like_escape(term: str) -> str:
@@ -116,20 +121,28 @@ class Search(Database):
             params += wanted
         if text:
             # Every word must occur (in the model's prompt or the user's original text).
-            for term in fold(text).split():
+            terms = fold(text).split()
+            if len(terms) > MAX_SEARCH_WORDS:
+                raise InvalidRequestError(
+                    f"a search may have at most {MAX_SEARCH_WORDS} words, got {len(terms)}"
+                )
+            for term in terms:
                 clauses.append("search_text LIKE ? ESCAPE '\\'")
                 params.append(f"%{_like_escape(term)}%")
         for column, value in (("model", model), ("api", api), ("mode", mode)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
-        if since is not None:
-            clauses.append("created_at >= ?")
-            params.append(float(since))
-        if until is not None:
-            clauses.append("created_at < ?")
-            params.append(float(until))
+        for name, value, op in (("since", since, ">="), ("until", until, "<")):
+            if value is None:
+                continue
+            if not math.isfinite(float(value)):
+                raise InvalidRequestError(f"{name} must be a finite time (epoch seconds), got {value}")
+            clauses.append(f"created_at {op} ?")
+            params.append(float(value))
         if job_ids is not None:
+            if len(job_ids) > MAX_JOB_IDS:
+                raise InvalidRequestError(f"at most {MAX_JOB_IDS} job ids at once, got {len(job_ids)}")
             clauses.append(f"id IN ({','.join('?' * len(job_ids))})" if job_ids else "0")
             params += list(job_ids)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
@@ -152,8 +165,8 @@ class Search(Database):
         seconds on created_at (until exclusive); ``limit=None``: no limit."""
         if limit is not None and limit < 0:
             raise InvalidRequestError(f"limit must be >= 0, got {limit}")
-        if offset < 0:
-            raise InvalidRequestError(f"offset must be >= 0, got {offset}")
+        if not 0 <= offset <= MAX_OFFSET:
+            raise InvalidRequestError(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
         where, params = self._where(
             status=status, text=text, model=model, api=api, mode=mode, since=since, until=until
         )
