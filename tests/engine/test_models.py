@@ -111,3 +111,50 @@ def test_fp16_generation_runs_through_every_mode(tiny_models):
     r = engine.generate(build_request(mode="inpaint", prompt="x", image=image, mask=mask,
                                       model=str(tiny_models["sd-inpaint"]), seed=1, steps=2))
     assert r.images[0].size == (64, 64) and r.model["dtype"] == "float16"
+
+
+# -- which references clients may name (models/policy.py) --------------------------------------
+
+def _installed(tiny_models) -> str:
+    from bildwerk.models.loader import bildwerk_home
+
+    shutil.copytree(tiny_models["sd"], bildwerk_home() / "models" / "mine")
+    return "mine"
+
+
+@pytest.mark.parametrize("ref", ["/abs/folder", "~", "~/models/x", "../mine", "mine/..", "./mine", ".",
+                                 "org/name", "C:\\models\\x", "no-such-name", "default/x"])
+def test_client_policy_refuses_paths_hub_ids_and_unknown_names_alike(tiny_models, ref):
+    from bildwerk.models.policy import NOT_AVAILABLE, ModelPolicy
+
+    _installed(tiny_models)
+    policy = ModelPolicy.for_clients(["/srv/registered", "org/registered"])
+    with pytest.raises(ModelNotFoundError) as info:
+        policy.check(ref)
+    assert str(info.value) == NOT_AVAILABLE  # one message, whatever the reference names
+    assert ModelPolicy.operator().permits(ref) and ModelPolicy.for_clients(allow_any=True).permits(ref)
+
+
+def test_client_policy_permits_default_models_folder_registered_and_remote(tiny_models):
+    from bildwerk.models.policy import ModelPolicy
+
+    name = _installed(tiny_models)
+    policy = ModelPolicy.for_clients([str(tiny_models["sd"]), None, "org/registered"])
+    for ref in (None, "", "default", name, str(tiny_models["sd"]), "org/registered", "openai:gpt-image-1"):
+        assert policy.permits(ref), ref
+    assert not policy.permits(str(tiny_models["sd"]) + "/")  # exactly as registered, nothing resolved
+    assert policy.names() == ["default", name, *sorted([str(tiny_models["sd"]), "org/registered"])]
+
+
+def test_generator_applies_its_policy_at_check_and_again_at_resolve(tiny_models):
+    from bildwerk.app.generate import Generator
+    from bildwerk.core.spec import JobSpec
+    from bildwerk.models.policy import ModelPolicy
+
+    spec = JobSpec.build(origin="native", prompt="x", model=str(tiny_models["sdxl"]), steps=1)
+    assert Generator().check(spec).path == tiny_models["sdxl"].resolve()  # the operator: any folder
+    clients = Generator(policy=ModelPolicy.for_clients([str(tiny_models["sd"])]))
+    for use in (clients.check, clients.resolve):  # the worker's path re-checks a stored job
+        with pytest.raises(ModelNotFoundError, match="not available on this server"):
+            use(spec)
+    assert clients.check_model(str(tiny_models["sd"])).path == tiny_models["sd"].resolve()

@@ -64,6 +64,6 @@ def test_an_unexpected_error_answers_the_documented_json_500(tmp_path):
     def boom():
         raise RuntimeError("secret /home/user/path")
 
-    r = TestClient(app, raise_server_exceptions=False).get("/boom")
+    r = TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False).get("/boom")
     assert r.status_code == 500 and r.headers["content-type"].startswith("application/json")
     assert r.json()["error"]["code"] == "internal" and "secret" not in r.text

@@ -1,6 +1,6 @@
 """The one use case behind every face: a job spec in, results (PNGs with their record) out.
 
-    spec --check--> (model exists, style exists, remote model known: before anything loads)
+    spec --check--> (model permitted and exists, style exists, remote model known: before anything loads)
          --prompt steps--> request with the model's prompt and its record
          --engine--> GenerationResult (images, seeds, record, PNG bytes)
 
@@ -29,6 +29,7 @@ from bildwerk.engines.base import (
 )
 from bildwerk.engines.registry import EngineRouter
 from bildwerk.models.loader import ModelManager, ModelSource
+from bildwerk.models.policy import ModelPolicy
 from bildwerk.prompts.pipeline import PromptPipeline, run_prompt_pipeline
 
 
@@ -59,12 +60,18 @@ class Task:
 
 
 class Generator:
-    """Turns job specs into results; one per process keeps its models loaded."""
+    """Turns job specs into results; one per process keeps its models loaded.
+
+    ``policy`` says which model references may be used (models/policy.py): any for the
+    operator (the default), the registered ones for a server's clients. It is applied where
+    every spec passes, at submission (``check``) and again when a worker starts a job
+    (``resolve``), so a stored job cannot bypass it."""
 
     def __init__(self, router: EngineRouter | None = None, *, pipeline: PromptPipeline | None = None,
-                 models: ModelManager | None = None) -> None:
+                 models: ModelManager | None = None, policy: ModelPolicy | None = None) -> None:
         self.router = router or EngineRouter(models)
         self.pipeline = pipeline  # a PromptPipeline with injected backends (tests, servers), else per spec
+        self.policy = policy or ModelPolicy.operator()
 
     @property
     def models(self) -> ModelManager:
@@ -75,16 +82,23 @@ class Generator:
         reference, the engine's configuration, the prompt steps' names and backends. Raises the
         error the caller should get at submission; returns the resolved model reference (pass
         it on as ``source``)."""
-        source = self.router.check(spec.request.model)
+        source = self.check_model(spec.request.model)
         engine_check = getattr(self.router.engine_for(spec.request.model), "check", None)
         if engine_check is not None:
             engine_check(spec.request)
         (self.pipeline or PromptPipeline()).check(spec.request.prompt, spec.options)
         return source
 
+    def check_model(self, ref: str | None) -> Any:
+        """A model reference the policy permits and that names a model; returns it resolved.
+        The policy comes first, so a refused reference is never looked up."""
+        self.policy.check(ref)
+        return self.router.check(ref)
+
     def resolve(self, spec: JobSpec) -> Any:
         """The model reference resolved (a ``ModelSource`` for local models; remote references
         as they are): done once per spec, then passed on to the prompt steps and the engine."""
+        self.policy.check(spec.request.model)
         return self.router.resolve(spec.request.model)
 
     def with_prompt(self, spec: JobSpec, *, source: Any = None) -> JobSpec:

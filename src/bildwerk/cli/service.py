@@ -28,6 +28,10 @@ def serve(
     store: Annotated[Path | None, typer.Option("--store", help="History and queue folder; $BILDWERK_HOME/store by default.")] = None,
     max_queue: Annotated[int | None, typer.Option("--max-queue", help="Queued jobs before 429.")] = None,
     no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Skip the one-step readiness generation.")] = False,
+    allow_model: Annotated[list[str] | None, typer.Option("--allow-model", help="A model clients may name besides --model and the models folder (a folder or hub id); repeat for several (or BILDWERK_MODELS).")] = None,
+    allow_any_model: Annotated[bool, typer.Option("--allow-any-model", help="Clients may name any folder or hub id, downloads included (or BILDWERK_ALLOW_ANY_MODEL=1): trusted setups only.")] = False,
+    allowed_host: Annotated[list[str] | None, typer.Option("--allowed-host", help="A Host name to answer to besides the loopback names and --host; repeat for several, * for any (needs --api-key) (or BILDWERK_ALLOWED_HOSTS).")] = None,
+    public_url: Annotated[str | None, typer.Option("--public-url", help="Base of the URLs the server returns (or BILDWERK_PUBLIC_URL); http://HOST:PORT by default.")] = None,
 ) -> None:
     """Serve the REST APIs (native jobs, /sdapi/v1, /v1/images, museum) with a persistent queue."""
     import uvicorn
@@ -37,14 +41,16 @@ def serve(
 
     try:
         settings = ServerSettings.from_env(host=host, port=port, api_key=api_key, model=model, store=store,
-                                           max_queued=max_queue)
+                                           max_queued=max_queue, models=allow_model or None,
+                                           allow_any_model=allow_any_model or None,
+                                           allowed_hosts=allowed_host or None, public_url=public_url)
         if no_warmup:
             settings.warmup = False
         application = create_app(settings)
     except BildwerkError as exc:
         _fail(exc)
         raise
-    console.print(f"bildwerk on [bold]http://{host}:{port}[/]  (API docs: /docs; store: {escape(str(settings.store))})")
+    console.print(f"bildwerk on [bold]{escape(settings.base_url)}[/]  (API docs: /docs; store: {escape(str(settings.store))})")
     uvicorn.run(application, host=host, port=port, log_level="info",
                 timeout_graceful_shutdown=int(settings.drain_timeout) + 5)
 

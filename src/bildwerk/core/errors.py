@@ -6,6 +6,8 @@ Each error carries a short machine-readable ``code`` so the REST layer can answe
 
 from __future__ import annotations
 
+import re
+
 
 class BildwerkError(Exception):
     """Base class: a failure with a message meant for the user."""
@@ -89,3 +91,27 @@ class RemoteTimeout(RemoteError):
     """The remote service did not answer within the timeout."""
 
     code = "remote_timeout"
+
+
+# An absolute file path in a message: /a/b, ~/a, ~user/a, C:\a. It starts a word (not the
+# path part of a URL or of "org/name") and runs to the next space, quote or bracket.
+_PATH = re.compile(r"""(?<![\w.:/\\~-])(?:~[\w.-]*/|/|[A-Za-z]:\\)[^\s'"`<>()\[\]{},;]*""")
+# Paths of this server's own API that messages name on purpose ("GET /api/v1/models").
+_ROUTES = ("/api/", "/sdapi/", "/v1/", "/health", "/ready", "/metrics", "/docs", "/openapi.json")
+
+
+def hide_paths(message: str) -> str:
+    """A message fit for a remote client: every absolute file path replaced by its last name
+    ("could not load /srv/models/sd15" -> "could not load sd15"), so an answer never shows
+    where things are on the server. Our API's own routes stay. Lower layers write messages
+    for the operator (the command line shows full paths); the server passes its answers here."""
+    return _PATH.sub(_last_name, message)
+
+
+def _last_name(match: re.Match[str]) -> str:
+    path = match.group(0)
+    if path.startswith(_ROUTES) or path in ("/", "~/"):
+        return path
+    trail = path[-1] if path[-1] in ".:" else ""  # sentence punctuation after the path
+    parts = [p for p in re.split(r"[/\\]", path.removesuffix(trail)) if p and not p.startswith("~")]
+    return (parts[-1] if parts else "") + trail

@@ -74,9 +74,10 @@ class JobService:
                  metrics: JobMetrics | None = None, pipeline: Any | None = None,
                  warmup_model: str | None = "", poll_interval: float = 0.5,
                  max_batch_rows: int = DEFAULT_MAX_ROWS, max_batch_cells: int = DEFAULT_MAX_CELLS,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS, model_policy: Any | None = None) -> None:
         self.store = store
-        self.generator = Generator(router or EngineRouter(), pipeline=pipeline)
+        # model_policy: which models clients may name (a ModelPolicy; the operator's by default)
+        self.generator = Generator(router or EngineRouter(), pipeline=pipeline, policy=model_policy)
         self.max_queued = max_queued
         self.metrics = metrics or JobMetrics()
         self.warmup_model = warmup_model  # "" = the default model; None = no warm-up
@@ -148,6 +149,11 @@ class JobService:
 
     def loaded_model(self) -> dict[str, Any] | None:
         return self.router.describe()["loaded"]
+
+    def check_model(self, ref: str | None) -> Any:
+        """A model reference this service's policy permits and that names a model (the
+        error a client should get now); returns it resolved."""
+        return self.generator.check_model(ref)
 
     # -- accepting --------------------------------------------------------------------------
     def submit(self, spec: JobSpec | dict[str, Any], *, api: str, options: Any | None = None,

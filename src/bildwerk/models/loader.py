@@ -121,7 +121,7 @@ def model_is_multilingual(ref: str | None | ModelSource) -> bool:
     return _folder_config(ref).get("conditioning", {}).get("type") == "usem3"
 
 
-def recommended_guidance(ref: str | None) -> float:
+def recommended_guidance(ref: str | None | ModelSource) -> float:
     """The guidance a model's card recommends (bildwerk.json), else Stable Diffusion's 7.5;
     read from the folder without loading weights."""
     return _guidance_from_config(_folder_config(ref))

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 
 from bildwerk.images.io import ImageLimits
 from bildwerk.server.errors import install_error_handlers
-from bildwerk.server.security import GuardMiddleware
+from bildwerk.server.security import GuardMiddleware, allowed_host_names
 from bildwerk.server.settings import ServerSettings
 
 log = logging.getLogger("bildwerk.server")
@@ -31,6 +31,7 @@ class AppState:
         self.service = service
         self.limits = ImageLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_image_pixels)
         self.a1111_model: str | None = settings.model  # A1111's options can switch it
+        self.model_policy = settings.model_policy()  # for listings; the service enforces its own
 
 
 def build_service(settings: ServerSettings, **kwargs: Any):
@@ -41,7 +42,7 @@ def build_service(settings: ServerSettings, **kwargs: Any):
     warmup = (settings.model or "") if settings.warmup else None
     return JobService(Store(settings.store), max_queued=settings.max_queued, warmup_model=warmup,
                       max_batch_rows=settings.max_batch, max_batch_cells=settings.batch_cells,
-                      lease_seconds=settings.lease_seconds, **kwargs)
+                      lease_seconds=settings.lease_seconds, model_policy=settings.model_policy(), **kwargs)
 
 
 def create_app(settings: ServerSettings | None = None, service: Any | None = None) -> FastAPI:
@@ -67,7 +68,8 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
     app.state.bildwerk = AppState(settings, service)
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key,
-                       allowed_origins=settings.allowed_origins)
+                       allowed_origins=settings.allowed_origins,
+                       allowed_hosts=allowed_host_names(settings.host, settings.allowed_hosts))
 
     from bildwerk.server import (
         routes_a1111,

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request
 from PIL import Image
 
-from bildwerk.core.errors import BildwerkError, InvalidImageError
+from bildwerk.core.errors import BildwerkError, InvalidImageError, hide_paths
 from bildwerk.core.spec import JobSpec
 from bildwerk.images.io import decode_base64_image, decode_image
 from bildwerk.server.app import AppState
@@ -72,8 +72,15 @@ def result_pngs(st: AppState, row: Any) -> list[bytes]:
     return [st.service.store.read_image(r.sha256) for r in sorted(row.results, key=lambda r: r.idx)]
 
 
+def job_error(row: Any) -> dict[str, str] | None:
+    """A job's failure as clients see it: its code and a message without server paths."""
+    if not row.error_type:
+        return None
+    return {"code": row.error_type, "message": hide_paths(row.error_message or "")}
+
+
 def job_view(request: Request, row: Any, progress: dict | None = None, *, full: bool = False) -> dict[str, Any]:
-    base = str(request.base_url).rstrip("/")
+    base = request.app.state.bildwerk.settings.base_url  # configured, never the request's Host
     view: dict[str, Any] = {
         "id": row.id,
         "status": row.status,
@@ -86,7 +93,7 @@ def job_view(request: Request, row: Any, progress: dict | None = None, *, full: 
         "created_at": row.created_at,
         "started_at": row.started_at,
         "finished_at": row.finished_at,
-        "error": ({"code": row.error_type, "message": row.error_message} if row.error_type else None),
+        "error": job_error(row),
         "results": [{"index": r.idx, "seed": r.seed, "sha256": r.sha256,
                      "url": f"{base}/api/v1/jobs/{row.id}/images/{r.idx}"}
                     for r in sorted(row.results, key=lambda r: r.idx)],

@@ -1,5 +1,6 @@
 """Every failure answers JSON ``{"error": {"code", "message", "type"}}`` — the shape OpenAI's
-SDK reads, used on every surface so one client-side handler fits all."""
+SDK reads, used on every surface so one client-side handler fits all. Messages name no
+absolute server path (``hide_paths``); the server log keeps the full text."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bildwerk.core.errors import BildwerkError
+from bildwerk.core.errors import BildwerkError, hide_paths
 
 log = logging.getLogger("bildwerk.server")
 
@@ -43,7 +44,7 @@ STATUS = {
 
 def error_body(code: str, message: str, status: int) -> dict:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return {"error": {"code": code, "message": message, "type": kind}}
+    return {"error": {"code": code, "message": hide_paths(message), "type": kind}}
 
 
 def error_response(code: str, message: str, status: int | None = None,
@@ -56,6 +57,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BildwerkError)
     async def _bildwerk(request: Request, exc: BildwerkError) -> JSONResponse:
         headers = {}
+        if hide_paths(str(exc)) != str(exc):  # the client gets it without paths; the log in full
+            log.info("%s on %s %s: %s", exc.code, request.method, request.url.path, exc)
         retry = getattr(exc, "retry_after", None)
         if retry is not None:
             headers["Retry-After"] = str(max(1, int(round(float(retry)))))

@@ -212,9 +212,7 @@ def interrogate(body: ImageIn, request: Request) -> dict:
 
 @router.get("/sd-models")
 def sd_models(request: Request) -> list[dict]:
-    from bildwerk.models.loader import local_model_names
-
-    names = local_model_names()
+    names = state(request).model_policy.names()
     return [{"title": n, "model_name": n, "hash": None, "sha256": None, "filename": n, "config": None}
             for n in names]
 
@@ -242,9 +240,8 @@ def get_options(request: Request) -> dict:
 def set_options(body: A1111Options, request: Request) -> dict:
     st = state(request)
     if "sd_model_checkpoint" in body.model_fields_set:
-        from bildwerk.models.loader import resolve_model
-
         ref = body.sd_model_checkpoint or None
-        resolve_model(None if ref == "default" else ref)  # unknown -> 404 now, not at the next call
-        st.a1111_model = None if ref == "default" else ref
+        ref = None if ref == "default" else ref
+        st.service.check_model(ref)  # refused or unknown -> 404 now, not at the next call
+        st.a1111_model = ref
     return {}

@@ -66,7 +66,8 @@ async def museum_inpaint(body: MuseumInpaintIn, request: Request) -> Response:
     options = PromptOptions(language=body.language, enhance=body.enhance)
 
     def spec() -> JobSpec:  # in a worker thread: decoding and reading the model's card
-        guidance = guidance_for_fidelity(body.text_fidelity, recommended_guidance(model))
+        source = st.service.check_model(model)  # the policy first: never read a refused model's card
+        guidance = guidance_for_fidelity(body.text_fidelity, recommended_guidance(source))
         return JobSpec.build(origin="museum", options=options, image=b64_image(st, body.image, "image"),
                              mask=b64_image(st, body.mask, "mask"), mode="inpaint", prompt=body.prompt,
                              model=model, guidance=guidance, seed=body.seed, steps=body.steps,

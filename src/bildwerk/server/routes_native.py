@@ -27,7 +27,7 @@ from bildwerk.jobs.store import (
     JobNotFoundError,
 )
 from bildwerk.server.app import state
-from bildwerk.server.common import b64_image, job_view
+from bildwerk.server.common import b64_image, job_error, job_view
 from bildwerk.server.errors import error_response
 from bildwerk.server.schemas import JobIn, request_fields
 
@@ -121,8 +121,7 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
                 payload = {"id": job_id, "status": row.status, **prog, "queue_position": info["position"]}
                 yield f"event: progress\ndata: {json.dumps(payload)}\n\n"
             if row.status in ("succeeded", "failed", "cancelled"):
-                end = {"id": job_id, "status": row.status,
-                       "error": {"code": row.error_type, "message": row.error_message} if row.error_type else None}
+                end = {"id": job_id, "status": row.status, "error": job_error(row)}
                 yield f"event: end\ndata: {json.dumps(end)}\n\n"
                 return
             if await request.is_disconnected():
@@ -193,9 +192,8 @@ def export(request: Request,
 
 @router.get("/models")
 def models(request: Request) -> dict:
-    from bildwerk.models.loader import local_model_names
-
+    """What a client may name: the models folder's models and the operator's registered ones."""
     st = state(request)
-    return {"default": st.settings.model or "default", "local": local_model_names(),
+    return {"default": st.settings.model or "default", "local": st.model_policy.names(),
             "remote": ["openai:dall-e-2", "openai:dall-e-3", "openai:gpt-image-1"],
             "loaded": st.service.loaded_model()}

@@ -1,8 +1,8 @@
 """OpenAI-compatible ``/v1/images``: the official SDK (``base_url`` pointed here) works.
 
-``model`` may name a bildwerk model (folder, name, ``openai:MODEL`` for the real remote
-API); OpenAI's own names (dall-e-2, dall-e-3, gpt-image-*) and none mean the server's
-default model, since SDKs send them by default. Edits follow OpenAI's convention: the
+``model`` may be any model the server lets its clients name (docs/service.md), or
+``openai:MODEL`` for the real remote API; OpenAI's own names (dall-e-2, dall-e-3,
+gpt-image-*) and none mean the server's default model, since SDKs send them by default. Edits follow OpenAI's convention: the
 mask's transparent pixels (alpha 0) are the ones to change; without a mask, the image's
 own transparency is the mask.
 """
@@ -44,8 +44,8 @@ def _size(size: str | None) -> tuple[int | None, int | None]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _answer(request: Request, st, row, response_format: str | None) -> dict:
-    base = str(request.base_url).rstrip("/")
+def _answer(st, row, response_format: str | None) -> dict:
+    base = st.settings.base_url  # configured, never the request's Host (a forged one would be echoed)
     revised = (row.record or {}).get("request", {}).get("prompt")
     data = []
     for r, png in zip(sorted(row.results, key=lambda r: r.idx), result_pngs(st, row), strict=True):
@@ -76,7 +76,7 @@ async def generations(body: GenerationsIn, request: Request) -> dict:
     fields = dict(mode="text-to-image", prompt=body.prompt, num_images=body.n, width=w, height=h,
                   model=_model(st, body.model), seed=body.seed)
     row = await submit_and_wait(st, lambda: JobSpec.build(origin="openai", **fields), api="openai")
-    return await asyncio.to_thread(_answer, request, st, row, body.response_format)
+    return await asyncio.to_thread(_answer, st, row, body.response_format)
 
 
 @router.post("/edits")
@@ -109,7 +109,7 @@ async def edits(request: Request, image: UploadFile | None = File(None),
         return JobSpec.build(origin="openai", image=img.convert("RGB"), mask=msk, **fields)
 
     row = await submit_and_wait(st, spec, api="openai")
-    return await asyncio.to_thread(_answer, request, st, row, response_format)
+    return await asyncio.to_thread(_answer, st, row, response_format)
 
 
 @router.post("/variations")
@@ -125,4 +125,4 @@ async def variations(request: Request, image: UploadFile = File(...), model: str
         return JobSpec.build(origin="openai", image=decode_upload(st, data, "image").convert("RGB"), **fields)
 
     row = await submit_and_wait(st, spec, api="openai")
-    return await asyncio.to_thread(_answer, request, st, row, response_format)
+    return await asyncio.to_thread(_answer, st, row, response_format)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bildwerk.core.errors import hide_paths
 from bildwerk.server.app import state
 
 router = APIRouter(tags=["operations"])
@@ -25,7 +26,7 @@ def ready(request: Request) -> JSONResponse:
     if svc.ready and alive:
         return JSONResponse({"status": "ready", "model": svc.loaded_model()})
     reason = svc.ready_error or ("the worker is not running" if not alive else "warming up")
-    return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+    return JSONResponse({"status": "not_ready", "reason": hide_paths(reason)}, status_code=503)
 
 
 @router.get("/metrics")

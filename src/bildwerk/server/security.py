@@ -1,23 +1,68 @@
-"""Request guards, as plain ASGI middleware: body size, API key, Origin.
+"""Request guards, as plain ASGI middleware: Host, API key, Origin, body size.
 
+- Host: only the names this server is known by are served (400 otherwise): the loopback
+  names, the bind address, and the configured ones (``BILDWERK_ALLOWED_HOSTS``; ``*`` any).
+  A web page that rebinds its own name to 127.0.0.1 reaches the server with its own name in
+  Host (and in Origin), so comparing Origin with Host alone lets it in; the allow-list does not.
 - Body size: a declared Content-Length over the limit is refused before reading; a chunked
   body is counted as it arrives and cut off at the limit (413).
 - API key: when the server has one, every request but /health and /ready must carry it as
   ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (compared in constant time).
 - Origin: a browser's state-changing request from another origin is refused (403), so a web
   page cannot drive a server on localhost (ComfyUI #4850). Clients that send no Origin
-  (SDKs, curl, scripts) are not affected.
+  (SDKs, curl, scripts) are not affected. An Origin is this server's own only when it equals
+  the Host and its host is allowed; ``BILDWERK_ALLOWED_ORIGINS`` lists other pages.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+ANY_HOST = "*"
+
+
+def host_name(value: str) -> str:
+    """The host of a Host header (or an allow-list entry): lower-case, without the port, the
+    IPv6 brackets and a trailing dot; '' when it is not a host name at all."""
+    value = value.strip().lower()
+    if value.startswith("["):  # [v6] or [v6]:port
+        inner, closed, rest = value[1:].partition("]")
+        port_ok = rest == "" or (rest.startswith(":") and rest[1:].isdigit())
+        return inner if closed and port_ok else ""
+    if value.count(":") > 1:  # a bare IPv6 literal (allow-list entries may be written so)
+        return value
+    name, _, port = value.partition(":")
+    if port and not port.isdigit():
+        return ""
+    return name.rstrip(".")
+
+
+def allowed_host_names(bind_host: str, configured: Iterable[str]) -> frozenset[str] | None:
+    """The host names served: loopback names (a rebinding page cannot send them), the bind
+    address unless it is a wildcard (0.0.0.0, ::), the configured ones; None means any."""
+    entries = [e.strip() for e in configured if e.strip()]
+    if ANY_HOST in entries:
+        return None
+    names = set(LOOPBACK_NAMES) | {host_name(e) for e in entries}
+    bind = host_name(bind_host)
+    if not _wildcard(bind):
+        names.add(bind)
+    return frozenset(n for n in names if n)
+
+
+def _wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 async def _send_error(send: Any, status: int, code: str, message: str) -> None:
@@ -33,11 +78,12 @@ class _TooLarge(Exception):
 
 class GuardMiddleware:
     def __init__(self, app: Any, *, max_body_bytes: int, api_key: str | None,
-                 allowed_origins: list[str] | None = None) -> None:
+                 allowed_origins: list[str] | None = None, allowed_hosts: frozenset[str] | None = LOOPBACK_NAMES) -> None:
         self.app = app
         self.max_body = max_body_bytes
         self.api_key = api_key
         self.allowed = {o.rstrip("/") for o in (allowed_origins or [])}
+        self.hosts = allowed_hosts  # None: any Host
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -47,6 +93,11 @@ class GuardMiddleware:
         path = scope.get("path", "")
         method = scope.get("method", "GET")
 
+        if not self._host_ok(headers.get("host")):
+            await _send_error(send, 400, "invalid_host",
+                              "this server does not answer to that Host name; the operator can add it to "
+                              "BILDWERK_ALLOWED_HOSTS")
+            return
         if self.api_key and path not in OPEN_PATHS and not self._key_ok(headers):
             await _send_error(send, 401, "unauthorized",
                               "this server needs an API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
@@ -104,9 +155,14 @@ class GuardMiddleware:
             given = auth[7:].strip()
         return bool(given) and hmac.compare_digest(given.encode(), (self.api_key or "").encode())
 
+    def _host_ok(self, host: str | None) -> bool:
+        # No Host at all (HTTP/1.0 by hand) is no browser, so no rebinding: served.
+        return host is None or self.hosts is None or host_name(host) in self.hosts
+
     def _origin_ok(self, origin: str, headers: dict[str, str]) -> bool:
         origin = origin.rstrip("/")
         if origin in self.allowed:
             return True
-        host = headers.get("host", "")
-        return urlsplit(origin).netloc == host  # the page this server served itself
+        # The page this server served itself: the request's own Host, which passed the
+        # allow-list before this check (an Origin equal to a forged Host never gets here).
+        return urlsplit(origin).netloc == headers.get("host", "")

@@ -5,11 +5,16 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.core.paths import bildwerk_home
+
+if TYPE_CHECKING:
+    from bildwerk.models.policy import ModelPolicy
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -30,6 +35,15 @@ class ServerSettings(BaseModel):
     sync_timeout: float = Field(default=600.0, gt=0, description="How long A1111/OpenAI/museum calls wait.")
     drain_timeout: float = Field(default=30.0, ge=0)
     allowed_origins: list[str] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values served besides the loopback names and the bind address; * = any (needs an API key).")
+    public_url: str | None = Field(default=None,
+                                   description="Base of every URL the server returns; http://HOST:PORT of the bind by default.")
+    models: list[str] = Field(default_factory=list,
+                              description="Model references clients may name besides the models folder and --model.")
+    allow_any_model: bool = Field(default=False,
+                                  description="Clients may name any folder or hub id (downloads included): trusted setups only.")
     warmup: bool = True
     max_batch: int = Field(default=32, ge=1, le=4096,
                            description="Rows (images, twice with guidance) one UNet call may hold; 1 = no batching.")
@@ -50,11 +64,49 @@ class ServerSettings(BaseModel):
             value = _env(var)
             if value is not None:
                 env[key] = value
-        origins = _env("BILDWERK_ALLOWED_ORIGINS")
-        if origins:
-            env["allowed_origins"] = [o.strip() for o in origins.split(",") if o.strip()]
+        for key, var in (("allowed_origins", "BILDWERK_ALLOWED_ORIGINS"), ("allowed_hosts", "BILDWERK_ALLOWED_HOSTS"),
+                         ("models", "BILDWERK_MODELS")):
+            listed = _env(var)
+            if listed:
+                env[key] = [o.strip() for o in listed.split(",") if o.strip()]
+        for key, var in (("public_url", "BILDWERK_PUBLIC_URL"), ("allow_any_model", "BILDWERK_ALLOW_ANY_MODEL")):
+            value = _env(var)
+            if value is not None:
+                env[key] = value
         env.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**env)
+        try:
+            return cls(**env)
+        except ValidationError as exc:  # one line for the operator, not a traceback
+            from bildwerk.core.request import format_validation_error
+
+            raise InvalidRequestError(format_validation_error(exc).replace("invalid request", "invalid setting")) from None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"public_url must look like https://host[:port][/prefix], got {value!r}")
+        return value.strip().rstrip("/")
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach this server: the base of every URL it returns (never the
+        request's Host header, which a client or a rebinding web page chooses)."""
+        if self.public_url:
+            return self.public_url
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        return f"http://{host}:{self.port}"
+
+    def model_policy(self) -> ModelPolicy:
+        """What clients may name: the operator's models (``model``, ``models``, the remote
+        choice) and the models folder; anything with ``allow_any_model``."""
+        from bildwerk.models.policy import ModelPolicy
+
+        return ModelPolicy.for_clients([self.model, self.remote_model, *self.models],
+                                       allow_any=self.allow_any_model)
 
     @property
     def loopback(self) -> bool:
@@ -71,3 +123,7 @@ class ServerSettings(BaseModel):
             raise InvalidRequestError(
                 f"refusing to listen on {self.host} without an API key: set BILDWERK_API_KEY or "
                 "--api-key (clients send it as 'Authorization: Bearer KEY'), or bind 127.0.0.1")
+        if "*" in self.allowed_hosts and not self.api_key:
+            # Any Host header means any web page can reach the server through DNS rebinding.
+            raise InvalidRequestError("refusing to serve any Host (allowed host '*') without an API key: set "
+                                      "BILDWERK_API_KEY or --api-key, or list the host names")
