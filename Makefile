@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test test-slow test-extended lint clean default-model
+.PHONY: venv run test test-slow test-extended reliability lint clean default-model
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ test-slow: $(STAMP)
 # Slower groups CI runs after `make test` (fault injection across processes, benchmark smoke runs).
 test-extended: $(STAMP)
 	$(BIN)/python -m pytest -m extended
+
+# The figures of docs/reliability.md: hostile inputs, OpenAPI fuzz, faults, load (~10 min; run alone).
+reliability: $(STAMP)
+	cd bench && ../$(BIN)/python reliability.py
 
 # Reproduce the embedded default model (dataset, VAE, UNet, install); resumable. See docs/default-model.md.
 default-model: $(STAMP)

@@ -22,6 +22,9 @@ from bildwerk.core.bounds import (
     MAX_MODEL_REF_CHARS,
     MAX_NAME_CHARS,
     MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_SIDE,
 )
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.core.prompt import PromptOptions
@@ -52,12 +55,12 @@ class _A1111Base(StrictBody):
     negative_prompt: str = ""
     styles: list[str] = Field(default_factory=list, max_length=8)
     seed: int = Field(default=-1, ge=-1, le=MAX_SEED, description="-1: a random seed.")
-    steps: int = 20
-    cfg_scale: float | None = None  # unset: the model's recommended value
-    width: int | None = None  # unset: the model's own size
-    height: int | None = None
-    batch_size: int = 1
-    n_iter: int = 1
+    steps: int = Field(default=20, ge=1, le=MAX_STEPS)
+    cfg_scale: float | None = Field(default=None, ge=0, le=30)  # unset: the model's recommended value
+    width: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8)  # unset: the model's size
+    height: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8)
+    batch_size: int = Field(default=1, ge=1, le=MAX_IMAGES)
+    n_iter: int = Field(default=1, ge=1, le=MAX_IMAGES)
     sampler_name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     sampler_index: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     scheduler: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
@@ -75,7 +78,7 @@ class Img2ImgIn(_A1111Base):
     inpaint_full_res: bool | int = True
     inpaint_full_res_padding: int = Field(default=32, ge=0, le=MAX_MASK_PADDING)
     inpainting_mask_invert: int = Field(default=0, ge=0, le=1)
-    denoising_strength: float = 0.75
+    denoising_strength: float = Field(default=0.75, gt=0, le=1)
     resize_mode: int = Field(default=0, ge=0, le=3)
 
 

@@ -18,6 +18,8 @@ from bildwerk.core.bounds import (
     MAX_MASK_PADDING,
     MAX_MODEL_REF_CHARS,
     MAX_NAME_CHARS,
+    MAX_SEED,
+    MAX_STEPS,
 )
 from bildwerk.core.prompt import PromptOptions
 from bildwerk.core.spec import JobSpec
@@ -39,8 +41,8 @@ class MuseumInpaintIn(StrictBody):
                                  description="0 = free, 0.5 = the model's recommended guidance, 1 = twice that.")
     language: str | None = Field(default=None, max_length=MAX_NAME_CHARS, description="The prompt's language if known (de, en, ...).")
     enhance: bool = Field(default=True, description="Add the curated lexicon details to known terms.")
-    seed: int | None = None
-    steps: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
     mask_blur: int = Field(default=8, ge=0, le=MAX_MASK_BLUR)
     padding: int = Field(default=32, ge=0, le=MAX_MASK_PADDING)
 

@@ -18,7 +18,7 @@ from typing import Literal
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import ConfigDict, Field
 
-from bildwerk.core.bounds import MAX_MODEL_REF_CHARS
+from bildwerk.core.bounds import MAX_IMAGES, MAX_MODEL_REF_CHARS, MAX_PROMPT_CHARS, MAX_SEED
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.core.spec import JobSpec
 from bildwerk.server.app import state
@@ -63,10 +63,10 @@ class GenerationsIn(StrictBody):
 
     prompt: str
     model: str | None = Field(default=None, max_length=MAX_MODEL_REF_CHARS)
-    n: int = 1
+    n: int = Field(default=1, ge=1, le=MAX_IMAGES)
     size: str | None = Field(default=None, max_length=16)
     response_format: Literal["b64_json", "url"] | None = None
-    seed: int | None = None  # not OpenAI's, but bildwerk's records are reproducible
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # not OpenAI's, but bildwerk's records are reproducible
 
 
 @router.post("/generations")
@@ -82,8 +82,9 @@ async def generations(body: GenerationsIn, request: Request) -> dict:
 @router.post("/edits")
 async def edits(request: Request, image: UploadFile | None = File(None),
                 image_list: list[UploadFile] | None = File(None, alias="image[]"),
-                mask: UploadFile | None = File(None), prompt: str = Form(...), model: str | None = Form(None),
-                n: int = Form(1), size: str | None = Form(None),
+                mask: UploadFile | None = File(None), prompt: str = Form(..., max_length=MAX_PROMPT_CHARS),
+                model: str | None = Form(None, max_length=MAX_MODEL_REF_CHARS),
+                n: int = Form(1, ge=1, le=MAX_IMAGES), size: str | None = Form(None, max_length=16),
                 response_format: Literal["b64_json", "url"] | None = Form(None)) -> dict:
     st = state(request)
     upload = image or (image_list[0] if image_list else None)
@@ -113,8 +114,9 @@ async def edits(request: Request, image: UploadFile | None = File(None),
 
 
 @router.post("/variations")
-async def variations(request: Request, image: UploadFile = File(...), model: str | None = Form(None),
-                     n: int = Form(1), size: str | None = Form(None),
+async def variations(request: Request, image: UploadFile = File(...),
+                     model: str | None = Form(None, max_length=MAX_MODEL_REF_CHARS),
+                     n: int = Form(1, ge=1, le=MAX_IMAGES), size: str | None = Form(None, max_length=16),
                      response_format: Literal["b64_json", "url"] | None = Form(None)) -> dict:
     st = state(request)
     data = await upload_bytes(st, image, "image")

@@ -17,6 +17,10 @@ from bildwerk.core.request import GenerationRequest
 from bildwerk.core.text import text_problem
 
 MAX_DEPTH = 32  # nesting a body may have (extension fields of A1111 clients included)
+# Longer ASCII strings are image data (no text field may hold more; their own bounds say
+# so): scanning megabytes of base64 here would hold the event loop for tens of milliseconds.
+# ``isascii`` is a fast scan, and ASCII holds no surrogates.
+MAX_CHECKED_CHARS = 64 * 1024
 
 
 def _first_text_problem(value: Any, where: str, depth: int = 0) -> str | None:
@@ -24,6 +28,8 @@ def _first_text_problem(value: Any, where: str, depth: int = 0) -> str | None:
     if depth > MAX_DEPTH:
         return f"{where or 'body'}: nested deeper than {MAX_DEPTH} levels"
     if isinstance(value, str):
+        if len(value) > MAX_CHECKED_CHARS and value.isascii():
+            return None  # image data: the base64 decoder refuses anything but base64 characters
         problem = text_problem(value)
         return f"{where or 'body'}: {problem}" if problem else None
     if isinstance(value, dict):
