@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test test-slow test-extended lint clean default-model
+.PHONY: venv run test test-slow test-extended test-fuzz lint clean default-model
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ test-slow: $(STAMP)
 # Slower groups CI runs after `make test` (fault injection across processes, benchmark smoke runs).
 test-extended: $(STAMP)
 	$(BIN)/python -m pytest -m extended
+
+# Schemathesis over the server's own /openapi.json, bounded and deterministic (docs/service.md).
+test-fuzz: $(STAMP)
+	$(BIN)/python -m pytest -m fuzz
 
 # Reproduce the embedded default model (dataset, VAE, UNet, install); resumable. See docs/default-model.md.
 default-model: $(STAMP)

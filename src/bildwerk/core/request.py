@@ -35,6 +35,7 @@ from bildwerk.core.samplers import canonical_sampler_name
 # Bounds checked before any tensor is allocated (DESIGN.md security checklist).
 MIN_SIDE = 64
 MAX_SIDE = 2048
+SIDE_MULTIPLE = 8  # latents are 1/8 of the picture
 MAX_STEPS = 150
 MAX_IMAGES = 8
 MAX_PROMPT_CHARS = 2000
@@ -139,8 +140,9 @@ class GenerationRequest(BaseModel):
             return v
         if not MIN_SIDE <= v <= MAX_SIDE:
             raise ValueError(f"must be between {MIN_SIDE} and {MAX_SIDE} pixels, got {v}")
-        if v % 8:
-            raise ValueError(f"must be a multiple of 8, got {v} (try {v - v % 8} or {v - v % 8 + 8})")
+        if v % SIDE_MULTIPLE:
+            low = v - v % SIDE_MULTIPLE
+            raise ValueError(f"must be a multiple of {SIDE_MULTIPLE}, got {v} (try {low} or {low + SIDE_MULTIPLE})")
         return v
 
     @field_validator("scheduler")

@@ -70,6 +70,7 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
                        allowed_origins=settings.allowed_origins)
 
     from bildwerk.server import (
+        openapi,
         routes_a1111,
         routes_museum,
         routes_native,
@@ -79,6 +80,7 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
 
     for module in (routes_ops, routes_native, routes_a1111, routes_openai, routes_museum):
         app.include_router(module.router)
+    openapi.install(app)  # the document says what the routes really answer
     return app
 
 
