@@ -52,3 +52,24 @@ def test_judge_sees_a_drawn_traffic_light(judge):
     # Sanity check that weights and preprocessing fit: a plain drawing is recognised.
     (top,) = judge.topk([traffic_light(256)], k=5)
     assert 920 in top  # traffic light
+
+
+def test_the_judge_loads_while_a_pipeline_loads_in_another_thread(judge):
+    """A diffusers load (the server's worker) runs under accelerate's init_empty_weights, which
+    makes every parameter registered anywhere in the process a meta tensor; an interrogate
+    request loading the judge at that moment answered 500 (found by the OpenAPI fuzz run)."""
+    import sys
+
+    import torch
+    from accelerate import init_empty_weights
+
+    from bildwerk.models.imagenet.classifier import _load_model
+
+    stdout = sys.stdout
+    with init_empty_weights():
+        model = _load_model()
+    assert not any(p.is_meta for p in model.parameters())
+    assert sys.stdout is stdout
+    x = torch.rand(1, 3, INPUT_SIZE, INPUT_SIZE)
+    with torch.no_grad():
+        assert torch.equal(model(x), judge.model(x))  # the same weights, the same numbers

@@ -3,6 +3,7 @@ checklist). One place, so the request, the prompt options and the REST schemas a
 
 MIN_SIDE = 64
 MAX_SIDE = 2048
+SIDE_MULTIPLE = 8  # latents are 1/8 of the picture
 MAX_STEPS = 150
 MAX_IMAGES = 8
 MAX_PROMPT_CHARS = 2000

@@ -36,6 +36,7 @@ from bildwerk.core.bounds import (  # noqa: F401  (re-exported: the request's bo
     MAX_SIDE,
     MAX_STEPS,
     MIN_SIDE,
+    SIDE_MULTIPLE,
 )
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.core.hashing import image_sha256
@@ -130,8 +131,9 @@ class GenerationRequest(BaseModel):
             return v
         if not MIN_SIDE <= v <= MAX_SIDE:
             raise ValueError(f"must be between {MIN_SIDE} and {MAX_SIDE} pixels, got {v}")
-        if v % 8:
-            raise ValueError(f"must be a multiple of 8, got {v} (try {v - v % 8} or {v - v % 8 + 8})")
+        if v % SIDE_MULTIPLE:
+            low = v - v % SIDE_MULTIPLE
+            raise ValueError(f"must be a multiple of {SIDE_MULTIPLE}, got {v} (try {low} or {low + SIDE_MULTIPLE})")
         return v
 
     @field_validator("scheduler")

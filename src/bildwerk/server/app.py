@@ -72,6 +72,7 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
                        allowed_hosts=allowed_host_names(settings.host, settings.allowed_hosts))
 
     from bildwerk.server import (
+        openapi,
         routes_a1111,
         routes_museum,
         routes_native,
@@ -81,6 +82,7 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
 
     for module in (routes_ops, routes_native, routes_a1111, routes_openai, routes_museum):
         app.include_router(module.router)
+    openapi.install(app)  # the document says what the routes really answer
     return app
 
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from bildwerk.core.errors import BildwerkError, hide_paths
 
@@ -53,6 +54,22 @@ def error_response(code: str, message: str, status: int | None = None,
     return JSONResponse(error_body(code, message, status), status_code=status, headers=headers)
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this request's path.
+
+    Starlette's 405 names only the methods of the first route whose path matched, but here a
+    path's methods are often separate routes (GET and POST /sdapi/v1/options, GET and DELETE
+    /api/v1/jobs/{id}); RFC 9110 wants them all in Allow. Each method is tried against the
+    router (``matches`` sees through FastAPI's included routers).
+    """
+    routes = request.app.router.routes
+    return ", ".join(m for m in _METHODS
+                     if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes))
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BildwerkError)
     async def _bildwerk(request: Request, exc: BildwerkError) -> JSONResponse:
@@ -77,7 +94,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden",
                 413: "too_large"}.get(exc.status_code, "http_error")
-        return error_response(code, str(exc.detail), exc.status_code, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        return error_response(code, str(exc.detail), exc.status_code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -54,7 +54,7 @@ def guidance_for_fidelity(fidelity: float, recommended: float) -> float:
     return round(recommended * (1.0 + (fidelity - 0.5) / 0.5), 3)
 
 
-@router.post("/inpaint", responses={200: {"content": {"image/png": {}}}})
+@router.post("/inpaint")  # answers image/png: see server/openapi.py
 async def museum_inpaint(body: MuseumInpaintIn, request: Request) -> Response:
     from bildwerk.models.loader import recommended_guidance
 

