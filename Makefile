@@ -6,11 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-<<<<<<< HEAD
-.PHONY: venv run test test-slow test-extended reliability lint clean default-model
-=======
-.PHONY: venv run test test-slow test-extended test-fuzz lint clean default-model
->>>>>>> openapi
+.PHONY: venv run test test-slow test-extended test-fuzz reliability lint clean default-model
 
 venv: $(STAMP)
 
@@ -39,15 +35,13 @@ test-slow: $(STAMP)
 test-extended: $(STAMP)
 	$(BIN)/python -m pytest -m extended
 
-<<<<<<< HEAD
 # The figures of docs/reliability.md: hostile inputs, OpenAPI fuzz, faults, load (~10 min; run alone).
 reliability: $(STAMP)
 	cd bench && ../$(BIN)/python reliability.py
-=======
+
 # Schemathesis over the server's own /openapi.json, bounded and deterministic (docs/service.md).
 test-fuzz: $(STAMP)
 	$(BIN)/python -m pytest -m fuzz
->>>>>>> openapi
 
 # Reproduce the embedded default model (dataset, VAE, UNet, install); resumable. See docs/default-model.md.
 default-model: $(STAMP)
