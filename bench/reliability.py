@@ -9,7 +9,7 @@ Run it alone on the machine (about 10 minutes on 2 cores; ``--quick`` about 4). 
 - ``corpus``: every case of tests/harness/hostile.py against a fresh server (tiny SD model,
   2 MiB body limit): statuses, 5xx, cases whose answer is not a clear documented 4xx, jobs
   created (must be 0), /health after each case, unhandled errors in the server log.
-- ``fuzz``: the schemathesis run of tests/fuzz (server errors, undocumented statuses).
+- ``fuzz``: the schemathesis run of tests/server/test_fuzz.py (server errors, undocumented statuses).
 - ``faults``: the fault tests (tests/faults: SIGKILL loops, a full disk, kills during writes,
   SIGTERM with waiting clients, a corrupt model); the figures they record.
 - ``load``: bench/load.py (burst over the queue bound, 16 steady clients, big images, /health).
@@ -157,7 +157,7 @@ def main() -> None:
             if part == "corpus":
                 results[part] = run_corpus()
             elif part == "fuzz":
-                results[part] = run_pytest(["tests/fuzz"], "fuzz", Path(tmp) / "fuzz.jsonl")
+                results[part] = run_pytest(["tests/server/test_fuzz.py"], "fuzz", Path(tmp) / "fuzz.jsonl")
             elif part == "faults":
                 results[part] = run_pytest(["tests/faults"], "extended", Path(tmp) / "faults.jsonl")
             elif part == "load":

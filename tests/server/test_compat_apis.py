@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import openai
@@ -94,6 +95,10 @@ def test_a1111_listings_options_progress_interrupt_interrogate(server, photo):
         assert c.post("/sdapi/v1/interrupt").status_code == 200
         cap = c.post("/sdapi/v1/interrogate", json={"image": png_b64(photo), "model": "clip"})
         assert cap.status_code == 200 and cap.json()["caption"]
+        # "default" is the server's model (--model), not bildwerk's embedded one.
+        assert c.post("/sdapi/v1/options", json={"sd_model_checkpoint": "default"}).status_code == 200
+        info = json.loads(c.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1}).json()["info"])
+        assert info["sd_model_name"] == Path(server.model).name
         too_many = c.post("/sdapi/v1/txt2img", json={"prompt": "x", "batch_size": 4, "n_iter": 4})
         assert too_many.status_code == 400 and "batch_size" in too_many.json()["error"]["message"]
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from harness.figures import record
 from harness.server import ServerProcess
 
 pytestmark = pytest.mark.fuzz
@@ -60,6 +61,8 @@ def test_the_server_answers_only_what_its_openapi_document_says(tiny_models, tmp
         srv.stop()
     requests, statuses = summarize(next((tmp_path / "report").glob("*.ndjson")))
     print(f"schemathesis: {requests} requests in {seconds:.0f} s; statuses {dict(sorted(statuses.items(), key=str))}")
+    record("openapi-fuzz", requests=requests, seconds=round(seconds), passed=run.returncode == 0,
+           answers_5xx=sum(v for k, v in statuses.items() if isinstance(k, int) and k >= 500))
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-3000:]
     # Failures the HTTP answers cannot show: an accepted job that broke in the worker, or a
     # 500 behind a streamed answer.

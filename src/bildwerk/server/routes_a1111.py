@@ -244,7 +244,7 @@ def set_options(body: A1111Options, request: Request) -> dict:
     st = state(request)
     if "sd_model_checkpoint" in body.model_fields_set:
         ref = body.sd_model_checkpoint or None
-        ref = None if ref == "default" else ref
+        ref = st.settings.model if ref in (None, "default") else ref  # "default": the server's model
         st.service.check_model(ref)  # refused or unknown -> 404 now, not at the next call
         st.a1111_model = ref
     return {}
