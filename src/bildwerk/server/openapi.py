@@ -143,7 +143,7 @@ SIDE = {"minimum": MIN_SIDE, "maximum": MAX_SIDE, "multipleOf": SIDE_MULTIPLE}
 _A1111 = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps",
           "cfg_scale": "guidance", "width": "width", "height": "height",
           "batch_size": "num_images", "n_iter": "num_images",
-          "seed": {"maximum": MAX_SEED}}  # negative: a random seed, as in A1111
+          "seed": {"minimum": -1, "maximum": MAX_SEED}}  # -1: a random seed, as in A1111
 BODY_FIELDS: dict[str, dict[str, str | dict[str, Any]]] = {
     "JobIn": {"width": SIDE, "height": SIDE},
     "Txt2ImgIn": _A1111,
