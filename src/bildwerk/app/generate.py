@@ -101,6 +101,14 @@ class Generator:
         self.policy.check(spec.request.model)
         return self.router.resolve(spec.request.model)
 
+    def load(self, model_ref: str | None) -> None:
+        """Load the model a reference names, before any job for it starts (a worker's
+        readiness, not a job's run). Engines with nothing to load (remote) ignore it; a
+        failure raises here and again, as the job's error, when the job starts."""
+        load = getattr(self.router.engine_for(model_ref), "load", None)
+        if load is not None:
+            load(self.router.resolve(model_ref))
+
     def with_prompt(self, spec: JobSpec, *, source: Any = None) -> JobSpec:
         """The spec with the prompt steps applied: the model's prompt and how it came about.
         A spec whose request already carries a prompt record comes back as it is."""

@@ -34,8 +34,7 @@ def serve(
     public_url: Annotated[str | None, typer.Option("--public-url", help="Base of the URLs the server returns (or BILDWERK_PUBLIC_URL); http://HOST:PORT by default.")] = None,
 ) -> None:
     """Serve the REST APIs (native jobs, /sdapi/v1, /v1/images, museum) with a persistent queue."""
-    import uvicorn
-
+    from bildwerk.server import serving
     from bildwerk.server.app import create_app
     from bildwerk.server.settings import ServerSettings
 
@@ -51,8 +50,7 @@ def serve(
         _fail(exc)
         raise
     console.print(f"bildwerk on [bold]{escape(settings.base_url)}[/]  (API docs: /docs; store: {escape(str(settings.store))})")
-    uvicorn.run(application, host=host, port=port, log_level="info",
-                timeout_graceful_shutdown=int(settings.drain_timeout) + 5)
+    serving.serve(application, host=host, port=port)
 
 
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="The service's store; $BILDWERK_HOME/store by default.")]

@@ -176,6 +176,9 @@ class Prepared(Protocol):
 
 @runtime_checkable
 class BatchEngine(Engine, Protocol):
+    """Optionally also ``load(source)``: load a model ahead of its jobs (``Generator.load``;
+    the service's worker loads before it claims, so no job is charged for a load)."""
+
     def prepare(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None,
                 source: Any = None) -> Prepared:
         """``source``: the model reference as the caller already resolved it (else resolved here)."""

@@ -121,6 +121,10 @@ class DiffusersEngine:
     ) -> GenerationResult:
         return run_alone(self, request, on_progress=on_progress, cancel=cancel)
 
+    def load(self, source: ModelSource | str | None) -> None:
+        """Load a model ahead of its jobs (kept, as ``prepare`` would load it)."""
+        self.models.get(source)
+
     def prepare(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None,
                 source: ModelSource | None = None) -> LocalJob:
         t0 = time.perf_counter()

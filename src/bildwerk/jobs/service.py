@@ -8,6 +8,11 @@ store: a job runs in one of them at a time, and a dead worker's job is re-run on
 them through the one use case (app/generate.py) and steps every started job of the same
 model and shape together (app/batching.py): a job joins the batch at the next step and leaves
 it when done, with its own progress and its own cancel.
+
+Faults it rides out: a full (or read-only) store answers submissions with StoreFullError,
+fails the running job whose results could not be saved, pauses claiming and probes until
+space returns; a stop (SIGTERM) stops claiming at once, answers waiters of jobs it will not
+run, and drains the running batch for ``drain_timeout`` before handing it back to the queue.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +42,38 @@ from bildwerk.jobs.store import (
     QueueFull,
     Store,
     StoreError,
+    StoreUnwritableError,
     new_worker_id,
 )
 
 log = logging.getLogger("bildwerk.jobs")
 
 FINAL = frozenset(FINISHED_STATUSES)
+
+# A stop lets the running batch finish for this long, then hands it back to the queue; under
+# the 30 s Kubernetes (and, with a smaller setting, the 10 s Docker) grace before SIGKILL.
+DEFAULT_DRAIN_SECONDS = 20.0
+# After the drain, how long a worker stuck in a call that cannot be interrupted (a model
+# load, a remote request) gets before the stop hands its jobs back without it.
+HAND_BACK_SECONDS = 3.0
+# While the store takes no writes, how often the worker looks whether it does again.
+STORE_PROBE_SECONDS = 2.0
+# How often an idle worker collects what killed writers left in the store (also at start).
+COLLECT_SECONDS = 3600.0
+
+
+class ServiceStopping(BildwerkError):
+    """The service is stopping and will not run this job to its end; it stays in the queue
+    (or goes back to it) and runs after the next start, or on another server of the store."""
+
+    code = "shutting_down"
+    retry_after = 5
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"the server is stopping; job {job_id} did not run to its end here and "
+                         "stays in the queue: it runs after the next start (or on another server "
+                         "sharing the store)")
+        self.job_id, self.status = job_id, status
 
 
 @dataclass
@@ -66,7 +98,7 @@ class _Cancel:
         self._service, self._id = service, job_id
 
     def is_set(self) -> bool:
-        return self._service.is_cancelling(self._id) or self._service._stopping_hard
+        return self._service.is_cancelling(self._id) or self._service._drain_over()
 
 
 class JobService:
@@ -96,10 +128,16 @@ class JobService:
         self._wake = threading.Event()
         self._last_claim = 0.0
         self._stop = threading.Event()
-        self._stopping_hard = False
+        self._drain_deadline: float | None = None  # monotonic; set when a stop is asked for
         self._thread: threading.Thread | None = None
         self._last_run_seconds = 10.0
         self._last_renewal = 0.0
+        self._last_collect = 0.0
+        # Set while the store takes no writes (disk full, read-only); cleared by a probe.
+        self._store_trouble: StoreUnwritableError | None = None
+        self._last_probe = 0.0
+        # Ends of jobs the store could not take yet: job id -> (write, then), retried by the probe.
+        self._unrecorded: dict[str, tuple[Callable[[], Any], Callable[[], None] | None]] = {}
 
     @property
     def router(self) -> EngineRouter:
@@ -107,28 +145,71 @@ class JobService:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
-        recovered = self.store.recover()
-        if recovered:
-            log.warning("%d job(s) of ended workers were running; queued again", recovered)
+        try:
+            recovered = self.store.recover()
+            if recovered:
+                log.warning("%d job(s) of ended workers were running; queued again", recovered)
+        except StoreUnwritableError as exc:  # the worker's claims take them back later
+            self._store_failed(exc)
         self._stop.clear()
-        self._stopping_hard = False
+        self._drain_deadline = None
         self._thread = threading.Thread(target=self._loop, name="bildwerk-worker", daemon=True)
         self._thread.start()
 
-    def stop(self, *, drain_timeout: float = 30.0) -> None:
-        """Stop taking jobs at once; let the running ones finish (up to ``drain_timeout``),
-        then stop them. A job stopped this way is put back in the queue, not marked
-        cancelled: the user did not ask for that, and the next start (or another worker) runs it.
-        """
+    def begin_stop(self, drain_timeout: float = DEFAULT_DRAIN_SECONDS) -> None:
+        """Stop claiming at once and start the drain; returns at once (safe from a signal
+        handler). Waiters of jobs that will not run here are answered now (ServiceStopping);
+        the running batch goes on for ``drain_timeout`` seconds, then back to the queue."""
+        if self._drain_deadline is None:
+            self._drain_deadline = time.monotonic() + max(0.0, drain_timeout)
         self._stop.set()
         self._wake.set()
+        self._notify_all()
+
+    def stop(self, *, drain_timeout: float = DEFAULT_DRAIN_SECONDS) -> None:
+        """Stop taking jobs at once; let the running ones finish (up to ``drain_timeout``
+        from the first stop asked for), then stop them. A job stopped this way is put back in
+        the queue, not marked cancelled: the user did not ask for that, and the next start
+        (or another worker) runs it; its interrupted run is no attempt.
+        """
+        self.begin_stop(drain_timeout)
         if self._thread is None:
             return
-        self._thread.join(drain_timeout)
+        assert self._drain_deadline is not None
+        left = self._drain_deadline - time.monotonic()
+        self._thread.join(max(0.0, left) + HAND_BACK_SECONDS)
         if self._thread.is_alive():
-            self._stopping_hard = True
-            self._thread.join(30)
+            self._give_back_stuck()
         self._thread = None
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for: no more claims; the running batch drains."""
+        return self._stop.is_set()
+
+    @property
+    def store_problem(self) -> str | None:
+        """Why the store takes no writes now (disk full, read-only), or None."""
+        trouble = self._store_trouble
+        return None if trouble is None else str(trouble)
+
+    def _paused(self) -> bool:
+        """No claims now: a stop was asked for, or the store takes no writes."""
+        return self._stop.is_set() or self._store_trouble is not None
+
+    def _drain_over(self) -> bool:
+        deadline = self._drain_deadline
+        return deadline is not None and time.monotonic() >= deadline
+
+    def _give_back_stuck(self) -> None:
+        """The worker is stuck past the drain: hand its jobs back from here. Should it wake
+        later, the store refuses its writes (the jobs no longer run under its worker id)."""
+        log.warning("the worker did not stop within the drain; handing %d job(s) back", len(self._rows))
+        for job_id in list(self._rows):
+            try:
+                self.store.requeue(job_id, worker_id=self.worker_id)
+            except StoreError as exc:
+                log.warning("could not hand job %s back: %s", job_id, exc)
 
     @property
     def alive(self) -> bool:
@@ -180,6 +261,10 @@ class JobService:
             self.metrics.rejected.labels("queue_full").inc()
             exc.retry_after = self.retry_after()  # type: ignore[attr-defined]  # -> Retry-After
             raise
+        except StoreUnwritableError as exc:  # nothing was written; 507/503 with Retry-After
+            self.metrics.rejected.labels(exc.code).inc()
+            self._store_failed(exc)
+            raise
         self.metrics.accepted.labels(api).inc()
         self._progress[row.id] = Progress()
         self._wake.set()
@@ -219,6 +304,16 @@ class JobService:
         for loop, event in list(self._watchers.get(job_id, ())):
             loop.call_soon_threadsafe(event.set)
 
+    def _notify_all(self) -> None:
+        """Wake every waiter: news for all of them (a stop, the store's state)."""
+        for job_id in list(self._watchers):
+            self._notify(job_id)
+
+    def leaving(self, job_id: str) -> bool:
+        """The service is stopping and will do nothing more for this job: it is not (or no
+        longer) running here. Streams and waiters of such a job should tell their client."""
+        return self._stop.is_set() and job_id not in self._rows
+
     async def next_change(self, job_id: str, seen: float, timeout: float) -> float:
         """Wait (without blocking the event loop) until this process records news of a job
         (progress, or its end) after the stamp ``seen``, at most ``timeout`` seconds; returns
@@ -243,24 +338,43 @@ class JobService:
 
     async def wait(self, job_id: str, timeout: float = 600.0) -> Any:
         """Wait until a job ends; returns its row (None when it was deleted). A job that ends
-        in this process wakes the waiter within 10 ms; the store is read on news or every 0.25 s."""
+        in this process wakes the waiter within 10 ms; the store is read on news or every 0.25 s.
+
+        Answers early, raising, when the job will not end soon: ServiceStopping once a stop
+        was asked for and the job does not run here (any more); the store's StoreFullError
+        (StoreUnwritableError) while the store takes no writes. The job stays in the store.
+        """
         deadline = time.monotonic() + timeout
         seen = 0.0
         while True:
             row = await asyncio.to_thread(self.store.get, job_id)
             if row is None or row.status in FINAL or time.monotonic() > deadline:
                 return row
+            trouble = self._store_trouble
+            if trouble is not None:
+                err = type(trouble)(f"{trouble}; job {job_id} ({row.status}) waits until the "
+                                    "store takes writes again")
+                err.status = row.status  # type: ignore[attr-defined]  # (ServiceStopping's too)
+                raise err
+            if self.leaving(job_id):
+                # A job leaves the running set only once its end is written: read it again.
+                row = await asyncio.to_thread(self.store.get, job_id)
+                if row is None or row.status in FINAL:
+                    return row
+                raise ServiceStopping(job_id, row.status)
             seen = await self.next_change(job_id, seen, min(0.25, max(0.0, deadline - time.monotonic())))
 
     # -- the worker -------------------------------------------------------------------------
     def _loop(self) -> None:
+        self._collect()
         self._warm_up()
         while True:
             try:
-                if self._stopping_hard:
+                if self._drain_over():
                     self._hand_back_all()
                     return
-                admitted = 0 if self._stop.is_set() else self._admit()
+                self._probe_store()
+                admitted = 0 if self._paused() else self._admit()
                 if not len(self._batcher):
                     if self._stop.is_set():
                         return
@@ -274,6 +388,8 @@ class JobService:
                 for outcome in outcomes:
                     self._settle(outcome)
                 self._renew()
+            except StoreUnwritableError as exc:  # a claim or a renewal met a full disk
+                self._store_failed(exc)
             except Exception:  # noqa: BLE001 - the worker must outlive any one failure
                 log.exception("worker error; going on")
                 time.sleep(self.poll_interval)
@@ -281,7 +397,48 @@ class JobService:
     def _idle(self) -> None:
         # Polling also finds jobs queued by other processes; each claim first takes back the
         # jobs of dead workers (Store.claim_next with a worker id reclaims expired leases).
+        if time.monotonic() - self._last_collect >= COLLECT_SECONDS:
+            self._collect()
         self._wake.wait(self.poll_interval)
+
+    def _collect(self) -> None:
+        """What killed writers left in the store (temp files, images no job uses): at start
+        and every COLLECT_SECONDS; safe beside other servers of the store (Store.collect)."""
+        self._last_collect = time.monotonic()
+        try:
+            counts = self.store.collect()
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the worker
+            log.warning("could not collect the store's leftovers: %s", exc)
+            return
+        if any(counts.values()):
+            log.info("collected the store's leftovers: %d temp file(s), %d orphan image(s)",
+                     counts["temp"], counts["orphans"])
+
+    # -- a store that takes no writes -------------------------------------------------------
+    def _store_failed(self, exc: StoreUnwritableError) -> None:
+        """A write met a full (or read-only) store: pause claiming and answer waiters now."""
+        if self._store_trouble is None:
+            log.error("the store takes no writes: %s (cause: %s); pausing the queue until it does",
+                      exc, exc.__cause__ or exc)
+            self._last_probe = time.monotonic()
+        self._store_trouble = exc
+        self._notify_all()
+
+    def _probe_store(self) -> None:
+        """While the store is in trouble, every STORE_PROBE_SECONDS: write what could not be
+        written (ends of jobs), then room for a job's results; on success the queue goes on."""
+        if self._store_trouble is None or time.monotonic() - self._last_probe < STORE_PROBE_SECONDS:
+            return
+        self._last_probe = time.monotonic()
+        try:
+            self._write_unrecorded()
+            self.store.probe_space()
+        except StoreUnwritableError as exc:
+            self._store_trouble = exc
+            return
+        log.warning("the store takes writes again; the queue goes on")
+        self._store_trouble = None
+        self._notify_all()
 
     def _warm_up(self) -> None:
         """Readiness: the model loads and a one-step generation works."""
@@ -305,8 +462,10 @@ class JobService:
                 time.monotonic() - self._last_claim < self.poll_interval:
             return 0  # between steps, look for new jobs on a submission here or every poll interval
         self._wake.clear()  # before claiming: a submission from now on sets it again
-        while not self._stop.is_set() and self._batcher.has_room():
-            model = self._batcher.model_ref if len(self._batcher) else ANY_MODEL
+        while not self._paused() and self._batcher.has_room():
+            model = self._batcher.model_ref if len(self._batcher) else self._load_for_head()
+            if model is ANY_MODEL or self._paused():
+                break  # nothing queued, or a stop (a full store) came while the model loaded
             self._last_claim = time.monotonic()
             row = self.store.claim_next(self.worker_id, lease_seconds=self.lease_seconds, model=model)
             if row is None:
@@ -314,6 +473,19 @@ class JobService:
             admitted += 1
             self._start(row)
         return admitted
+
+    def _load_for_head(self) -> Any:
+        """Load the model of the queue's head before claiming it (ANY_MODEL: queue empty).
+        A claim counts an attempt, and a worker killed while loading ran no job's own work;
+        a load that fails is retried by the job's start, which then fails with that error."""
+        head = self.store.queue_head()
+        if head is None:
+            return ANY_MODEL
+        try:
+            self.generator.load(head[1])
+        except Exception as exc:  # noqa: BLE001 - the job's start reports it
+            log.warning("could not load model %r for job %s: %s", head[1], head[0], exc)
+        return head[1]
 
     def _start(self, row: Any) -> None:
         from bildwerk.images.io import decode_image
@@ -350,17 +522,17 @@ class JobService:
     def _settle(self, outcome: Outcome) -> None:
         """Write a job's end to the store: results, failure, cancel, or back to the queue."""
         job_id, exc = outcome.key, outcome.error
-        row = self._rows.pop(job_id, None)
+        row = self._rows.get(job_id)
         t0 = self._started.pop(job_id, time.perf_counter())
-        self.metrics.in_flight.set(len(self._rows))
         try:
             if exc is None:
                 self._succeeded(job_id, outcome.result, row, t0)  # type: ignore[arg-type]
             elif isinstance(exc, GenerationCancelled):
-                if self._stopping_hard and job_id not in self._cancelled:
-                    self._record(lambda: self.store.requeue(job_id, worker_id=self.worker_id))
-                elif self._record(lambda: self.store.mark_cancelled(job_id, worker_id=self.worker_id)):
-                    self._ended_here(row, job_id, "cancelled", t0)
+                if self._drain_over() and job_id not in self._cancelled:
+                    self._record(job_id, lambda: self.store.requeue(job_id, worker_id=self.worker_id))
+                else:
+                    self._record(job_id, lambda: self.store.mark_cancelled(job_id, worker_id=self.worker_id),
+                                 lambda: self._ended_here(row, job_id, "cancelled", t0))
             elif isinstance(exc, BildwerkError):
                 self._failed(row, job_id, exc.code, str(exc), t0)
             else:
@@ -371,12 +543,26 @@ class JobService:
                     self.router.models.unload()
         finally:
             self._cancelled.discard(job_id)
+            self._rows.pop(job_id, None)  # after the write: leaving() must not see a gap
+            self.metrics.in_flight.set(len(self._rows))
 
     def _succeeded(self, job_id: str, result: GenerationResult, row: Any, t0: float) -> None:
         pngs = [(result.png_bytes(i), seed) for i, seed in enumerate(result.seeds)]
-        if self._record(lambda: self.store.finish(job_id, pngs, result.record(), worker_id=self.worker_id)):
-            self._ended_here(row, job_id, "succeeded", t0)
         self.ready, self.ready_error = True, None
+
+        def unsaved(exc: StoreUnwritableError) -> None:
+            # Failed, not re-queued: a rerun would compute again and most likely meet the same
+            # full disk; the caller hears it now and can submit again. Queued jobs wait.
+            self._failed(row, job_id, exc.code, f"{exc}: the job's images could not be saved; "
+                         "submit it again once the store has space", t0)
+
+        try:
+            self._record(job_id, lambda: self.store.finish(job_id, pngs, result.record(), worker_id=self.worker_id),
+                         lambda: self._ended_here(row, job_id, "succeeded", t0), unwritable=unsaved)
+        except Exception as exc:  # noqa: BLE001 - an I/O error, a bug: the job must end anyway
+            log.error("could not save the images of job %s", job_id, exc_info=exc)
+            self._failed(row, job_id, "internal",
+                         f"the job's images could not be saved ({type(exc).__name__})", t0)
 
     def _renew(self) -> None:
         """Every few seconds: keep the leases of the jobs in the batch, drop the ones lost
@@ -402,20 +588,44 @@ class JobService:
             self._batcher.remove(job_id)
             self._settle(Outcome(job_id, None, error=GenerationCancelled("stopped")))  # type: ignore[arg-type]
 
-    def _record(self, write) -> bool:
-        """A store write at the end of a job; a job deleted, ended or taken over meanwhile is
-        not an error."""
+    def _write_end(self, job_id: str, write: Callable[[], Any], then: Callable[[], None] | None) -> None:
+        """One store write at the end of a job, then ``then``. A job deleted, ended or taken
+        over meanwhile is not an error; StoreUnwritableError goes up to the caller."""
         try:
             write()
-            return True
+        except StoreUnwritableError:
+            raise
         except StoreError as exc:
-            log.warning("could not record the end of a job: %s", exc)
-            return False
+            log.warning("could not record the end of job %s: %s", job_id, exc)
+            return
+        if then is not None:
+            then()
+
+    def _record(self, job_id: str, write: Callable[[], Any], then: Callable[[], None] | None = None,
+                *, unwritable: Callable[[StoreUnwritableError], None] | None = None) -> None:
+        """``_write_end``; when the store takes no writes, ``unwritable(exc)``, else the write
+        waits for the probe to retry it (the job stays running, under this worker, until then)."""
+        try:
+            self._write_end(job_id, write, then)
+        except StoreUnwritableError as exc:
+            self._store_failed(exc)
+            if unwritable is not None:
+                unwritable(exc)
+            else:
+                self._unrecorded[job_id] = (write, then)
+
+    def _write_unrecorded(self) -> None:
+        """Retry the ends the store could not take; StoreUnwritableError while it still cannot."""
+        for job_id, (write, then) in list(self._unrecorded.items()):
+            self._write_end(job_id, write, then)
+            self._unrecorded.pop(job_id, None)
 
     def _failed(self, row: Any, job_id: str, code: str, message: str, t0: float) -> None:
-        if self._record(lambda: self.store.fail(job_id, code, message, worker_id=self.worker_id)):
+        def then() -> None:
             self.metrics.failures.labels(code).inc()
             self._ended_here(row, job_id, "failed", t0)
+
+        self._record(job_id, lambda: self.store.fail(job_id, code, message, worker_id=self.worker_id), then)
 
     def _ended_here(self, row: Any, job_id: str, status: str, t0: float) -> None:
         run = time.perf_counter() - t0

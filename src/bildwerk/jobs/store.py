@@ -12,6 +12,9 @@ Nothing accepted may be lost, so the rules are:
 * Every multi-statement write is one ``BEGIN IMMEDIATE`` transaction: the write lock
   is taken up front, so two writers queue on ``busy_timeout`` instead of failing when a
   read transaction tries to upgrade.
+* A full disk or quota (ENOSPC, EDQUOT, SQLITE_FULL) raises :class:`StoreFullError`, a
+  read-only one :class:`StoreUnwritableError`; the write is rolled back, and the store
+  works again as soon as space returns. ``collect()`` removes what killed writers left.
 
 Durability: WAL with ``synchronous=NORMAL``. A commit is written to the WAL before
 ``COMMIT`` returns, so a killed process (SIGKILL, OOM, segfault) loses nothing; only a
@@ -49,7 +52,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from bildwerk.jobs.sqlite.blobs import STALE_TEMP_SECONDS
+from bildwerk.jobs.sqlite.blobs import ORPHAN_GRACE_SECONDS, STALE_TEMP_SECONDS
 from bildwerk.jobs.sqlite.db import BUSY_TIMEOUT_MS
 from bildwerk.jobs.sqlite.errors import (
     CorruptImageError,
@@ -60,6 +63,8 @@ from bildwerk.jobs.sqlite.errors import (
     JobStateError,
     QueueFull,
     StoreError,
+    StoreFullError,
+    StoreUnwritableError,
 )
 from bildwerk.jobs.sqlite.export import Export
 from bildwerk.jobs.sqlite.leases import DEFAULT_LEASE_SECONDS, new_worker_id
@@ -92,6 +97,7 @@ __all__ = [
     "MAX_JOB_IDS",
     "MAX_OFFSET",
     "MAX_SEARCH_WORDS",
+    "ORPHAN_GRACE_SECONDS",
     "STALE_TEMP_SECONDS",
     "STATUSES",
     "CorruptImageError",
@@ -105,6 +111,8 @@ __all__ = [
     "QueueFull",
     "Store",
     "StoreError",
+    "StoreFullError",
+    "StoreUnwritableError",
     "StoredImage",
     "new_worker_id",
 ]

@@ -57,8 +57,9 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
         try:
             yield
         finally:
-            # SIGTERM: uvicorn stops accepting, then this drains the running job; queued jobs
-            # stay in the store and run after the next start.
+            # SIGTERM: the service stopped claiming at the signal (server/serving.py), waiters
+            # of queued jobs were answered; this waits out the drain. Queued jobs stay in the
+            # store and run after the next start.
             service.stop(drain_timeout=settings.drain_timeout)
 
     app = FastAPI(title="bildwerk", version=_version(), lifespan=lifespan,

@@ -56,15 +56,23 @@ async def submit_and_wait(st: AppState, make_spec: Callable[[], JobSpec], *, api
 
     ``make_spec`` decodes the inputs and validates the request; it and the store's writes run
     in a worker thread, never on the event loop (big uploads would stall every other client).
+    A call answered before its job ended (timeout, a stop, a full store) names the job in its
+    error body (``error.job``: id, status, url), so the client can follow it.
     """
     row = await asyncio.to_thread(lambda: st.service.submit(make_spec(), api=api))
-    done = await st.service.wait(row.id, timeout=st.settings.sync_timeout)
+    try:
+        done = await st.service.wait(row.id, timeout=st.settings.sync_timeout)
+    except BildwerkError as exc:  # ServiceStopping, StoreFullError: the job stays queued
+        exc.job = {"id": row.id, "status": getattr(exc, "status", "queued")}  # type: ignore[attr-defined]
+        raise
     if done is None or done.status != "succeeded":
         if done is not None and done.status in ("failed", "cancelled"):
             code = done.error_type or ("cancelled" if done.status == "cancelled" else "internal")
             raise JobFailed(code, done.error_message or f"job {row.id} {done.status}")
-        raise JobTimeout(f"job {row.id} is still {done.status if done else 'unknown'} after "
-                         f"{st.settings.sync_timeout:.0f} s; follow it at /api/v1/jobs/{row.id}")
+        timeout = JobTimeout(f"job {row.id} is still {done.status if done else 'unknown'} after "
+                             f"{st.settings.sync_timeout:.0f} s; follow it at /api/v1/jobs/{row.id}")
+        timeout.job = {"id": row.id, "status": done.status if done else "unknown"}  # type: ignore[attr-defined]
+        raise timeout
     return done
 
 

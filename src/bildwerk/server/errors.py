@@ -40,6 +40,9 @@ STATUS = {
     "job_timeout": 504,
     "out_of_memory": 503,
     "interrupted": 500,
+    "insufficient_storage": 507,
+    "store_unavailable": 503,
+    "shutting_down": 503,
 }
 
 
@@ -79,7 +82,13 @@ def install_error_handlers(app: FastAPI) -> None:
         retry = getattr(exc, "retry_after", None)
         if retry is not None:
             headers["Retry-After"] = str(max(1, int(round(float(retry)))))
-        return error_response(exc.code, str(exc), headers=headers or None)
+        status = STATUS.get(exc.code, 500)
+        body = error_body(exc.code, str(exc), status)
+        job = getattr(exc, "job", None)  # a synchronous call's job, still to follow
+        if isinstance(job, dict) and "id" in job:
+            base = str(request.base_url).rstrip("/")
+            body["error"]["job"] = {**job, "url": f"{base}/api/v1/jobs/{job['id']}"}
+        return JSONResponse(body, status_code=status, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

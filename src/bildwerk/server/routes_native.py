@@ -101,7 +101,8 @@ def delete_job(job_id: str, request: Request) -> Response:
 
 @router.get("/jobs/{job_id}/events")
 async def job_events(job_id: str, request: Request) -> StreamingResponse:
-    """Server-sent events: ``progress`` while it runs, then one ``end`` with the status."""
+    """Server-sent events: ``progress`` while it runs, then one ``end`` with the status; or,
+    when the server stops before the job ends here, one ``stopping`` (reconnect to follow it)."""
     svc = state(request).service
     await asyncio.to_thread(_row_or_404, request, job_id)
 
@@ -123,6 +124,12 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
             if row.status in ("succeeded", "failed", "cancelled"):
                 end = {"id": job_id, "status": row.status, "error": job_error(row)}
                 yield f"event: end\ndata: {json.dumps(end)}\n\n"
+                return
+            if svc.leaving(job_id):  # a stop: the job will not end here; let the client go
+                bye = {"id": job_id, "status": row.status,
+                       "message": "the server is stopping; the job stays in the queue and runs after "
+                                  "the next start; reconnect to follow it"}
+                yield f"event: stopping\ndata: {json.dumps(bye)}\n\n"
                 return
             if await request.is_disconnected():
                 return

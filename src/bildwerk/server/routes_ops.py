@@ -20,9 +20,14 @@ def health() -> dict:
 
 @router.get("/ready")
 def ready(request: Request) -> JSONResponse:
-    """Readiness: the worker runs, the model loaded and a one-step generation worked."""
+    """Readiness: the worker runs, the model loaded and a one-step generation worked, the
+    store takes writes and no stop was asked for."""
     svc = state(request).service
     alive = svc.alive
+    if svc.stopping:
+        return JSONResponse({"status": "stopping", "reason": "the server is stopping"}, status_code=503)
+    if svc.store_problem is not None:  # its message names no server path
+        return JSONResponse({"status": "not_ready", "reason": svc.store_problem}, status_code=503)
     if svc.ready and alive:
         return JSONResponse({"status": "ready", "model": svc.loaded_model()})
     reason = svc.ready_error or ("the worker is not running" if not alive else "warming up")

@@ -33,7 +33,8 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(default=48 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64)
     sync_timeout: float = Field(default=600.0, gt=0, description="How long A1111/OpenAI/museum calls wait.")
-    drain_timeout: float = Field(default=30.0, ge=0)
+    drain_timeout: float = Field(default=20.0, ge=0, le=3600,
+                                 description="On SIGTERM, how long the running batch may finish before it goes back to the queue.")
     allowed_origins: list[str] = Field(default_factory=list)
     allowed_hosts: list[str] = Field(
         default_factory=list,

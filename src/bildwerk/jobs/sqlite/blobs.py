@@ -8,6 +8,9 @@
   unreferenced (:meth:`Blobs._collect`). Writers hold the same lock while checking their
   files exist, so a concurrent ``gc()``/``delete()`` never removes a file a new job is
   about to use.
+* A temp file's name carries its writer (host, pid, a token of the process), so the
+  leftovers of a killed writer are known at once; others wait ``STALE_TEMP_SECONDS``.
+* A full disk raises StoreFullError (``errors.writes``), never a bare OSError.
 """
 
 from __future__ import annotations
@@ -23,11 +26,18 @@ from pathlib import Path
 
 from bildwerk.core.errors import InvalidImageError, InvalidRequestError
 from bildwerk.jobs.sqlite.db import Database
-from bildwerk.jobs.sqlite.errors import CorruptImageError, ImageNotFoundError
+from bildwerk.jobs.sqlite.errors import CorruptImageError, ImageNotFoundError, writes
+from bildwerk.jobs.sqlite.leases import holder_is_dead, new_worker_id
 from bildwerk.jobs.sqlite.rows import StoredImage, chunks, now
 
-# Temp files younger than this may belong to a write in progress; gc() leaves them.
+# Temp files younger than this may belong to a write in progress; gc() leaves them, unless
+# their name says their writer is a process of this host that no longer runs.
 STALE_TEMP_SECONDS = 3600.0
+# Images younger than this that nothing references may be staged for a transaction about to
+# commit: collect() leaves them (removing one is safe, see _ensure_image, but costs a rewrite).
+ORPHAN_GRACE_SECONDS = 30.0
+# probe_space(): "space is back" means room for about one job's results (a few PNGs).
+PROBE_BYTES = 1 << 20
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -67,6 +77,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_WRITER: dict[int, str] = {}  # pid -> this process's writer tag (made again after a fork)
+
+
+def _writer_tag() -> str:
+    """This process as a file-name part: a worker id (host:pid:token) with '+' for ':'."""
+    pid = os.getpid()
+    if pid not in _WRITER:
+        _WRITER[pid] = new_worker_id().replace(":", "+")
+    return _WRITER[pid]
+
+
+def _temp_is_stale(path: Path, cutoff: float) -> bool:
+    """A temp file no write in progress can own: its writer is dead, or it is old."""
+    # ".{sha}.{writer tag}.{random}.tmp"; the tag may hold dots (a host name), the rest not.
+    parts = path.name[1:].split(".", 1)[-1].rsplit(".", 2)
+    if len(parts) == 3 and holder_is_dead(parts[0].replace("+", ":")):
+        return True
+    return path.stat().st_mtime < cutoff
+
+
 class Blobs(Database):
     """The image half of the store; ``images_dir`` is set by the store's constructor."""
 
@@ -88,20 +118,21 @@ class Blobs(Database):
         if self._file_matches(path, sha256):
             return path
         folder = path.parent
-        if not folder.is_dir():
-            folder.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.images_dir)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{sha256}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(folder)
+        with writes():
+            if not folder.is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
+                _fsync_dir(self.images_dir)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{sha256}.{_writer_tag()}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            _fsync_dir(folder)
         return path
 
     def _stage(self, data: bytes, what: str) -> Staged:
@@ -164,8 +195,9 @@ class Blobs(Database):
 
     # -- garbage collection
 
-    def _collect(self, shas: Sequence[str] | None) -> int:
-        """Remove rows and files of unreferenced images (all when ``shas`` is None)."""
+    def _collect(self, shas: Sequence[str] | None, min_age: float = 0.0) -> int:
+        """Remove rows and files of unreferenced images: of ``shas``, or (None) of every
+        image whose row is at least ``min_age`` seconds old."""
         unreferenced = (
             "NOT EXISTS (SELECT 1 FROM job_inputs WHERE sha256 = images.sha256) "
             "AND NOT EXISTS (SELECT 1 FROM job_results WHERE sha256 = images.sha256)"
@@ -174,7 +206,11 @@ class Blobs(Database):
         with self.transaction() as conn:
             if shas is None:
                 doomed = [
-                    r[0] for r in conn.execute(f"SELECT sha256 FROM images WHERE {unreferenced}")
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT sha256 FROM images WHERE created_at <= ? AND {unreferenced}",
+                        (now() - min_age,),
+                    )
                 ]
             else:
                 doomed = []
@@ -200,33 +236,83 @@ class Blobs(Database):
                 if path.exists():
                     path.unlink()
                     removed += 1
-            if shas is None:
-                removed += self._remove_stray_files(conn)
         return removed
 
-    def _remove_stray_files(self, conn: sqlite3.Connection) -> int:
-        """Files with no images row (a crash after writing) and stale temp files."""
-        known = {r[0] for r in conn.execute("SELECT sha256 FROM images")}
+    def _remove_stale_temps(self, folder: Path) -> int:
         removed = 0
         cutoff = now() - STALE_TEMP_SECONDS
-        for path in self.images_dir.glob("*/*"):
-            name = path.name
-            if name.startswith(".") and name.endswith(".tmp"):
-                try:
-                    if path.stat().st_mtime < cutoff:
-                        path.unlink()
-                        removed += 1
-                except FileNotFoundError:
-                    pass  # its writer just renamed it into place
-            elif name.endswith(".png") and _SHA_RE.fullmatch(name[:-4]):
-                if name[:-4] not in known:
-                    path.unlink(missing_ok=True)
+        for path in folder.glob(".*.tmp"):
+            try:
+                if _temp_is_stale(path, cutoff):
+                    path.unlink()
                     removed += 1
+            except FileNotFoundError:
+                pass  # its writer just renamed it into place (or cleaned up)
         return removed
 
+    def _remove_strays(self, folder: Path, min_age: float) -> int:
+        """Image files of ``folder`` with no images row (a crash between writing a file and
+        committing its row), at least ``min_age`` old. Listed without the lock, checked and
+        unlinked under it, one folder at a time: other writers wait little."""
+        cutoff = now() - min_age
+        found = []
+        for path in folder.glob("*.png"):
+            try:
+                if _SHA_RE.fullmatch(path.stem) and path.stat().st_mtime <= cutoff:
+                    found.append(path.stem)
+            except FileNotFoundError:
+                pass
+        if not found:
+            return 0
+        removed = 0
+        with self.transaction() as conn:
+            for chunk in chunks(found):
+                marks = ",".join("?" * len(chunk))
+                known = {r[0] for r in conn.execute(
+                    f"SELECT sha256 FROM images WHERE sha256 IN ({marks})", tuple(chunk))}
+                for sha256 in set(chunk) - known:
+                    path = self.image_path(sha256)
+                    if path.exists():
+                        path.unlink()
+                        removed += 1
+        return removed
+
+    def collect(self, *, min_age: float = ORPHAN_GRACE_SECONDS) -> dict[str, int]:
+        """Collect what interrupted writes and deletes left behind; returns counts by kind.
+
+        ``temp``: temp files whose writer is dead (or older than STALE_TEMP_SECONDS);
+        ``orphans``: image files no row names and images no job references, at least
+        ``min_age`` seconds old. Safe while other processes use the store: a file is
+        unlinked only under the write lock, after its row was seen missing or unreferenced
+        (a writer that staged it rewrites it under that lock), and a temp file only once no
+        live writer can own it.
+        """
+        # probe_space() writes in images_dir itself, image writes in its sub-folders.
+        counts = {"temp": self._remove_stale_temps(self.images_dir),
+                  "orphans": self._collect(None, min_age)}
+        for folder in sorted(p for p in self.images_dir.glob("*") if p.is_dir()):
+            counts["temp"] += self._remove_stale_temps(folder)
+            counts["orphans"] += self._remove_strays(folder, min_age)
+        return counts
+
+    def probe_space(self, nbytes: int = PROBE_BYTES) -> None:
+        """Write, fsync and remove ``nbytes`` beside the images: StoreFullError (or
+        StoreUnwritableError) while the disk cannot take about one more job's results."""
+        with writes():
+            fd, tmp = tempfile.mkstemp(dir=self.images_dir, prefix=f".probe.{_writer_tag()}.",
+                                       suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(bytes(nbytes))
+                    f.flush()
+                    os.fsync(f.fileno())
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+
     def gc(self) -> int:
-        """Remove images (rows and files) no job references; returns files removed."""
-        return self._collect(None)
+        """Remove images (rows and files) no job references and stale temp files, whatever
+        their age; returns files removed."""
+        return sum(self.collect(min_age=0.0).values())
 
     def _image_problems(self, *, hashes: bool) -> list[str]:
         """Image rows whose file is missing or (``hashes``) no longer matches its hash."""

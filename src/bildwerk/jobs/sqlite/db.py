@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from bildwerk.jobs.migrations import MIGRATIONS, migrate
-from bildwerk.jobs.sqlite.errors import StoreError
+from bildwerk.jobs.sqlite.errors import StoreError, writes
 
 BUSY_TIMEOUT_MS = 5000
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
@@ -114,7 +114,8 @@ class Database:
 
         ``write=True`` (the default) starts ``BEGIN IMMEDIATE``: the write lock is taken
         at once (waiting up to busy_timeout), so the transaction cannot fail later when
-        it first writes. ``write=False`` gives a consistent read snapshot.
+        it first writes. ``write=False`` gives a consistent read snapshot. A full or
+        read-only file system raises StoreFullError / StoreUnwritableError, rolled back.
         """
         conn = self._conn()
         depth: int = self._local.depth
@@ -127,18 +128,19 @@ class Database:
             finally:
                 self._local.depth = depth
             return
-        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        self._local.depth = 1
-        self._local.write = write
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            self._local.depth = 0
+        with writes():  # a full disk is StoreFullError, whichever statement met it
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            self._local.depth = 1
+            self._local.write = write
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back by itself (SQLITE_FULL)
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._local.depth = 0
 
     def _database_problems(self) -> list[str]:
         """SQLite's integrity and foreign-key checks, as lines for ``verify()``."""

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bildwerk.core.errors import BildwerkError
@@ -80,3 +85,54 @@ class CorruptImageError(StoreError):
 
 class ExportError(StoreError):
     code = "export_failed"
+
+
+class StoreUnwritableError(StoreError):
+    """The store's file system takes no writes now (mounted read-only); reads still work.
+    Nothing was changed; the caller may retry once the store is writable again."""
+
+    code = "store_unavailable"
+    retry_after = 30
+
+
+class StoreFullError(StoreUnwritableError):
+    """The store's disk (or the user's quota) is full: nothing was written."""
+
+    code = "insufficient_storage"
+
+
+# errno values that mean "the store cannot take writes now", not a bug or a bad request.
+_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
+_READ_ONLY_ERRNOS = frozenset({errno.EROFS})
+
+
+def unwritable(exc: BaseException) -> StoreUnwritableError | None:
+    """The typed error for a write that failed because the store is full or read-only (an
+    OSError's errno, SQLite's SQLITE_FULL or SQLITE_READONLY*), else None. The message names
+    no server path: it goes to clients; the original stays chained for the log."""
+    if isinstance(exc, StoreUnwritableError):
+        return exc
+    if isinstance(exc, OSError):
+        if exc.errno in _FULL_ERRNOS:
+            return StoreFullError(f"the store's disk is full ({os.strerror(exc.errno)})")
+        if exc.errno in _READ_ONLY_ERRNOS:
+            return StoreUnwritableError(f"the store is read-only ({os.strerror(exc.errno)})")
+    if isinstance(exc, sqlite3.Error):
+        name = str(getattr(exc, "sqlite_errorname", ""))
+        if name == "SQLITE_FULL":
+            return StoreFullError("the store's disk is full (the database cannot grow)")
+        if name.startswith("SQLITE_READONLY"):
+            return StoreUnwritableError("the store is read-only (the database takes no writes)")
+    return None
+
+
+@contextmanager
+def writes() -> Iterator[None]:
+    """Around a store write: a full or read-only file system becomes its typed error."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        typed = unwritable(exc)
+        if typed is None or typed is exc:
+            raise
+        raise typed from exc

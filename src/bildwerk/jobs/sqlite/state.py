@@ -155,6 +155,14 @@ class States(Search, Blobs):
 
     # -- claiming, leases and taking jobs back
 
+    def queue_head(self) -> tuple[str, str | None] | None:
+        """(id, model) of the job ``claim_next`` would take now, without taking it: a
+        worker loads that model first, so the load is never part of the job's attempt."""
+        row = self._conn().execute(
+            "SELECT id, model FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1"
+        ).fetchone()
+        return None if row is None else (row["id"], row["model"])
+
     def claim_next(
         self,
         worker_id: str | None = None,
@@ -178,6 +186,10 @@ class States(Search, Blobs):
         ``model`` (a model reference, or None for the server default) claims the head
         only if it is for that model: a worker can join jobs to a batch on the model it
         has loaded without overtaking older jobs for other models (strict FIFO).
+
+        The claim counts an attempt: claim only a job you start at once (model loaded,
+        see :meth:`queue_head`), so a worker killed while starting up or loading a model
+        charges no job, and ``max_attempts`` counts runs that a death cut short.
         """
         if worker_id is not None:
             _check_lease(worker_id, lease_seconds)
