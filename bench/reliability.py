@@ -10,8 +10,9 @@ Run it alone on the machine (about 10 minutes on 2 cores; ``--quick`` about 4). 
   2 MiB body limit): statuses, 5xx, cases whose answer is not a clear documented 4xx, jobs
   created (must be 0), /health after each case, unhandled errors in the server log.
 - ``fuzz``: the schemathesis run of tests/server/test_fuzz.py (server errors, undocumented statuses).
-- ``faults``: the fault tests (tests/faults: SIGKILL loops, a full disk, kills during writes,
-  SIGTERM with waiting clients, a corrupt model); the figures they record.
+- ``faults``: the fault tests (tests/server/test_faults.py: a SIGKILL loop, a full disk on a
+  tmpfs, what killed writes leave, SIGTERM with waiting clients at the default 20 s drain, a
+  corrupt model); the figures they record.
 - ``load``: bench/load.py (burst over the queue bound, 16 steady clients, big images, /health).
 
 Writes ``bench/results/<date>-reliability.json`` and ``.md`` and prints the markdown table.
@@ -80,9 +81,9 @@ def run_corpus() -> dict[str, Any]:
             "seconds": round(seconds, 1), "by_surface": dict(surfaces)}
 
 
-def run_pytest(selection: list[str], marker: str, report: Path) -> dict[str, Any]:
+def run_pytest(selection: list[str], marker: str, report: Path, **env_extra: str) -> dict[str, Any]:
     """A marked pytest group; its tests write their figures as JSON lines to ``report``."""
-    env = {**os.environ, "BILDWERK_RELIABILITY_REPORT": str(report)}
+    env = {**os.environ, "BILDWERK_RELIABILITY_REPORT": str(report), **env_extra}
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", marker, "-p", "no:cacheprovider", *selection],
                           cwd=ROOT, env=env, capture_output=True, text=True)
@@ -159,7 +160,8 @@ def main() -> None:
             elif part == "fuzz":
                 results[part] = run_pytest(["tests/server/test_fuzz.py"], "fuzz", Path(tmp) / "fuzz.jsonl")
             elif part == "faults":
-                results[part] = run_pytest(["tests/faults"], "extended", Path(tmp) / "faults.jsonl")
+                results[part] = run_pytest(["tests/server/test_faults.py"], "extended", Path(tmp) / "faults.jsonl",
+                                           BILDWERK_FAULTS_DRAIN="20")  # the default drain
             elif part == "load":
                 results[part] = run_load(args.quick)
     report = {"date": date, "commit": commit, "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},

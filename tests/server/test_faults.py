@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from harness.figures import record
 from harness.server import ServerProcess, wait_job
 
 from bildwerk.jobs.store import Store
@@ -94,6 +95,8 @@ def test_repeated_sigkills_charge_no_innocent_job(tiny_models, tmp_path):
         last.stop()
     attempts = [row.attempts for row in _rows(last, ids).values()]
     print(f"\nattempts after 4 kills: {attempts}")
+    record("SIGKILL loop", kills=4, jobs=len(ids), jobs_lost=sum(j["status"] != "succeeded" for j in jobs),
+           attempts=attempts)
     assert max(attempts) <= 2 and attempts.count(2) <= 1, attempts  # only the one killed mid-run
 
 
@@ -211,6 +214,8 @@ def test_a_full_disk_answers_507_fails_the_running_job_and_heals(tiny_models, tm
             assert srv.proc is not None and srv.proc.poll() is None
         print(f"\nfull disk: submit + sync call answered in {answered:.2f} s; "
               f"ready again {healed:.2f} s after space returned")
+        record("disk full (16 MiB tmpfs)", submit_and_sync_answered_s=round(answered, 2),
+               running_job="failed insufficient_storage", ready_again_after_space_s=round(healed, 2))
     finally:
         srv.stop()
 
@@ -219,7 +224,7 @@ def test_a_full_disk_answers_507_fails_the_running_job_and_heals(tiny_models, tm
 
 
 def test_sigterm_with_a_sync_caller_and_a_stream_exits_within_the_drain(tiny_models, tmp_path):
-    # BILDWERK_FAULTS_DRAIN=20 measures the default drain (docs/reliability-faults.md).
+    # BILDWERK_FAULTS_DRAIN=20 measures the default drain (docs/reliability.md).
     drain = float(os.environ.get("BILDWERK_FAULTS_DRAIN", "3"))
     env = {"BILDWERK_MAX_BATCH": "1", "BILDWERK_DRAIN_TIMEOUT": str(drain)}
     srv = ServerProcess(tmp_path, str(tiny_models["sd"]), warmup=False, extra_env=env).start()
@@ -257,6 +262,8 @@ def test_sigterm_with_a_sync_caller_and_a_stream_exits_within_the_drain(tiny_mod
           f"(drain {drain:.0f} s); the sync caller answered after "
           f"{sync_answer.get('at', float('nan')) - t0:.2f} s")
     assert took < drain + 10, took  # the drain, the hand-back, the answers: not uvicorn's 35 s
+    record("SIGTERM with a sync caller and an event stream", drain_s=drain, exit_s=round(took, 1),
+           sync_caller_answered_s=round(sync_answer.get("at", float("nan")) - t0, 2))
 
     assert sync_answer["status"] == 503, sync_answer
     error = sync_answer["body"]["error"]
@@ -284,7 +291,9 @@ def test_a_corrupt_model_fails_its_job_clearly_and_the_server_goes_on(tiny_model
     weights = truncated / "unet" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
 
-    srv = ServerProcess(tmp_path, str(tiny_models["sd"]), warmup=False).start()
+    # Registered by the operator: clients may name these folders (docs/service.md).
+    srv = ServerProcess(tmp_path, str(tiny_models["sd"]), warmup=False,
+                        extra_env={"BILDWERK_MODELS": f"{broken},{truncated}"}).start()
     try:
         with srv.client() as c:
             for folder, code in ((broken, "unsafe_model"), (truncated, "model_not_found")):
