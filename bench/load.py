@@ -108,6 +108,17 @@ def big_png(side: int = 4096, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
+def run_threads(target: Callable[[int], None], count: int) -> float:
+    """``target(0..count-1)`` in threads at once; the seconds until the last one ended."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def burst(srv: ServerProcess, max_queue: int) -> dict[str, Any]:
     n = 3 * max_queue
     answers: list[httpx.Response | Exception] = []
@@ -124,13 +135,7 @@ def burst(srv: ServerProcess, max_queue: int) -> dict[str, Any]:
         with lock:
             answers.append(r)
 
-    threads = [threading.Thread(target=submit, args=(i,)) for i in range(n)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    submit_s = time.perf_counter() - t0
+    submit_s = run_threads(submit, n)
     accepted = [r.json()["id"] for r in answers if isinstance(r, httpx.Response) and r.status_code == 202]
     refused = [r for r in answers if isinstance(r, httpx.Response) and r.status_code == 429]
     other = [r if isinstance(r, Exception) else r.status_code for r in answers
@@ -170,11 +175,7 @@ def clients(srv: ServerProcess, count: int, seconds: float, call: Callable[[http
                         latencies.append(dt)
                 i += 1
 
-    threads = [threading.Thread(target=loop, args=(k,)) for k in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(loop, count)
     return {"clients": count, "seconds": seconds, "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "calls_per_second": round(sum(statuses.values()) / seconds, 2), **summary(latencies)}
 

@@ -69,6 +69,7 @@ def test_forged_host_does_not_shape_returned_urls(server):
         assert wait_job(c, r.json()["id"])["results"][0]["url"].startswith(server.url + "/api/v1/jobs/")
 
 
+@pytest.mark.extended  # a server of its own for a configuration variant: the slower group
 def test_configured_hosts_and_public_url(tiny_models, tmp_path):
     public = "https://images.example.org/bw"
     srv = ServerProcess(tmp_path, str(tiny_models["sd"]), warmup=False, extra_env={

@@ -99,6 +99,7 @@ def test_the_worker_refuses_a_stored_job_that_names_a_refused_model(srv, tiny_mo
         assert done["error"] == {"code": "model_not_found", "message": NOT_AVAILABLE}
 
 
+@pytest.mark.extended  # a server of its own for a configuration variant: the slower group
 def test_allow_any_model_restores_any_folder(tiny_models, tmp_path):
     srv = ServerProcess(tmp_path, str(tiny_models["sd"]), warmup=False,
                         extra_env={"BILDWERK_ALLOW_ANY_MODEL": "1"}).start()
@@ -123,7 +124,7 @@ def test_hide_paths_keeps_names_routes_and_urls():
 
 
 class _NotReady:
-    ready, alive = False, True
+    ready, alive, stopping, store_problem = False, True, False, None
     ready_error = "ModelNotFoundError: could not load model from /secret/models/sd15: missing /secret/models/sd15/unet"
 
 
