@@ -16,7 +16,7 @@ event loop, store, decoding), not a model's speed. Phases, one after another:
 3. big images: 2 client threads sending 4096x4096 PNGs (about 12 MB each, as base64 in JSON
    to A1111 img2img and as multipart uploads to OpenAI edits, output 64x64) for ``--seconds``.
 
-During every phase a prober asks GET /health every 20 ms; its p50/p95/p99/max per phase are
+During every phase a prober (a process of its own) asks GET /health every 20 ms; its p50/p95/p99/max per phase are
 the event loop's health (target: p99 under 50 ms under the big-image load).
 Writes ``bench/results/<date>-load.json`` and ``.md`` (``--json`` to choose) and prints the
 markdown.
@@ -29,6 +29,7 @@ import base64
 import datetime
 import io
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -61,37 +62,44 @@ def summary(latencies: list[float]) -> dict[str, Any]:
             "max_ms": round(max(latencies) * 1000, 1) if latencies else None}
 
 
+def _probe(url: str, interval: float, stop: Any, out: Any) -> None:
+    latencies, failures = [], 0
+    with httpx.Client(base_url=url, timeout=10) as c:
+        while not stop.is_set():
+            t = time.perf_counter()
+            try:
+                ok = c.get("/health").status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - t)
+            else:
+                failures += 1
+            stop.wait(interval)
+    out.send((latencies, failures))
+
+
 class HealthProbe:
-    """GET /health every ``interval`` seconds on its own connection, latencies kept."""
+    """GET /health every ``interval`` seconds from a process of its own (the clients' threads
+    in this one would share its GIL and slow the probe, not the server)."""
 
     def __init__(self, url: str, interval: float = 0.02) -> None:
-        self.url, self.interval = url, interval
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self._recv, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_probe, args=(url, interval, self._stop, send), daemon=True)
         self.latencies: list[float] = []
         self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as c:
-            while not self._stop.is_set():
-                t = time.perf_counter()
-                try:
-                    ok = c.get("/health").status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    self.latencies.append(time.perf_counter() - t)
-                else:
-                    self.failures += 1
-                self._stop.wait(self.interval)
 
     def __enter__(self) -> HealthProbe:
-        self._thread.start()
+        self._proc.start()
+        time.sleep(1.0)  # the probe process is up before the load starts
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        self.latencies, self.failures = self._recv.recv()
+        self._proc.join()
 
     def figures(self) -> dict[str, Any]:
         return {**summary(self.latencies), "failures": self.failures}

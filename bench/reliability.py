@@ -74,7 +74,7 @@ def run_corpus() -> dict[str, Any]:
             log = srv.log.read_text(errors="replace")
         finally:
             srv.stop()
-    surfaces = collections.Counter(c.path.split("?")[0].split("/")[1] + "/" + c.path.split("/")[2] for c in cases)
+    surfaces = collections.Counter("/".join(c.path.split("?")[0].split("/")[1:3]) for c in cases)
     return {"cases": len(cases), "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "server_errors": sum(v for k, v in statuses.items() if k >= 500), "not_clear_4xx": bad,
             "jobs_created": jobs, "unhealthy_after": unhealthy, "unhandled_in_log": log.count("unhandled error"),
@@ -112,6 +112,7 @@ def markdown(report: dict[str, Any]) -> str:
         f = r["fuzz"]
         rows.append(("OpenAPI fuzz (schemathesis)", f["summary"] or f"exit {f['exit_code']}"))
         for fig in f["figures"]:
+            fig.pop("fault", None)
             rows += [(f"fuzz: {k}", str(v)) for k, v in fig.items()]
     if "faults" in r:
         f = r["faults"]
