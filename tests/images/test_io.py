@@ -400,3 +400,9 @@ def test_a_data_url_must_say_it_is_an_image(media) -> None:
         decode_base64_image(f"data:{media};base64,{png}")
     assert decode_base64_image(f"data:image/png;base64,{png}").size == (16, 16)
     assert decode_base64_image(f"data:;base64,{png}").size == (16, 16)
+
+
+def test_a_large_colour_profile_is_not_text() -> None:
+    buf = BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, "PNG", icc_profile=b"\x00" * (600 * 1024))
+    assert decode_image(buf.getvalue()).size == (64, 64)

@@ -107,7 +107,9 @@ def _check_shape(size: tuple[int, int], limits: ImageLimits, what: str) -> None:
 
 
 def _text_bytes(im: Image.Image) -> int:
-    return sum(len(v) for v in im.info.values() if isinstance(v, (str, bytes)))
+    # Text chunks arrive as str; bytes values are ICC profiles and EXIF blocks, which a
+    # camera or printer profile may legitimately make large.
+    return sum(len(v) for v in im.info.values() if isinstance(v, str))
 
 
 def _check_text_size(im: Image.Image, limits: ImageLimits, what: str) -> None:
