@@ -157,4 +157,7 @@ def test_generator_applies_its_policy_at_check_and_again_at_resolve(tiny_models)
     for use in (clients.check, clients.resolve):  # the worker's path re-checks a stored job
         with pytest.raises(ModelNotFoundError, match="not available on this server"):
             use(spec)
+    with pytest.raises(ModelNotFoundError, match="not available on this server"):
+        clients.load(spec.request.model)  # the worker loads a queue head's model before claiming it
+    assert clients.models.current is None
     assert clients.check_model(str(tiny_models["sd"])).path == tiny_models["sd"].resolve()

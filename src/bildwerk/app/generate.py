@@ -104,7 +104,9 @@ class Generator:
     def load(self, model_ref: str | None) -> None:
         """Load the model a reference names, before any job for it starts (a worker's
         readiness, not a job's run). Engines with nothing to load (remote) ignore it; a
-        failure raises here and again, as the job's error, when the job starts."""
+        failure raises here and again, as the job's error, when the job starts. The policy
+        comes first: a stored job naming a refused model must not get it loaded (or fetched)."""
+        self.policy.check(model_ref)
         load = getattr(self.router.engine_for(model_ref), "load", None)
         if load is not None:
             load(self.router.resolve(model_ref))
