@@ -3,7 +3,7 @@
 Every ``import`` in src/bildwerk counts, also those inside functions (a lazy import is still a
 dependency). Layers, lowest first; a module may import its own layer's and lower ones:
 
-    core -> images -> models -> engines | prompts -> app -> jobs -> train, evaluation
+    core -> images -> models -> engines | prompts -> app -> jobs -> train, evaluation, pool
          -> faces (cli, server, demo, api)
 
 engines and prompts share a layer but never import each other: weighting syntax, which the
@@ -23,7 +23,7 @@ import bildwerk
 SRC = Path(bildwerk.__file__).parent
 LAYER = {
     "core": 0, "images": 1, "models": 2, "engines": 3, "prompts": 3, "app": 4, "jobs": 5,
-    "train": 6, "evaluation": 6, "cli": 7, "server": 7, "demo": 7, "api": 7,
+    "train": 6, "evaluation": 6, "pool": 6, "cli": 7, "server": 7, "demo": 7, "api": 7,
 }
 APART = {("engines", "prompts"), ("prompts", "engines")}
 
