@@ -1,6 +1,6 @@
 """bildwerk: self-hosted, multilingual image generation.
 
-``from bildwerk import Bildwerk`` is the Python face (api.py); the names load on first use,
+``from bildwerk import Bildwerk`` is the Python face (api.py), ``Pool`` the pools' (pool/pool.py); the names load on first use,
 so ``import bildwerk`` (and ``bildwerk --help``) stays fast.
 """
 
@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Bildwerk", "GenerationResult", "JobSpec", "PromptOptions"]
+__all__ = ["Bildwerk", "GenerationResult", "JobSpec", "Pool", "PromptOptions"]
 
 _LAZY = {
     "Bildwerk": "bildwerk.api",
     "GenerationResult": "bildwerk.engines.base",
     "JobSpec": "bildwerk.core.spec",
+    "Pool": "bildwerk.pool.pool",
     "PromptOptions": "bildwerk.core.prompt",
 }
 

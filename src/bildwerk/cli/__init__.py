@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from bildwerk.cli import generate, service, training  # noqa: F401 (registers the commands)
+from bildwerk.cli import generate, pool, service, training  # noqa: F401 (registers the commands)
 from bildwerk.cli.common import app, console
 
 __all__ = ["app", "main"]

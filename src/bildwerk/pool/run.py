@@ -184,6 +184,8 @@ class PoolRunner:
             while True:
                 todo = self._round(self.folder.ended_ids(), tried, first)
                 first = False
+                if limit is not None:
+                    todo = todo[:max(0, limit - self._made)]  # never start more than the limit
                 if not todo:
                     break
                 tried.update(i.id for i in todo)
