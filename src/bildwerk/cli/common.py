@@ -64,7 +64,7 @@ StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail when a prompt ba
 
 
 def _fail(exc: BildwerkError) -> None:
-    console.print(f"[bold red]error[/] ({exc.code}): {escape(str(exc))}")
+    console.print(f"[bold red]error[/] ({exc.code}): {escape(str(exc))}", soft_wrap=True)  # one line, for logs and greps
     raise typer.Exit(2)
 
 

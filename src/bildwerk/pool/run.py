@@ -165,6 +165,8 @@ class PoolRunner:
         ``limit`` new pictures are made."""
         self._t0 = time.monotonic()
         self._made = 0
+        if self.gates is not None and hasattr(self.gates, "load"):
+            self.gates.load()  # a missing gate model fails here, before anything is generated
         run_id = self.folder.begin_run(self.executor.name)
         if self.gates is not None:
             for k in self.plan.kinds:
