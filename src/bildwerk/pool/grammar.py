@@ -45,15 +45,21 @@ def words_of(text: str) -> list[str]:
 def keyword_hits(keyword: str, words: list[str]) -> bool:
     """A keyword matches a word it begins ("medic" ~ "medical"); "=it" only the word "it";
     several words ("real estate") match consecutive words, the last one by its beginning."""
+    return bool(_hit_words(keyword, words))
+
+
+def _hit_words(keyword: str, words: list[str]) -> set[int]:
+    """The positions of the words a keyword matches (see :func:`keyword_hits`)."""
     exact = keyword.startswith("=")
     parts = words_of(keyword[1:] if exact else keyword)
+    hits: set[int] = set()
     if not parts:
-        return False
+        return hits
     for i in range(len(words) - len(parts) + 1):
         head, last = words[i:i + len(parts) - 1], words[i + len(parts) - 1]
         if head == parts[:-1] and (last == parts[-1] if exact else last.startswith(parts[-1])):
-            return True
-    return False
+            hits.update(range(i, i + len(parts)))
+    return hits
 
 
 # --------------------------------------------------------------------------- data
@@ -188,18 +194,20 @@ _FUNCTION_WORDS = {"en": ("and", "of", "the", "for"), "de": ("und", "der", "die"
 
 
 def match_topic(text: str, candidates: list[Topic] | None = None) -> TopicMatch:
-    """The topic whose keywords best match ``text`` (None when none does)."""
+    """The topic whose keywords match the most words of ``text`` (None when none does; a tie
+    goes to the first topic file by name)."""
     words = words_of(text)
-    best: TopicMatch = TopicMatch(None)
+    best, best_words = TopicMatch(None), 0
     for topic in candidates if candidates is not None else topics():
-        hits, languages = [], {}
+        hits, languages, matched = [], {}, set()
         for lang, keywords in topic.keywords.items():
             for kw in keywords:
-                if keyword_hits(kw, words):
+                if found := _hit_words(kw, words):
+                    matched |= found
                     hits.append(kw)
                     languages[lang] = languages.get(lang, 0) + 1
-        if len(set(hits)) > len(set(best.hits)):
-            best = TopicMatch(topic, tuple(dict.fromkeys(hits)), languages)
+        if len(matched) > best_words:
+            best, best_words = TopicMatch(topic, tuple(dict.fromkeys(hits)), languages), len(matched)
     languages = dict(best.languages)
     for lang, function_words in _FUNCTION_WORDS.items():
         n = sum(w in function_words for w in words)

@@ -32,9 +32,25 @@ from bildwerk.core.bounds import MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_SEED
 from bildwerk.core.errors import InvalidRequestError, PromptBackendError
 from bildwerk.core.paths import data_files
 from bildwerk.core.text import check_text
-from bildwerk.pool.grammar import Draft, Grammar, Spot, fold, keyword_hits, match_topic, spec_name, words_of
+from bildwerk.pool.grammar import (
+    Draft,
+    Grammar,
+    Spot,
+    fold,
+    keyword_hits,
+    match_topic,
+    spec_name,
+    words_of,
+)
 from bildwerk.pool.plan import (
-    DEFAULT_MIX, MAX_KINDS, MAX_POOL_IMAGES, MAX_TOPUP_PER_PROMPT, PoolPlan, PoolSettings, parse_mix, slug,
+    DEFAULT_MIX,
+    MAX_KINDS,
+    MAX_POOL_IMAGES,
+    MAX_TOPUP_PER_PROMPT,
+    PoolPlan,
+    PoolSettings,
+    parse_mix,
+    slug,
     split_counts,
 )
 from bildwerk.pool.textdiversity import DEFAULT_THRESHOLD, NearDuplicates
@@ -100,7 +116,8 @@ def make_plan(
     if prompts_per_location is not None:
         prompts_per_location = _check_int("prompts_per_location", prompts_per_location, 1, MAX_PROMPTS)
     pool = _check_pool(topic if pool is None else pool, given=pool is not None)
-    if dedupe_threshold is not None and not 0.0 < float(dedupe_threshold) <= 1.0:
+    if dedupe_threshold is not None and (isinstance(dedupe_threshold, bool) or not isinstance(
+            dedupe_threshold, (int, float)) or not 0.0 < dedupe_threshold <= 1.0):
         raise InvalidRequestError("dedupe_threshold must be in (0, 1], or None to keep near-duplicates")
     counts = split_counts(images, shares)
     layouts = {k: layout(counts[k], locations_per_kind, prompts_per_location) for k in shares}
@@ -267,6 +284,8 @@ def _backend(llm: str | ChatBackend | None, offline: bool, warnings: list[str]) 
         elif os.environ.get("BILDWERK_LLM_BASE_URL"):
             llm = "openai"
         else:
+            warnings.append("no LLM configured (llm=..., BILDWERK_LLM or BILDWERK_LLM_BASE_URL); "
+                            "the plan comes from the offline grammar")
             return None
     if isinstance(llm, str):
         if llm.strip().lower() in _GRAMMAR_NAMES:
@@ -442,6 +461,11 @@ class _PromptItem(BaseModel):
     original: str | None = None
     attributes: dict[str, Any] = {}
 
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _mapping(cls, v: Any) -> Any:
+        return v if isinstance(v, dict) else {}  # a list or a sentence of attributes: not worth a re-ask
+
     @field_validator("prompt", "original")
     @classmethod
     def _text(cls, v: str | None) -> str | None:
@@ -493,8 +517,16 @@ class _Stage:
     fallbacks: int = 0  # requests the grammar completed or answered
     grammar_items: int = 0  # items the grammar supplied
 
+    def add(self, **counts: int) -> None:
+        with _STAGE_LOCK:  # prompt requests run in threads
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
     def dump(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+
+_STAGE_LOCK = threading.Lock()
 
 
 class _Asker:
@@ -511,8 +543,9 @@ class _Asker:
         self._warnings: list[str] = record["warnings"]
 
     def ask(self, stage: _Stage, system: str, user: str, *, need: int, parse: Callable[[Any], tuple[list[T], int]],
-            key: Callable[[T], str], notes: Mapping[str, str], seed: int, tokens_each: int,
-            temperature: float) -> list[T]:
+            key: Callable[[T], str], label: Callable[[T], str], notes: Mapping[str, str], seed: int,
+            tokens_each: int, temperature: float) -> list[T]:
+        """Up to ``need`` distinct items (by ``key``), asking again for what is missing."""
         have: list[T] = []
         keys: set[str] = set()
         note = ""
@@ -520,9 +553,7 @@ class _Asker:
         calls = 0
         while len(have) < need and misses < MAX_TRIES and calls < need + MAX_TRIES and not self.down:
             calls += 1
-            with self._lock:
-                stage.calls += 1
-                stage.reasked += bool(note)
+            stage.add(calls=1, reasked=int(bool(note)))
             try:
                 answer = self.llm.complete(system, user + note, seed=(seed + calls) % 2**31,
                                            max_tokens=min(MAX_ANSWER_TOKENS, 200 + tokens_each * (need - len(have))),
@@ -537,8 +568,7 @@ class _Asker:
                 misses += 1
                 note = "\n\n" + _fill(notes["retry"], problem=str(e))
                 continue
-            with self._lock:
-                stage.repaired += repaired
+            stage.add(repaired=int(repaired))
             items, bad = parse(data)
             new = [it for it in items if key(it) not in keys]
             for it in new:
@@ -550,12 +580,16 @@ class _Asker:
                 note = "\n\n" + _fill(notes["retry"], problem=problem)
             elif len(have) < need:
                 note = "\n\n" + _fill(notes["more"], have=len(have), need=need - len(have),
-                                      existing="; ".join(key(it) for it in have))
+                                      existing="; ".join(label(it) for it in have))
         return have[:need]
 
+    @property
+    def failing(self) -> bool:
+        return self._failures > 0
+
     def _failed(self, stage: _Stage, e: Exception) -> None:
+        stage.add(errors=1)
         with self._lock:
-            stage.errors += 1
             self._failures += 1
             if self._failures >= BREAKER and not self.down:
                 self.down = True
@@ -650,7 +684,10 @@ class _Context:
         return int.from_bytes(digest[:4], "big") % 2**31
 
     def _map(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
-        if self.asker is None or self.asker.down or self.asker.workers <= 1 or len(items) <= 1:
+        # One at a time offline, for a local model, and right after a failure: several calls
+        # in flight to an endpoint that just failed would each wait out its timeout.
+        if (self.asker is None or self.asker.down or self.asker.workers <= 1 or self.asker.failing
+                or len(items) <= 1):
             return [fn(x) for x in items]
         with ThreadPoolExecutor(max_workers=self.asker.workers) as pool:
             return list(pool.map(fn, items))  # results in order: the plan does not depend on timing
@@ -659,7 +696,7 @@ class _Context:
 
     def locations(self, kind: str, count: int) -> list[Spot]:
         stage = self.loc_stage
-        stage.requests += 1
+        stage.add(requests=1)
         got: list[Spot] = []
         if self.asker is not None and not self.asker.down:
             system = _fill(_text_file("pool/prompts", "locations.md"), topic=self.topic, kind=kind, count=count,
@@ -668,14 +705,13 @@ class _Context:
                            guidance=self._guidance("locations", kind, [self.topic]))
             user = _fill(self.data["notes"]["locations"], topic=self.topic, kind=kind, count=count)
             items = self.asker.ask(stage, system, user, need=count, parse=self._parse_locations,
-                                   key=lambda s: fold(s.name), notes=self.data["notes"],
+                                   key=lambda s: fold(s.name), label=lambda s: s.name, notes=self.data["notes"],
                                    seed=self._seed("locations", kind), tokens_each=40, temperature=0.7)
             got = _unique_spots(items)
         if len(got) < count:
             taken = {x for s in got for x in (s.name, s.english)}
             fill = self.grammar.locations(kind, count - len(got), seed=self.seed, exclude=taken)
-            stage.fallbacks += self.asker is not None
-            stage.grammar_items += len(fill)
+            stage.add(fallbacks=int(self.asker is not None), grammar_items=len(fill))
             got += fill
         return got
 
@@ -689,8 +725,7 @@ class _Context:
 
     def prompts(self, kind: str, spot: Spot, count: int, avoid: Sequence[str] = ()) -> list[Draft]:
         stage = self.prompt_stage
-        with self.asker._lock if self.asker else _NO_LOCK:
-            stage.requests += 1
+        stage.add(requests=1)
         got: list[Draft] = []
         if self.asker is not None and not self.asker.down and count > 0:
             avoid_note = _fill(self.data["notes"]["avoid"], existing="; ".join(avoid)) if avoid else ""
@@ -702,15 +737,14 @@ class _Context:
                            guidance=self._guidance("prompts", kind, [self.topic, spot.name, spot.english]))
             user = _fill(self.data["notes"]["prompts"], count=count, location=spot.name, kind=kind)
             items = self.asker.ask(stage, system, user, need=count, parse=self._parse_prompts,
-                                   key=lambda d: " ".join(d.prompt.casefold().split()), notes=self.data["notes"],
+                                   key=lambda d: " ".join(d.prompt.casefold().split()), label=lambda d: d.prompt,
+                                   notes=self.data["notes"],
                                    seed=self._seed("prompts", kind, spot.english, len(avoid)),
                                    tokens_each=110 if self.language == "en" else 230, temperature=0.9)
             got = list(items)
         if len(got) < count:
             fill = self._grammar_prompts(kind, spot, count - len(got))
-            with self.asker._lock if self.asker else _NO_LOCK:
-                stage.fallbacks += self.asker is not None
-                stage.grammar_items += len(fill)
+            stage.add(fallbacks=int(self.asker is not None), grammar_items=len(fill))
             got += fill
         return got
 
@@ -749,7 +783,7 @@ class _Context:
             i, d = dropped.pop(0)
             kept[i].append(d)
         counts = iter(spread(target, sum(len(k) for k in kept)))
-        for spot, prompts in zip(spots, kept):
+        for spot, prompts in zip(spots, kept, strict=True):
             if not prompts:
                 continue  # every prompt of it repeated another place's: the place goes
             out["locations"].append({
@@ -770,7 +804,7 @@ class _Context:
         batch = {i: drafts[i] for i in range(len(spots))}
         for round_ in range(REPLACE_ROUNDS + 1):
             order = [(i, d) for i in sorted(batch) for d in batch[i]]
-            for (i, d), ok in zip(order, judge.admit([d.prompt for _, d in order])):
+            for (i, d), ok in zip(order, judge.admit([d.prompt for _, d in order]), strict=True):
                 if ok:
                     kept[i].append(d)
                     self.replaced += round_ > 0
@@ -782,7 +816,7 @@ class _Context:
             self.progress(f"{kind}: replacing {sum(want[i] - len(kept[i]) for i in short)} near-duplicate prompts")
             replacements = self._map(lambda i: self.prompts(kind, spots[i], want[i] - len(kept[i]),
                                                              avoid=[d.prompt for d in kept[i]]), short)
-            batch = dict(zip(short, replacements))
+            batch = dict(zip(short, replacements, strict=True))
         self.dropped += len(dropped)
         self.encoder_note = self.encoder_note or judge.unavailable
         return kept, dropped
@@ -801,17 +835,6 @@ class _Context:
             rec["encoder"] = "none (exact repeats only)"
             self.record["warnings"].append(self.encoder_note)
         return rec
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
 
 
 def _default_embed() -> Callable[[Sequence[str]], Any]:
@@ -840,7 +863,7 @@ def _assign_seeds(kinds: list[dict[str, Any]], seed: int) -> None:
     room = _SEED_LIMIT - sum(blocks)
     digest = hashlib.sha256(f"bildwerk-pool-seeds:{seed}".encode()).digest()
     at = (int.from_bytes(digest[:8], "big") % max(1, room // SEED_STEP)) * SEED_STEP
-    for p, block in zip(prompts, blocks):
+    for p, block in zip(prompts, blocks, strict=True):
         p["seed"] = at
         at += block
 
