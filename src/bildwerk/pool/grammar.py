@@ -260,7 +260,8 @@ class Grammar:
 
     # ---------------------------------------------------------------- locations
 
-    def locations(self, kind: str, count: int, *, seed: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[Spot]:
+    def locations(self, kind: str, count: int, *, seed: int,
+                  exclude: set[str] | frozenset[str] = frozenset()) -> list[Spot]:
         """``count`` distinct places or items of ``kind`` (fewer only when the data runs out):
         the topic's own in a seeded order, then qualified variants, then generic ones."""
         rng = random.Random(f"bildwerk-pool:{seed}:locations:{kind}")
@@ -278,7 +279,9 @@ class Grammar:
     def _candidates(self, kind: str, rng: random.Random) -> Iterator[Spot]:
         name = spec_name(kind, self.specs)
         topic = self.match.topic
-        own = list(topic.places.get(kind) or (topic.places.get(name) if name != "default" else None) or ()) if topic else []
+        own: list[Term] = []
+        if topic is not None:  # a list under the kind's own name, else under the spec it uses
+            own = list(topic.places.get(kind) or (topic.places.get(name) if name != "default" else ()) or ())
         rng.shuffle(own)
         places = self._generic.get("places") or {}
         generic = [self._named(Term.of(t, "generic.yaml: places"), kind if name == "default" else None)
