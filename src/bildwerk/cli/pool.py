@@ -87,7 +87,8 @@ def plan_cmd(
     out_console.print(_plan_table(plan))
     for w in plan.planner.get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(str(w))}")
-    out_console.print(f"plan written to {path}; review or edit it, then: bildwerk pool run {path} --out pools/{plan.pool}")
+    out_console.print(f"plan written to {path}; review or edit it, then: bildwerk pool run {path} --out pools/{plan.pool}",
+                      soft_wrap=True)
 
 
 @pool_app.command("show")
@@ -147,7 +148,7 @@ def run_cmd(
     options: dict[str, Any] = {"max_rows": batch_rows}
     if executor == "ray":
         options = {"address": ray_address, "actors": actors, "num_gpus": gpus_per_actor, "max_rows": batch_rows}
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                TextColumn("{task.fields[kinds]}"))
     with _Stopper() as stopper, Progress(*columns, console=console) as bar:
@@ -176,9 +177,10 @@ def _print_summary(out: Path, outcome: str, made: int, seconds: float, report: d
         t.add_row(kind, str(k.get("target", "")), str(k.get("accepted", "")), str(k.get("rejected", "")),
                   str(k.get("failed", "")), "" if div is None else f"{div:.2f}")
     out_console.print(t)
-    rate = f", {made * 3600 / seconds:.0f} images/hour" if seconds > 0 and made else ""
-    out_console.print(f"{made} pictures made this run in {seconds:.0f} s{rate}; "
-                      f"metadata.csv, sheets/ and report.md are in {out}")
+    if seconds > 0:
+        rate = f", {made * 3600 / seconds:.0f} images/hour" if made else ""
+        out_console.print(f"{made} pictures made this run in {seconds:.0f} s{rate}; "
+                          f"metadata.csv, sheets/ and report.md are in {out}", soft_wrap=True)
 
 
 @pool_app.command("report")
@@ -190,4 +192,5 @@ def report_cmd(out: Annotated[Path, typer.Argument(help="A pool's folder.")]) ->
         report = Pool.report(out)
     except BildwerkError as exc:
         _fail(exc)
-    _print_summary(out, report.get("outcome", "report"), 0, 0.0, report)
+    runs = report.get("runs") or [{}]
+    _print_summary(out, str(runs[-1].get("outcome") or "report"), 0, 0.0, report)

@@ -393,7 +393,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if t["runs"]:
         rate = (f", {t['accepted_per_hour']} accepted pictures an hour ({t['pictures_per_hour']} made)"
                 if t["accepted_per_hour"] is not None else "")
-        per = f"; {t['seconds_per_picture']} s of generation per picture" if t["seconds_per_picture"] else ""
+        per = (f"; a picture took {t['seconds_per_picture']} s from its start to its end on average (pictures share "
+               "batches, so this is latency, not cost)") if t["seconds_per_picture"] else ""
         est = " (a run that did not end is counted up to its last picture)" if t["estimated"] else ""
         out.append(f"{t['runs']} run{'s' if t['runs'] != 1 else ''}, {_duration(t['seconds'])}{rate}{per}{est}.")
     else:
