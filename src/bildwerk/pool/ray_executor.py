@@ -1,6 +1,6 @@
 """The Ray executor: a pool plan's items rendered on a Ray cluster with Ray Data.
 
-    driver:  items --ray.data.from_items--> map_batches(PoolActor, concurrency=actors)
+    driver:  items --ray.data.from_items--> map_batches(PoolActor, ActorPoolStrategy(actors))
                                                  |  one actor per engine: one Generator, the
                                                  |  model loaded once, each batch through the
                                                  |  same pool.render.render the local executor uses
@@ -22,10 +22,11 @@ Where things run
     here; ``address="auto"`` (or ``"HOST:6379"``) joins a running cluster from one of its
     nodes, ``"ray://HOST:10001"`` goes through Ray Client (``ray[client]`` on this machine). A
     cluster this executor started is shut down by :meth:`RayExecutor.close` (or leaving the
-    ``with`` block); from a joined one it disconnects. bildwerk must be importable on every node (install it there, or pass
-    ``runtime_env={"py_modules": [...]}``) and the plan's model must be reachable from every
-    node: a path on storage every node mounts, a name in each node's models folder, or a
-    hub id each node can fetch (or has cached).
+    ``with`` block); from a joined one it disconnects. bildwerk must be importable on every
+    node (install it there, or pass ``runtime_env={"py_modules": [...]}``) and the plan's
+    model must be reachable from every node: a path on storage every node mounts, a name in
+    each node's models folder, or a hub id each node can fetch (or has cached). The output
+    folder is written by the driver alone: only the driver's machine needs it.
 
 Sizing (see :func:`size_actors`)
     ``actors`` engines run side by side, each loading the model once. ``num_gpus=None`` (the
@@ -45,12 +46,12 @@ Stopping and failures
     executor returns at once and the dataset is torn down: its actors end (when no picture had
     come back yet, once the first one does, or when the cluster is shut down). Items in flight
     in the cluster then are lost: nothing is recorded until the driver has a picture, so a
-    resumed run makes them again, identically. A failing item
-    comes back as a ``Rendered`` with its error (recorded as failed, tried again on resume);
-    one item's failure never fails its batch. An actor that cannot load the plan's model
-    fails the run at its first batch with that error (as the local executor does before its
-    first item). An actor that dies (a node lost, out of memory, a crash) is replaced
-    (the new one loads the model again) and its batches are retried, up to
+    resumed run makes them again, identically. A failing item comes back as a ``Rendered``
+    with its error (recorded as failed, tried again on resume); one item's failure never
+    fails its batch. An actor that cannot load the plan's model fails the run at its first
+    batch with that error (as the local executor does before its first item). An actor that
+    dies (a node lost, out of memory, a crash) is replaced (the new one loads the model
+    again) and its batches are retried, up to
     ``max_task_retries`` times each (default 3; Ray Data's own default is forever, which an
     item that crashes its process would turn into an endless loop). A batch that still fails
     fails the run, or, with ``max_errored_blocks > 0``, up to that many such batches are
@@ -61,7 +62,10 @@ Cost
     Every ``render`` call is one dataset: its actors start and load the model once for it.
     The runner calls it once for the plan and once per top-up round (only when gates reject
     pictures), so a top-up round pays an actor start again; rounds use at most as many
-    actors as they have batches.
+    actors as they have batches. On 2 shared CPU cores: a local cluster starts in 6-12 s
+    and shuts down in 1.5 s; an actor answers its first batch 12-15 s after its dataset
+    starts (a worker process, the imports, the model load); after that it renders as fast
+    as the local executor (its PNG encoding runs beside the driver's filing).
 """
 
 from __future__ import annotations
