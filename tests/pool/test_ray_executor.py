@@ -210,8 +210,7 @@ def test_ray_finishes_a_half_local_pool_with_the_same_pictures_and_ids(cluster, 
     assert len(reference) == len(planned) == 8
 
     folder = PoolFolder(tmp_path / "pool", plan)
-    # One item in flight at a time, so the limit stops the local run after exactly 3.
-    first = PoolRunner(folder, LocalExecutor(max_rows=1), gates=False, report=False).run(limit=3)
+    first = PoolRunner(folder, LocalExecutor(), gates=False, report=False).run(limit=3)
     assert (first.outcome, first.made) == ("stopped", 3)
 
     ray_ex = RayExecutor(actors=2, num_gpus=0, model_threads=1, batch_size=2)
@@ -266,8 +265,15 @@ def test_a_stopped_ray_run_records_only_what_came_back_and_a_resume_completes(cl
     plan = make_plan(tiny_sd)
     folder = PoolFolder(tmp_path / "pool", plan)
     ray_ex = RayExecutor(num_gpus=0, model_threads=1, batch_size=1)
+    pictures: list[str] = []  # the caller's stop (Ctrl-C in the CLI) turns true after two pictures
+
+    def on_event(ev):
+        if ev.type == "image":
+            pictures.append(ev.item.id)
+
     t0 = time.perf_counter()
-    stopped = PoolRunner(folder, ray_ex, gates=False, report=False).run(limit=2)
+    stopped = PoolRunner(folder, ray_ex, gates=False, report=False, on_event=on_event).run(
+        stop=lambda: len(pictures) >= 2)
     print(f"stopped ray run: {time.perf_counter() - t0:.1f} s")
     assert (stopped.outcome, stopped.made) == ("stopped", 2)
     assert len(folder.rows()) == 2  # items in flight in the cluster were dropped, not recorded

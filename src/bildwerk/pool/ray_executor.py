@@ -381,6 +381,8 @@ class RayExecutor:
             self._did_init = self._owns_cluster = False
             _ray().shutdown()
 
+    shutdown = close
+
     def __enter__(self) -> RayExecutor:
         return self
 
