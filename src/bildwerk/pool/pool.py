@@ -96,12 +96,18 @@ class Pool:
             on_event: Callable[[RunEvent], None] | None = None, stop: Callable[[], bool] | None = None,
             limit: int | None = None, **executor_options: Any) -> RunSummary:
         """Make the pool in ``out`` (resumes what a folder already holds)."""
-        ex = executor_for(executor, **executor_options) if isinstance(executor, str) else executor
-        with PoolFolder(out, self.validate()) as folder:
-            check = getattr(ex, "check", None)
-            if check is not None:
-                check(self.plan)
-            return PoolRunner(folder, ex, gates=gates, on_event=on_event).run(stop, limit=limit)
+        own = isinstance(executor, str)
+        ex = executor_for(executor, **executor_options) if own else executor
+        try:
+            with PoolFolder(out, self.validate()) as folder:
+                check = getattr(ex, "check", None)
+                if check is not None:
+                    check(self.plan)
+                return PoolRunner(folder, ex, gates=gates, on_event=on_event).run(stop, limit=limit)
+        finally:
+            close = getattr(ex, "close", None)
+            if own and close is not None:
+                close()  # an executor made here (a local Ray cluster) ends with the run
 
     @staticmethod
     def report(out: str | Path) -> dict[str, Any]:
