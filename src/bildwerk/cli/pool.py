@@ -130,12 +130,12 @@ def run_cmd(
     plan_file: Annotated[Path, typer.Argument(help="The plan file (bildwerk pool plan).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The pool's folder (resumes what it holds).")],
     executor: Annotated[str, typer.Option("--executor", help="local (this process) or ray (a Ray cluster).")] = "local",
-    limit: Annotated[int | None, typer.Option("--limit", help="Stop after N new pictures (a trial run).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Stop after N new pictures (a trial run).")] = None,
     no_gates: Annotated[bool, typer.Option("--no-gates", help="Keep every picture (no NSFW or duplicate gate).")] = False,
-    batch_rows: Annotated[int, typer.Option("--batch-rows", help="UNet rows per call (images, twice with guidance).")] = 32,
+    batch_rows: Annotated[int, typer.Option("--batch-rows", min=1, max=1024, help="UNet rows per call (images, twice with guidance).")] = 32,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster: auto, ray://HOST:10001; default: a local one.")] = None,
-    actors: Annotated[int, typer.Option("--actors", help="Ray: model actors (one model each).")] = 1,
-    gpus_per_actor: Annotated[float | None, typer.Option("--gpus-per-actor", help="Ray: GPUs per actor (0.5 = two per GPU); default: 1 when the cluster has GPUs.")] = None,
+    actors: Annotated[int, typer.Option("--actors", min=1, help="Ray: model actors (one model each).")] = 1,
+    gpus_per_actor: Annotated[float | None, typer.Option("--gpus-per-actor", min=0.0, max=1.0, help="Ray: GPUs per actor (0.5 = two per GPU); default: 1 when the cluster has GPUs.")] = None,
 ) -> None:
     """Generate the pool: resumable (a killed run restarts where it stopped), Ctrl-C stops cleanly."""
     from bildwerk.pool.plan import PoolPlan
