@@ -127,20 +127,28 @@ class QueueExecutor:
         def halted() -> bool:
             return stop() or self.jobs.stopping
 
-        backoff_until = 0.0
+        backoff_until: float = 0.0
+        refused_at: int | None = None
+
+        def may_submit() -> bool:
+            # After a full queue: once a job ended here (a slot is free), or the wait is over
+            # (jobs of other processes sharing the store end without news here). After a full
+            # disk: once the wait is over.
+            return time.monotonic() >= backoff_until or (refused_at is not None and self.jobs.ends != refused_at)
+
         while pending or inflight:
             seen = self.jobs.ends
-            while pending and len(inflight) < self.window and not halted() and time.monotonic() >= backoff_until:
+            while pending and len(inflight) < self.window and not halted() and may_submit():
                 item = pending[0]
                 try:
                     row = self.jobs.submit(item_spec(plan, item), api="pool", pool_id=self.pool_id,
                                            pool_item=item.id)
                 except QueueFull as exc:  # other users' jobs fill the queue: wait for a slot
                     wait = min(MAX_BACKOFF_SECONDS, float(getattr(exc, "retry_after", 1) or 1))
-                    backoff_until = time.monotonic() + wait
+                    backoff_until, refused_at = time.monotonic() + wait, seen
                     break
                 except StoreUnwritableError:  # a full disk: the job service probes; so do we
-                    backoff_until = time.monotonic() + MAX_BACKOFF_SECONDS
+                    backoff_until, refused_at = time.monotonic() + MAX_BACKOFF_SECONDS, None
                     break
                 except BildwerkError as exc:  # this item cannot be made (its prompt, say)
                     pending.popleft()
