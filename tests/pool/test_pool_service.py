@@ -96,6 +96,9 @@ def test_a_pool_runs_through_the_queue_into_its_folder(svc):
         return submit(spec, **kw)
 
     svc.jobs.submit = counting_submit
+    seen = []
+    emit = svc._emit
+    svc._emit = lambda pool_id, event, data: (seen.append((event, data)), emit(pool_id, event, data))
     assert svc.start_pool(row.id).status == "running"
     done = wait_idle(svc, row.id)
     assert done.status == "complete" and done.error is None
@@ -114,12 +117,14 @@ def test_a_pool_runs_through_the_queue_into_its_folder(svc):
     assert {r["id"] for r in rows} == {i.id for i in p.items()}
     assert all((folder / r["file_name"]).is_file() and r["topic"] == "Bahnhof" for r in rows)
     # The events: the pool's status changes and every picture of the run.
-    events, gap = svc.events_after(row.id, 0)
-    names = [(e[1], e[2].get("type") or e[2].get("status")) for e in events]
-    assert not gap and names[0] == ("status", "draft") and names[-1] == ("status", "complete")
-    progress = [e[2] for e in events if e[1] == "progress"]
+    names = [(e, d.get("type") or d.get("status")) for e, d in seen]
+    assert names[0] == ("status", "running") and names[-1] == ("status", "complete")
+    progress = [d for e, d in seen if e == "progress"]
     assert progress[0]["type"] == "start" and progress[-1]["outcome"] == "complete"
     assert sum(e["type"] == "image" for e in progress) == 6 and progress[-1]["accepted"] == 6
+    kept, gap = svc.events_after(row.id, 0)  # an ended run keeps its last events for late streams
+    assert gap and 0 < len(kept) <= 8 and kept[-1][2]["status"] == "complete"
+    assert svc.events_after(row.id, kept[-2][0]) == ([kept[-1]], False)
     # The images page and the export both see what the folder has.
     page, total = svc.images(row.id, kind="exteriors", location="Vorplatz", limit=2)
     assert total == 3 and len(page) == 2 and all(r.kind == "exteriors" for r in page)
@@ -295,3 +300,16 @@ def test_plans_are_checked_and_edited_only_when_not_running(svc, tiny_models):
     assert_each_item_made_once(svc, row.id, more)
     with pytest.raises(PoolStateError, match="complete"):
         svc.update_plan(row.id, more)
+
+
+def test_idle_folders_are_closed_beyond_the_bound_and_reopened_when_read(svc, monkeypatch):
+    import bildwerk.pool.service as service
+
+    monkeypatch.setattr(service, "MAX_OPEN_FOLDERS", 1)
+    monkeypatch.setattr(service, "FOLDER_IDLE_SECONDS", 0.0)
+    rows = [svc.create(plan(name=f"p{i}")) for i in range(3)]
+    for row in rows:
+        assert svc._folder(row.id, plan(name=f"p{rows.index(row)}")) is not None
+    assert list(svc._folders) == [rows[-1].id]  # the others were closed
+    assert svc.counts(rows[0].id, plan(name="p0"))["accepted"] == 0  # and open again when read
+    assert rows[0].id in svc._folders and len(svc._folders) == 1

@@ -55,6 +55,11 @@ ENDED = ("cancelled", "complete", "short", "failed")
 EVENTS_KEPT = 512
 ITEM_STATUSES = ("accepted", "rejected", "failed")
 ITEM_ID_RE = re.compile(r"[0-9a-f]{16}")  # plan.item_id
+# Pool folders kept open (a manifest connection each) and how long one must have been unused
+# before it is closed to make room; an ended pool's events kept for late streams.
+MAX_OPEN_FOLDERS = 64
+FOLDER_IDLE_SECONDS = 60.0
+EVENTS_KEPT_AFTER_END = 8
 
 
 class PoolServiceStopping(BildwerkError):
@@ -118,6 +123,7 @@ class PoolService:
         self._lock = threading.RLock()
         self._runs: dict[str, _Run] = {}
         self._folders: dict[str, PoolFolder] = {}
+        self._folder_used: dict[str, float] = {}
         self._stopping = False
         self._events_lock = threading.Lock()
         self._events: dict[str, _Events] = {}
@@ -349,6 +355,7 @@ class PoolService:
             made = summary.made if summary is not None else 0
             log.info("pool %s: %s (%d picture(s) this run)", pool_id, status, made)
             self._emit(pool_id, "status", {"id": pool_id, "status": status, "error": error})
+            self._trim_events(pool_id)
             return
 
     # ------------------------------------------------------------------ folders
@@ -357,8 +364,9 @@ class PoolService:
         return self.root / pool_id
 
     def _folder(self, pool_id: str, plan: PoolPlan | None = None) -> PoolFolder | None:
-        """The pool's folder, opened once (None: nothing made yet and no plan to make it
-        with). With a plan, the folder runs that plan (an edited plan replaces its copy)."""
+        """The pool's folder, kept open while it is used (None: nothing made yet and no plan
+        to make it with). With a plan, the folder runs that plan (an edited plan replaces its
+        copy)."""
         with self._lock:
             folder = self._folders.get(pool_id)
             if folder is None:
@@ -367,10 +375,24 @@ class PoolService:
                     return None
                 folder = PoolFolder(path, plan)
                 self._folders[pool_id] = folder
+                self._close_idle_folders()
             elif plan is not None and folder.plan.dump() != plan.dump():
                 plan.save(folder.root / PLAN_FILE)
                 folder.plan = plan
+            self._folder_used[pool_id] = time.monotonic()
             return folder
+
+    def _close_idle_folders(self) -> None:
+        """Beyond MAX_OPEN_FOLDERS, close the folders longest unused (each holds a database
+        connection): never one a runner works on, nor one used in the last minute."""
+        if len(self._folders) <= MAX_OPEN_FOLDERS:
+            return
+        now = time.monotonic()
+        idle = sorted((t, pid) for pid, t in self._folder_used.items()
+                      if pid not in self._runs and now - t > FOLDER_IDLE_SECONDS and pid in self._folders)
+        for _, pid in idle[:len(self._folders) - MAX_OPEN_FOLDERS]:
+            self._folders.pop(pid).close()
+            self._folder_used.pop(pid, None)
 
     def counts(self, pool_id: str, plan: PoolPlan) -> dict[str, Any]:
         """Per kind: target, accepted, rejected, failed; and the totals."""
@@ -395,8 +417,8 @@ class PoolService:
         folder = self._folder(pool_id)
         if folder is None:
             return [], 0
-        rows = [r for r in folder.rows(status=status, kind=kind) if location is None or r.location == location]
-        return rows[offset:offset + limit], len(rows)
+        return (folder.rows(status=status, kind=kind, location=location, limit=limit, offset=offset),
+                folder.count(status=status, kind=kind, location=location))
 
     def image_file(self, pool_id: str, item_id: str) -> Path | None:
         """The PNG of one item (accepted or rejected), or None. Item ids are 16 hex digits
@@ -465,6 +487,15 @@ class PoolService:
             kept.seq += 1
             kept.events.append((kept.seq, event, data))
         self._wake(pool_id)
+
+    def _trim_events(self, pool_id: str) -> None:
+        """A run ended: keep only its last events (streams opened now want the end)."""
+        with self._events_lock:
+            kept = self._events.get(pool_id)
+            if kept is not None:
+                last = list(kept.events)[-EVENTS_KEPT_AFTER_END:]
+                kept.events.clear()
+                kept.events.extend(last)
 
     def events_after(self, pool_id: str, seen: int) -> tuple[list[tuple[int, str, dict[str, Any]]], bool]:
         """The pool's events after its sequence number ``seen``, and whether some of those

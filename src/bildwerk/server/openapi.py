@@ -209,6 +209,13 @@ def request_examples() -> dict[tuple[str, str], dict[str, Any]]:
     ImageDraw.Draw(mask).rectangle((16, 16, 47, 39), fill=255)  # white: repaint
     image, mask_b64 = _png_base64(picture), _png_base64(mask)
     data_url = "data:image/png;base64,"
+    # A small pool: two kinds, three pictures at 64 x 64, gates off.
+    pool_plan = {"pool": "bahnhof", "topic": "Bahnhof", "language": "de", "images": 3, "kinds": [
+        {"kind": "interiors", "share": 60, "images": 2, "locations": [{"name": "Bahnhofshalle", "english": "station hall",
+         "prompts": [{"prompt": "a station hall, morning light", "seed": 1, "images": 2}]}]},
+        {"kind": "exteriors", "share": 40, "images": 1, "locations": [{"name": "Vorplatz", "english": "station square",
+         "prompts": [{"prompt": "a station square in the rain", "seed": 7, "images": 1}]}]}],
+        "settings": {"width": 64, "height": 64, "steps": 2}, "gates": {"nsfw": False, "dedupe": False}}
     return {
         ("post", "/api/v1/jobs"): {
             "text-to-image": {"prompt": "ein See zwischen Hochhäusern", "seed": 1, "steps": 20},
@@ -223,6 +230,8 @@ def request_examples() -> dict[tuple[str, str], dict[str, Any]]:
         ("post", "/v1/images/generations"): {"generation": {"prompt": "a lake", "response_format": "b64_json"}},
         ("post", "/api/v1/museum/inpaint"): {
             "inpaint": {"image": data_url + image, "mask": data_url + mask_b64, "prompt": "ein See"}},
+        ("post", "/api/v1/pools"): {"plan": {"plan": pool_plan}},
+        ("put", "/api/v1/pools/{pool_id}/plan"): {"plan": pool_plan},
     }
 
 
