@@ -124,6 +124,7 @@ class PoolService:
         self._runs: dict[str, _Run] = {}
         self._folders: dict[str, PoolFolder] = {}
         self._folder_used: dict[str, float] = {}
+        self._plans: dict[str, tuple[float, PoolPlan]] = {}  # pool id -> (row's updated_at, plan)
         self._stopping = False
         self._events_lock = threading.Lock()
         self._events: dict[str, _Events] = {}
@@ -213,9 +214,19 @@ class PoolService:
     def list_pools(self, *, status: str | None = None, limit: int = 50, offset: int = 0) -> list[PoolRow]:
         return self.store.list_pools(status=status, limit=limit, offset=offset)
 
-    @staticmethod
-    def plan_of(row: PoolRow) -> PoolPlan:
-        return PoolPlan.from_data(row.plan, where=f"the stored plan of pool {row.id}")
+    def plan_of(self, row: PoolRow) -> PoolPlan:
+        """The pool's plan, validated (kept while the row is unchanged: a plan of many
+        thousand prompts takes a while to validate)."""
+        with self._lock:
+            cached = self._plans.get(row.id)
+        if cached is not None and cached[0] == row.updated_at:
+            return cached[1]
+        plan = PoolPlan.from_data(row.plan, where=f"the stored plan of pool {row.id}")
+        with self._lock:
+            self._plans[row.id] = (row.updated_at, plan)
+            while len(self._plans) > MAX_OPEN_FOLDERS:
+                self._plans.pop(next(iter(self._plans)))
+        return plan
 
     def update_plan(self, pool_id: str, plan: PoolPlan) -> PoolRow:
         """Replace the plan of a pool that is not running (draft, paused, short, failed). The
