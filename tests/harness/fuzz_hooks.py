@@ -71,12 +71,14 @@ def cheapen(body: dict[str, Any]) -> None:
 
 POOL_PATHS = ("/api/v1/pools", "/api/v1/pools/{pool_id}/plan")
 CHEAP_POOL_IMAGES = 2
+CHEAP_TOPIC_IMAGES = 12
 
 
 def cheapen_pool(body: dict[str, Any]) -> None:
     """A pool body (POST /api/v1/pools, PUT .../plan): a started pool runs every image of its
     plan with its settings, so the settings are lowered like a job's (an unset steps is 1),
-    each prompt and kind asks for at most two images, and a topic is planned offline."""
+    each prompt and kind asks for at most two images, and a topic is planned offline, for at
+    most twelve."""
     plan = body.get("plan") if isinstance(body.get("plan"), dict) else body
     if "kinds" in plan and "settings" not in plan:
         plan["settings"] = {}  # unset settings: 20 steps
@@ -99,8 +101,11 @@ def cheapen_pool(body: dict[str, Any]) -> None:
             for prompt in dicts(loc.get("prompts")):
                 if (_whole(prompt.get("images")) or 0) > CHEAP_POOL_IMAGES:
                     prompt["images"] = CHEAP_POOL_IMAGES
-    if isinstance(body.get("topic"), str) and body.get("offline") is not True:
-        body["offline"], body["llm"] = True, None
+    if isinstance(body.get("topic"), str):
+        if body.get("offline") is not True:
+            body["offline"], body["llm"] = True, None
+        if (_whole(body.get("images")) or 0) > CHEAP_TOPIC_IMAGES:  # planning 10^6 images: seconds
+            body["images"] = CHEAP_TOPIC_IMAGES
 
 
 # Bodies whose unset steps mean 20 (the tiny model's cost is per step), and whether a null

@@ -168,11 +168,12 @@ def test_create_review_edit_start_follow_browse_export(server, tmp_path):
         files = {n for n in archive.namelist() if n.endswith(".png")}
         assert len(lines) == 7 and files == {line.split(",")[0] for line in lines[1:]}
         assert validate_image_folder(folder).ok
-        # Report and sheets are written by each run's report (pool/report.py) where installed.
+        # The report and the contact sheets each run writes when it ends.
         report = c.get(f"{POOLS}/{pid}/report")
-        assert report.status_code in (200, 404) and report.headers["content-type"] == "application/json"
+        assert report.status_code == 200 and report.headers["content-type"] == "application/json"
+        assert report.json()["pool"] == "station" and report.json()["kinds"]["interiors"]["accepted"] == 3
         sheet = c.get(f"{POOLS}/{pid}/sheets/interiors.png")
-        assert sheet.status_code in (200, 404)
+        assert sheet.status_code == 200 and sheet.content[:4] == b"\x89PNG"
         assert c.get(f"{POOLS}/{pid}/sheets/nokind.png").status_code == 404
 
 
@@ -227,14 +228,16 @@ def test_bad_requests_are_clear_4xx_and_make_nothing(server):
         err(c.post(POOLS, content=lone, headers={"content-type": "application/json"}), 400, "topic")
         err(c.post(POOLS, json={"plan": {**plan(), "kinds": []}}), 400, "kinds")
         err(c.post(POOLS, json={"plan": {**plan(), "extra": 1}}), 400, "extra")
-        # Planning from a topic: the planner's plan, or, where none is installed, a clear 400.
-        r = c.post(POOLS, json={"topic": "Bahnhof", "images": 6, "offline": True,
+        # Planning from a topic (offline: the planner's template grammar) makes a draft, no job.
+        r = c.post(POOLS, json={"topic": "Bahnhof", "images": 6, "offline": True, "mix": "interiors=2,items=1",
+                                "language": "de", "name": "bahnhof-offline",
                                 "settings": {"width": 64, "height": 64, "steps": 2}})
-        assert r.status_code in (201, 400), r.text
-        if r.status_code == 400:
-            assert r.json()["error"]["code"] == "not_configured"
-        else:
-            assert r.json()["status"] == "draft" and r.json()["plan"]["kinds"]
+        assert r.status_code == 201, r.text
+        drafted = r.json()
+        assert drafted["status"] == "draft" and drafted["name"] == "bahnhof-offline" and drafted["target"] == 6
+        assert [k["kind"] for k in drafted["plan"]["kinds"]] == ["interiors", "items"]
+        assert drafted["plan"]["settings"]["steps"] == 2 and drafted["plan"]["language"] == "de"
+        err(c.post(POOLS, json={"topic": "x", "mix": "interiors"}), 400, "mix")
         pid = c.post(POOLS, json={"plan": plan("bad-edits")}).json()["id"]
         bomb = "a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b]\n"
         err(c.put(f"{POOLS}/{pid}/plan", content=bomb.encode(), headers={"content-type": "application/yaml"}),
