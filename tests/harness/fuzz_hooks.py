@@ -69,6 +69,45 @@ def cheapen(body: dict[str, Any]) -> None:
             options["translate"] = "lexicon"
 
 
+POOL_PATHS = ("/api/v1/pools", "/api/v1/pools/{pool_id}/plan")
+CHEAP_POOL_IMAGES = 2
+CHEAP_TOPIC_IMAGES = 12
+
+
+def cheapen_pool(body: dict[str, Any]) -> None:
+    """A pool body (POST /api/v1/pools, PUT .../plan): a started pool runs every image of its
+    plan with its settings, so the settings are lowered like a job's (an unset steps is 1),
+    each prompt and kind asks for at most two images, and a topic is planned offline, for at
+    most twelve."""
+    plan = body.get("plan") if isinstance(body.get("plan"), dict) else body
+    if "kinds" in plan and "settings" not in plan:
+        plan["settings"] = {}  # unset settings: 20 steps
+    for holder in {id(body): body, id(plan): plan}.values():
+        settings = holder.get("settings")
+        if isinstance(settings, dict):
+            if settings.get("steps") is None:
+                settings["steps"] = 1
+            cheapen(settings)
+            if settings.get("translate") == "llm":
+                settings["translate"] = "lexicon"
+
+    def dicts(value: Any) -> list[dict[str, Any]]:
+        return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+    for kind in dicts(plan.get("kinds")):
+        if (_whole(kind.get("images")) or 0) > CHEAP_POOL_IMAGES:
+            kind["images"] = CHEAP_POOL_IMAGES
+        for loc in dicts(kind.get("locations")):
+            for prompt in dicts(loc.get("prompts")):
+                if (_whole(prompt.get("images")) or 0) > CHEAP_POOL_IMAGES:
+                    prompt["images"] = CHEAP_POOL_IMAGES
+    if isinstance(body.get("topic"), str):
+        if body.get("offline") is not True:
+            body["offline"], body["llm"] = True, None
+        if (_whole(body.get("images")) or 0) > CHEAP_TOPIC_IMAGES:  # planning 10^6 images: seconds
+            body["images"] = CHEAP_TOPIC_IMAGES
+
+
 # Bodies whose unset steps mean 20 (the tiny model's cost is per step), and whether a null
 # steps is valid there (it means the same).
 WITH_STEPS = {"/api/v1/jobs": True, "/api/v1/museum/inpaint": True,
@@ -81,5 +120,8 @@ def map_case(context: Any, case: Any) -> Any:
     if isinstance(body, dict):
         if path in WITH_STEPS and ("steps" not in body or (body["steps"] is None and WITH_STEPS[path])):
             body["steps"] = 1
-        cheapen(body)
+        if path in POOL_PATHS:
+            cheapen_pool(body)
+        else:
+            cheapen(body)
     return case

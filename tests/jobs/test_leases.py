@@ -23,7 +23,7 @@ from PIL import Image
 import bildwerk
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.images.io import encode_png
-from bildwerk.jobs.migrations import MIGRATIONS, migrate
+from bildwerk.jobs.migrations import LATEST_VERSION, MIGRATIONS, migrate
 from bildwerk.jobs.sqlite.leases import holder_is_dead
 from bildwerk.jobs.store import (
     DEFAULT_LEASE_SECONDS,
@@ -252,7 +252,7 @@ def test_migration_2_adds_leases_to_a_version_1_store(tmp_path):
         with store.transaction(write=False) as c:
             cols = {r["name"]: r["type"] for r in c.execute("PRAGMA table_info(jobs)")}
             assert (cols["worker_id"], cols["lease_until"]) == ("TEXT", "REAL")
-            assert c.execute("PRAGMA user_version").fetchone()[0] == 2
+            assert c.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
         old = store.get("old")
         assert (old.status, old.worker_id, old.lease_until) == ("running", None, None)
         assert store.reclaim_expired() == 1  # left running before leases: nobody holds it

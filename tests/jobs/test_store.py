@@ -29,6 +29,8 @@ from bildwerk.jobs.store import (
     JobExistsError,
     JobNotFoundError,
     JobStateError,
+    PoolNotFoundError,
+    PoolStateError,
     QueueFull,
     Store,
 )
@@ -674,6 +676,64 @@ def test_each_migration_upgrades_the_previous_version(tmp_path, version):
         assert store.verify() == []
         job = store.create_job(request=request(), api="native", engine="local")
         assert store.get(job.id).status == "queued"
+
+
+def test_migration_3_adds_pools_to_a_version_2_store(tmp_path):
+    root = tmp_path / "store"
+    root.mkdir()
+    conn = sqlite3.connect(root / "bildwerk.db", isolation_level=None)
+    migrate(conn, MIGRATIONS[:2])
+    conn.execute(
+        "INSERT INTO jobs (id, created_at, status, api, engine, request_json) "
+        "VALUES ('old', 1.0, 'succeeded', 'native', 'local', '{}')"
+    )
+    conn.close()
+    with Store(root) as store:
+        with store.transaction(write=False) as c:
+            assert c.execute("PRAGMA user_version").fetchone()[0] >= 3
+            cols = {r["name"]: r["type"] for r in c.execute("PRAGMA table_info(jobs)")}
+            assert (cols["pool_id"], cols["pool_item"]) == ("TEXT", "TEXT")
+            pools = {r["name"] for r in c.execute("PRAGMA table_info(pools)")}
+            assert pools == {"id", "name", "topic", "status", "plan_json", "created_at", "updated_at", "error"}
+            # A resumed pool looks its items up by (pool, item): an index, not a scan of the history.
+            plan = " ".join(r["detail"] for r in c.execute(
+                "EXPLAIN QUERY PLAN SELECT id, pool_item, status FROM jobs WHERE pool_id = ? AND pool_item IN (?, ?)",
+                ("p", "a", "b")))
+            assert "jobs_pool" in plan, plan
+        old = store.get("old")
+        assert (old.pool_id, old.pool_item) == (None, None)
+        pool = store.create_pool(plan={"pool": "p"}, name="p", topic="t")
+        job = store.create_job(request=request(), api="pool", engine="local", pool_id=pool.id, pool_item="i1")
+        assert (store.get(job.id).pool_id, store.get(job.id).pool_item) == (pool.id, "i1")
+        assert [j.id for j in store.list_jobs(pool_id=pool.id)] == [job.id]
+        assert store.pool_item_jobs(pool.id) == {"i1": [(job.id, "queued")]}
+        with pytest.raises(PoolNotFoundError):  # a job names an existing pool (a foreign key)
+            store.create_job(request=request(), api="pool", engine="local", pool_id="nope", pool_item="i1")
+        with pytest.raises(InvalidRequestError, match="both"):
+            store.create_job(request=request(), api="pool", engine="local", pool_id=pool.id)
+        assert store.verify() == []
+
+
+def test_pool_status_changes_check_the_status_they_start_from(store):
+    pool = store.create_pool(plan={"pool": "p"}, name="p", topic="t")
+    assert (pool.status, pool.error) == ("draft", None)
+    running = store.update_pool(pool.id, action="start", allowed=("draft",), status="running")
+    assert running.status == "running" and running.updated_at >= pool.updated_at
+    with pytest.raises(PoolStateError, match="cannot start pool .*: it is running; only a pool that is draft"):
+        store.update_pool(pool.id, action="start", allowed=("draft",), status="running")
+    failed = store.update_pool(pool.id, action="end", status="failed", error="why")
+    assert (failed.status, failed.error) == ("failed", "why")
+    assert store.update_pool(pool.id, action="edit", plan={"pool": "q"}, name="q").error == "why"  # kept
+    with pytest.raises(PoolNotFoundError):
+        store.update_pool("nope", action="start", status="running")
+    with pytest.raises(InvalidRequestError, match="unknown pool status"):
+        store.update_pool(pool.id, action="x", status="sleeping")
+    second = store.create_pool(plan={}, name="s", topic="t")
+    assert [p.id for p in store.list_pools()] == [second.id, pool.id]
+    assert [p.id for p in store.list_pools(status="failed")] == [pool.id]
+    assert store.count_pools() == 2 and store.count_pools("draft") == 1
+    with pytest.raises(InvalidRequestError, match="invalid pool id"):
+        store.create_pool(plan={}, name="x", topic="t", pool_id="../x")
 
 
 def test_a_new_migration_keeps_existing_data(tmp_path):

@@ -49,7 +49,7 @@ def test_errors_are_the_statuses_answered_in_the_one_json_shape(doc):
         statuses = set(op["responses"])
         assert "422" not in statuses, (method, path)
         assert "500" in statuses, (method, path)
-        assert ("403" in statuses) == (method in ("post", "delete")), (method, path)  # the Origin guard
+        assert ("403" in statuses) == (method in ("post", "put", "delete")), (method, path)  # the Origin guard
         assert ("413" in statuses) == ("requestBody" in op), (method, path)
         assert "401" not in statuses and "security" not in op  # no API key: none asked for
         for status, answer in op["responses"].items():
@@ -146,11 +146,15 @@ def test_request_examples_are_valid_bodies(doc):
     from bildwerk.server.routes_a1111 import ImageIn, Img2ImgIn, Txt2ImgIn
     from bildwerk.server.routes_museum import MuseumInpaintIn
     from bildwerk.server.routes_openai import GenerationsIn
-    from bildwerk.server.schemas import JobIn
+    from bildwerk.server.schemas import JobIn, PoolIn, plan_from_data
+
+    class PlanBody:
+        model_validate = staticmethod(plan_from_data)
 
     models = {"/api/v1/jobs": JobIn, "/sdapi/v1/txt2img": Txt2ImgIn, "/sdapi/v1/img2img": Img2ImgIn,
               "/sdapi/v1/png-info": ImageIn, "/sdapi/v1/interrogate": ImageIn,
-              "/v1/images/generations": GenerationsIn, "/api/v1/museum/inpaint": MuseumInpaintIn}
+              "/v1/images/generations": GenerationsIn, "/api/v1/museum/inpaint": MuseumInpaintIn,
+              "/api/v1/pools": PoolIn, "/api/v1/pools/{pool_id}/plan": PlanBody}
     examples = request_examples()
     assert {p for _, p in examples} == set(models)
     for (method, path), named in examples.items():

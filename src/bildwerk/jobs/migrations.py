@@ -83,7 +83,32 @@ ALTER TABLE jobs ADD COLUMN worker_id TEXT;
 ALTER TABLE jobs ADD COLUMN lease_until REAL;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# Version 3: image pools (issue 15). A pool is a plan a person reviews, then runs through the
+# queue; each of its images is an ordinary job tagged with the pool and the plan item it
+# makes (``pool_item``, the item's deterministic id), so pools are in the history like any
+# other job and a resumed pool finds what it already made. ``status`` is checked in Python
+# (pools.py), like api and engine above: a CHECK cannot be altered without a rebuild. The
+# index serves a pool's jobs (by item) and the foreign key's checks from the pools side.
+_V3 = """
+CREATE TABLE pools (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    topic      TEXT NOT NULL,
+    status     TEXT NOT NULL DEFAULT 'draft',
+    plan_json  TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    error      TEXT
+);
+CREATE INDEX pools_status_created ON pools (status, created_at);
+CREATE INDEX pools_created ON pools (created_at);
+
+ALTER TABLE jobs ADD COLUMN pool_id TEXT REFERENCES pools (id);
+ALTER TABLE jobs ADD COLUMN pool_item TEXT;
+CREATE INDEX jobs_pool ON jobs (pool_id, pool_item);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 LATEST_VERSION = len(MIGRATIONS)
 

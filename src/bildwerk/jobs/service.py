@@ -125,6 +125,10 @@ class JobService:
         self._ended: dict[str, float] = {}  # job id -> when it ended here (wakes waiters early)
         self._cancelled: set[str] = set()
         self._watchers: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        # For threads that wait for jobs (a pool's executor): a count of the jobs that ended
+        # here (and of stops and store news), with a condition to wait on.
+        self._ends = 0
+        self._ends_changed = threading.Condition()
         self._wake = threading.Event()
         self._last_claim = 0.0
         self._stop = threading.Event()
@@ -238,10 +242,12 @@ class JobService:
 
     # -- accepting --------------------------------------------------------------------------
     def submit(self, spec: JobSpec | dict[str, Any], *, api: str, options: Any | None = None,
-               image: Image.Image | None = None, mask: Image.Image | None = None) -> Any:
+               image: Image.Image | None = None, mask: Image.Image | None = None,
+               pool_id: str | None = None, pool_item: str | None = None) -> Any:
         """Check and persist a job; returns its row. Raises InvalidRequestError (and the
         other client errors of ``Generator.check``), QueueFull. A dict of request fields is
-        built into a spec here (with ``options``, ``image``, ``mask``)."""
+        built into a spec here (with ``options``, ``image``, ``mask``). ``pool_id`` and
+        ``pool_item``: the image pool and plan item the job makes (pool/queue.py)."""
         from bildwerk.images.io import encode_png
 
         try:
@@ -256,7 +262,8 @@ class JobService:
         stored = spec.stored()
         try:
             row = self.store.create_job(request=stored["request"], api=api, engine=spec.engine_kind,
-                                        options=stored["options"], inputs=inputs, max_queued=self.max_queued)
+                                        options=stored["options"], inputs=inputs, max_queued=self.max_queued,
+                                        pool_id=pool_id, pool_item=pool_item)
         except QueueFull as exc:
             self.metrics.rejected.labels("queue_full").inc()
             exc.retry_after = self.retry_after()  # type: ignore[attr-defined]  # -> Retry-After
@@ -282,6 +289,7 @@ class JobService:
             self.metrics.finished.labels("cancelled").inc()
             self._ended[job_id] = time.time()
             self._notify(job_id)
+            self._count_end()
         return outcome
 
     def status(self, job_id: str) -> dict[str, Any] | None:
@@ -308,6 +316,26 @@ class JobService:
         """Wake every waiter: news for all of them (a stop, the store's state)."""
         for job_id in list(self._watchers):
             self._notify(job_id)
+        self._count_end()
+
+    def _count_end(self) -> None:
+        with self._ends_changed:
+            self._ends += 1
+            self._ends_changed.notify_all()
+
+    @property
+    def ends(self) -> int:
+        """A counter that grows whenever a job ends here (or a stop or the store's state is
+        news for every waiter); pass it to :meth:`wait_for_ends`."""
+        return self._ends
+
+    def wait_for_ends(self, seen: int, timeout: float) -> int:
+        """From a thread, never the event loop: block until :attr:`ends` passes ``seen``, at
+        most ``timeout`` seconds; returns it. Jobs that end in another process sharing the
+        store bring no news here: callers also read the store now and then."""
+        with self._ends_changed:
+            self._ends_changed.wait_for(lambda: self._ends != seen, timeout)
+            return self._ends
 
     def leaving(self, job_id: str) -> bool:
         """The service is stopping and will do nothing more for this job: it is not (or no
@@ -641,6 +669,7 @@ class JobService:
             p.phase, p.updated = status, now
         self._ended[job_id] = now
         self._notify(job_id)
+        self._count_end()
         # Progress of ended jobs lives in the store; keep the in-memory maps small on a long run.
         cutoff = now - 60
         for k in [k for k, v in list(self._progress.items()) if v.phase in FINAL and v.updated < cutoff]:

@@ -43,7 +43,7 @@ requeue(), which then refuse a job that has been taken back from it.
 The code lives in :mod:`bildwerk.jobs.sqlite`, one module per concern: ``db``
 (connections, transactions, migrations), ``blobs`` (image files), ``state`` (the
 transitions above), ``leases`` (worker ids and liveness), ``search`` (reading and
-listing), ``export``, ``errors`` and ``rows``. This module composes them and is the import every caller uses.
+listing), ``export``, ``pools`` (image pools and their jobs), ``errors`` and ``rows``. This module composes them and is the import every caller uses.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ from bildwerk.jobs.sqlite.errors import (
     JobExistsError,
     JobNotFoundError,
     JobStateError,
+    PoolNotFoundError,
+    PoolStateError,
     QueueFull,
     StoreError,
     StoreFullError,
@@ -68,6 +70,7 @@ from bildwerk.jobs.sqlite.errors import (
 )
 from bildwerk.jobs.sqlite.export import Export
 from bildwerk.jobs.sqlite.leases import DEFAULT_LEASE_SECONDS, new_worker_id
+from bildwerk.jobs.sqlite.pools import POOL_ID_RE, POOL_STATUSES, PoolRow, Pools
 from bildwerk.jobs.sqlite.rows import (
     ACTIVE_STATUSES,
     APIS,
@@ -98,6 +101,8 @@ __all__ = [
     "MAX_OFFSET",
     "MAX_SEARCH_WORDS",
     "ORPHAN_GRACE_SECONDS",
+    "POOL_ID_RE",
+    "POOL_STATUSES",
     "STALE_TEMP_SECONDS",
     "STATUSES",
     "CorruptImageError",
@@ -108,6 +113,9 @@ __all__ = [
     "JobResult",
     "JobRow",
     "JobStateError",
+    "PoolNotFoundError",
+    "PoolRow",
+    "PoolStateError",
     "QueueFull",
     "Store",
     "StoreError",
@@ -121,7 +129,7 @@ DB_NAME = "bildwerk.db"
 IMAGES_DIR = "images"
 
 
-class Store(States, Export):
+class Store(States, Export, Pools):
     """Jobs, their inputs and results, in ``root/bildwerk.db`` and ``root/images/``.
 
     Thread-safe: each thread gets its own connection (WAL lets readers run beside the

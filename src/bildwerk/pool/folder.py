@@ -206,14 +206,21 @@ class PoolFolder:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT id FROM items WHERE status != 'failed'")}
 
-    def rows(self, *, status: str | None = None, kind: str | None = None) -> list[ManifestRow]:
-        q, args = "SELECT * FROM items WHERE 1=1", []
-        if status is not None:
-            q, args = q + " AND status = ?", [*args, status]
-        if kind is not None:
-            q, args = q + " AND kind = ?", [*args, kind]
+    @staticmethod
+    def _filters(status: str | None, kind: str | None, location: str | None) -> tuple[str, list[Any]]:
+        q, args = " WHERE 1=1", []
+        for column, value in (("status", status), ("kind", kind), ("location", location)):
+            if value is not None:
+                q, args = q + f" AND {column} = ?", [*args, value]
+        return q, args
+
+    def rows(self, *, status: str | None = None, kind: str | None = None, location: str | None = None,
+             limit: int | None = None, offset: int = 0) -> list[ManifestRow]:
+        where, args = self._filters(status, kind, location)
+        page = "" if limit is None else " LIMIT ? OFFSET ?"
         with self._lock:
-            cur = self._db.execute(q + " ORDER BY ended, id", args)
+            cur = self._db.execute("SELECT * FROM items" + where + " ORDER BY ended, id" + page,
+                                   args if limit is None else [*args, int(limit), int(offset)])
             names = [d[0] for d in cur.description]
             raw = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         out = []
@@ -222,6 +229,11 @@ class PoolFolder:
             r["embedding"] = None if r["embedding"] is None else np.frombuffer(r["embedding"], dtype=np.float32)
             out.append(ManifestRow(**r))
         return out
+
+    def count(self, *, status: str | None = None, kind: str | None = None, location: str | None = None) -> int:
+        where, args = self._filters(status, kind, location)
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM items" + where, args).fetchone()[0])
 
     def counts(self) -> dict[str, Counter[str]]:
         """Per kind: how many items are accepted, rejected, failed."""

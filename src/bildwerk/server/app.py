@@ -26,9 +26,10 @@ log = logging.getLogger("bildwerk.server")
 class AppState:
     """What routers need, reachable as ``request.app.state.bildwerk``."""
 
-    def __init__(self, settings: ServerSettings, service: Any) -> None:
+    def __init__(self, settings: ServerSettings, service: Any, pools: Any = None) -> None:
         self.settings = settings
         self.service = service
+        self.pools = pools  # the PoolService (pool/service.py); None around a stand-in service
         self.limits = ImageLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_image_pixels)
         self.a1111_model: str | None = settings.model  # A1111's options can switch it
         self.model_policy = settings.model_policy()  # for listings; the service enforces its own
@@ -45,28 +46,49 @@ def build_service(settings: ServerSettings, **kwargs: Any):
                       lease_seconds=settings.lease_seconds, model_policy=settings.model_policy(), **kwargs)
 
 
-def create_app(settings: ServerSettings | None = None, service: Any | None = None) -> FastAPI:
+def build_pools(settings: ServerSettings, service: Any) -> Any:
+    """The image pools of a job service (None for a stand-in that is none): their folders
+    under ``<store>/pools/``, at most ``pool_window`` jobs of each pool in the queue."""
+    from bildwerk.jobs.service import JobService
+    from bildwerk.pool.service import PoolService
+
+    if not isinstance(service, JobService):
+        return None
+    return PoolService(service.store, service, window=settings.pool_window, default_model=settings.model)
+
+
+def create_app(settings: ServerSettings | None = None, service: Any | None = None,
+               pools: Any | None = None) -> FastAPI:
     settings = settings or ServerSettings.from_env()
     settings.check()
     service = service or build_service(settings)
+    pools = pools or build_pools(settings, service)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         service.start()
+        if pools is not None:
+            pools.start()  # after the job service took back its dead jobs: pools that were running resume
         log.info("bildwerk serving on %s:%s (store %s)", settings.host, settings.port, settings.store)
         try:
             yield
         finally:
             # SIGTERM: the service stopped claiming at the signal (server/serving.py), waiters
             # of queued jobs were answered; this waits out the drain. Queued jobs stay in the
-            # store and run after the next start.
+            # store and run after the next start. Pools stop submitting first and stay
+            # "running" in the store: the next start resumes them.
+            if pools is not None:
+                pools.begin_stop()
             service.stop(drain_timeout=settings.drain_timeout)
+            if pools is not None:
+                pools.stop(timeout=5)
 
     app = FastAPI(title="bildwerk", version=_version(), lifespan=lifespan,
                   description="Self-hosted, multilingual image generation. Native jobs API, "
                               "AUTOMATIC1111-compatible /sdapi/v1, OpenAI-compatible /v1/images, "
-                              "the museum's inpainting endpoint, health, readiness and metrics.")
-    app.state.bildwerk = AppState(settings, service)
+                              "the museum's inpainting endpoint, image pools from a topic, health, "
+                              "readiness and metrics.")
+    app.state.bildwerk = AppState(settings, service, pools)
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key,
                        allowed_origins=settings.allowed_origins,
@@ -79,9 +101,10 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
         routes_native,
         routes_openai,
         routes_ops,
+        routes_pools,
     )
 
-    for module in (routes_ops, routes_native, routes_a1111, routes_openai, routes_museum):
+    for module in (routes_ops, routes_native, routes_pools, routes_a1111, routes_openai, routes_museum):
         app.include_router(module.router)
     openapi.install(app)  # the document says what the routes really answer
     return app

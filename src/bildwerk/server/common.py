@@ -102,6 +102,8 @@ def job_view(request: Request, row: Any, progress: dict | None = None, *, full: 
         "started_at": row.started_at,
         "finished_at": row.finished_at,
         "error": job_error(row),
+        "pool_id": getattr(row, "pool_id", None),  # the image pool it makes a picture of, and which
+        "pool_item": getattr(row, "pool_item", None),
         "results": [{"index": r.idx, "seed": r.seed, "sha256": r.sha256,
                      "url": f"{base}/api/v1/jobs/{row.id}/images/{r.idx}"}
                     for r in sorted(row.results, key=lambda r: r.idx)],

@@ -35,6 +35,8 @@ STATUS = {
     "image_not_found": 404,
     "job_exists": 409,
     "job_state": 409,
+    "pool_not_found": 404,
+    "pool_state": 409,
     "corrupt_image": 500,
     "export_failed": 400,
     "job_timeout": 504,

@@ -23,7 +23,9 @@ from fastapi import FastAPI
 from PIL import Image, ImageDraw
 from pydantic import BaseModel
 
+from bildwerk.core.bounds import MAX_NAME_CHARS
 from bildwerk.core.request import MAX_SEED, MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE
+from bildwerk.jobs.sqlite.pools import POOL_ID_RE
 from bildwerk.jobs.sqlite.rows import STATUSES
 from bildwerk.jobs.sqlite.state import _JOB_ID_RE
 from bildwerk.server.routes_native import _SHA
@@ -49,13 +51,14 @@ ERRORS: dict[int, str] = {
     400: "Invalid request (`invalid_request`: bounds, types, unknown names) or image (`invalid_image`).",
     401: "No or a wrong API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`).",
     403: "A state-changing request from a web page of another origin (`forbidden_origin`).",
-    404: "No such job, image or model.",
-    409: "The job is in the wrong state (not ended yet; cancelled while waited for).",
+    404: "No such job, image, model or pool (or pool picture, sheet or report).",
+    409: "The job is in the wrong state (not ended yet; cancelled while waited for), or the pool "
+         "(`pool_state`: starting a running pool, editing the plan of a running one).",
     413: "The request body is over the server's limit (`too_large`).",
     429: "The queue is full (`queue_full`, with Retry-After), or the remote service rate-limits.",
     500: "An unexpected error (`internal`) or a job interrupted too often; details in the server log.",
     502: "A remote service or prompt backend failed (`remote_error`, `remote_auth`, `prompt_backend`).",
-    503: "Out of memory while generating (`out_of_memory`).",
+    503: "Out of memory while generating (`out_of_memory`), or the server is stopping (`shutting_down`).",
     504: "The job did not end within the sync timeout (`job_timeout`, the job id to follow) "
          "or the remote service timed out (`remote_timeout`).",
 }
@@ -78,11 +81,22 @@ EVENT = {"type": "object", "required": ["event", "data"], "properties": {
                             "end: id, status, error (null or code and message)."}}}
 
 
+# The pools' event stream (routes_pools.py).
+POOL_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"type": "string", "enum": ["status", "progress", "end", "stopping"]},
+    "data": {"type": "string", "contentMediaType": "application/json",
+             "description": "status: id, status, active, target, planned, accepted, rejected, failed, kinds "
+                            "(and, on a change, the new status alone); progress: a run's start, each picture "
+                            "(item, status, reason) and end (outcome), with target, accepted, counts per kind, "
+                            "made, elapsed; end: id, status, error; stopping: id, status, message."}}}
+
+
 @dataclass(frozen=True)
 class Op:
     errors: frozenset[int] = frozenset()
     media: str | None = None  # the success answer's media type when it is not JSON
     schema: dict[str, Any] = field(default_factory=lambda: BINARY)
+    also: dict[str, dict[str, Any]] = field(default_factory=dict)  # other media types of the success answer
     headers: dict[str, dict[str, Any]] = field(default_factory=dict)
     other: dict[int, dict[str, Any]] = field(default_factory=dict)  # answers of their own shape
 
@@ -108,6 +122,24 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", "/api/v1/images/{sha256}"): Op(frozenset({400, 404}), media="image/png"),
     ("get", "/api/v1/export"): Op(frozenset({400, 404}), media="application/zip"),
     ("get", "/api/v1/models"): Op(),
+    # Image pools (routes_pools.py): a plan is checked like a job (400, an unknown model 404);
+    # planning from a topic may ask an LLM (502); starting while the server stops is a 503.
+    ("post", "/api/v1/pools"): Op(frozenset({400, 404, 502}), headers={"Location": {
+        "description": "The pool's URL.", "required": True, "schema": TEXT}}),
+    ("get", "/api/v1/pools"): Op(frozenset({400})),
+    ("get", "/api/v1/pools/{pool_id}"): Op(frozenset({404})),
+    ("get", "/api/v1/pools/{pool_id}/plan"): Op(frozenset({400, 404}), also={"application/yaml": {"schema": TEXT}}),
+    ("put", "/api/v1/pools/{pool_id}/plan"): Op(frozenset({400, 404, 409})),
+    ("post", "/api/v1/pools/{pool_id}/start"): Op(frozenset({400, 404, 409, 503})),
+    ("post", "/api/v1/pools/{pool_id}/pause"): Op(frozenset({404, 409})),
+    ("post", "/api/v1/pools/{pool_id}/resume"): Op(frozenset({400, 404, 409, 503})),
+    ("post", "/api/v1/pools/{pool_id}/cancel"): Op(frozenset({404, 409})),
+    ("get", "/api/v1/pools/{pool_id}/events"): Op(frozenset({404}), media="text/event-stream", schema=POOL_EVENT),
+    ("get", "/api/v1/pools/{pool_id}/images"): Op(frozenset({400, 404})),
+    ("get", "/api/v1/pools/{pool_id}/images/{item_id}"): Op(frozenset({404}), media="image/png"),
+    ("get", "/api/v1/pools/{pool_id}/sheets/{kind}.png"): Op(frozenset({404}), media="image/png"),
+    ("get", "/api/v1/pools/{pool_id}/report"): Op(frozenset({404})),
+    ("get", "/api/v1/pools/{pool_id}/export"): Op(frozenset({400, 404}), media="application/zip"),
     ("post", "/sdapi/v1/txt2img"): Op(WAITS),
     ("post", "/sdapi/v1/img2img"): Op(WAITS),
     ("get", "/sdapi/v1/progress"): Op(),
@@ -131,6 +163,9 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "job_id": {"type": "string", "pattern": f"^{_JOB_ID_RE.pattern}$"},
     "sha256": {"type": "string", "pattern": _SHA.pattern},
     "index": {"type": "integer", "minimum": 0},
+    "pool_id": {"type": "string", "pattern": f"^{POOL_ID_RE.pattern}$"},
+    "item_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},  # pool/plan.py item_id
+    "kind": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
 }
 QUERY_PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/v1/jobs", "status"): {"type": "string", "enum": list(STATUSES)},
@@ -146,6 +181,7 @@ _A1111 = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "st
           "seed": {"minimum": -1, "maximum": MAX_SEED}}  # -1: a random seed, as in A1111
 BODY_FIELDS: dict[str, dict[str, str | dict[str, Any]]] = {
     "JobIn": {"width": SIDE, "height": SIDE},
+    "PoolSettingsIn": {"width": SIDE, "height": SIDE},
     "Txt2ImgIn": _A1111,
     "Img2ImgIn": {**_A1111, "denoising_strength": "strength", "mask_blur": "mask_blur",
                   "inpaint_full_res_padding": "only_masked_padding"},
@@ -173,6 +209,13 @@ def request_examples() -> dict[tuple[str, str], dict[str, Any]]:
     ImageDraw.Draw(mask).rectangle((16, 16, 47, 39), fill=255)  # white: repaint
     image, mask_b64 = _png_base64(picture), _png_base64(mask)
     data_url = "data:image/png;base64,"
+    # A small pool: two kinds, three pictures at 64 x 64, gates off.
+    pool_plan = {"pool": "bahnhof", "topic": "Bahnhof", "language": "de", "images": 3, "kinds": [
+        {"kind": "interiors", "share": 60, "images": 2, "locations": [{"name": "Bahnhofshalle", "english": "station hall",
+         "prompts": [{"prompt": "a station hall, morning light", "seed": 1, "images": 2}]}]},
+        {"kind": "exteriors", "share": 40, "images": 1, "locations": [{"name": "Vorplatz", "english": "station square",
+         "prompts": [{"prompt": "a station square in the rain", "seed": 7, "images": 1}]}]}],
+        "settings": {"width": 64, "height": 64, "steps": 2}, "gates": {"nsfw": False, "dedupe": False}}
     return {
         ("post", "/api/v1/jobs"): {
             "text-to-image": {"prompt": "ein See zwischen Hochhäusern", "seed": 1, "steps": 20},
@@ -187,6 +230,8 @@ def request_examples() -> dict[tuple[str, str], dict[str, Any]]:
         ("post", "/v1/images/generations"): {"generation": {"prompt": "a lake", "response_format": "b64_json"}},
         ("post", "/api/v1/museum/inpaint"): {
             "inpaint": {"image": data_url + image, "mask": data_url + mask_b64, "prompt": "ein See"}},
+        ("post", "/api/v1/pools"): {"plan": {"plan": pool_plan}},
+        ("put", "/api/v1/pools/{pool_id}/plan"): {"plan": pool_plan},
     }
 
 
@@ -217,6 +262,7 @@ def describe(doc: dict[str, Any], *, api_key: bool) -> dict[str, Any]:
             "bearer": {"type": "http", "scheme": "bearer"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
     _bound_bodies(schemas)
+    _plan_schemas(schemas)
     examples = request_examples()
     for path, item in doc.get("paths", {}).items():
         for method, operation in item.items():
@@ -237,6 +283,8 @@ def _describe_operation(path: str, method: str, operation: dict[str, Any], op: O
         answer.pop("content", None)
     elif op.media is not None:
         answer["content"] = {op.media: {"schema": op.schema}}
+    if op.also:
+        answer.setdefault("content", {}).update(op.also)
     if op.headers:
         answer["headers"] = op.headers
     # Before the parameters' bounds are added: FastAPI's 400s come from its own schemas.
@@ -282,6 +330,24 @@ def _bound_bodies(schemas: dict[str, Any]) -> None:
         for prop, source in fields.items():
             bounds = source if isinstance(source, dict) else _bounds(request[source])
             _constrain(properties[prop], bounds)
+
+
+def _plan_schemas(schemas: dict[str, Any]) -> None:
+    """The pool plan (PUT .../plan takes it; POST /pools takes it as ``plan``), and the bounds
+    its settings get from the request fields they become."""
+    from bildwerk.pool.plan import PoolPlan
+
+    plan = PoolPlan.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(plan.pop("$defs", {}))
+    schemas["PoolPlan"] = plan
+    settings, source = schemas["PoolSettings"]["properties"], schemas["PoolSettingsIn"]["properties"]
+    for name, prop in settings.items():
+        if name in source:
+            _constrain(prop, _bounds(source[name]))
+    if "PoolIn" in schemas:
+        schemas["PoolIn"]["properties"]["plan"] = {"anyOf": [{"$ref": "#/components/schemas/PoolPlan"},
+                                                             {"type": "null"}],
+                                                   "description": "A whole plan instead of a topic."}
 
 
 def _branches(prop: dict[str, Any]) -> list[dict[str, Any]]:

@@ -57,12 +57,13 @@ def list_jobs(request: Request, status: str | None = Query(None, max_length=MAX_
               mode: str | None = Query(None, max_length=MAX_NAME_CHARS),
               since: float | None = Query(None, allow_inf_nan=False, description="Epoch seconds."),
               until: float | None = Query(None, allow_inf_nan=False, description="Epoch seconds."),
+              pool_id: str | None = Query(None, max_length=64, description="The jobs of one image pool."),
               limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict:
     store = state(request).service.store
     rows = store.list_jobs(status=status, text=q, model=model, api=api, mode=mode, since=since, until=until,
-                           limit=limit, offset=offset)
+                           pool_id=pool_id, limit=limit, offset=offset)
     return {"jobs": [job_view(request, r) for r in rows], "limit": limit, "offset": offset,
-            "total": store.count(status)}
+            "total": store.count(status, pool_id=pool_id)}
 
 
 def _row_or_404(request: Request, job_id: str):

@@ -101,3 +101,170 @@ JobIn = create_model(  # type: ignore[call-overload]
 def request_fields(body: BaseModel) -> dict[str, Any]:
     """The request fields a client set (images and prompt options apart)."""
     return body.model_dump(exclude={"image", "mask", "prompt_options"}, exclude_none=True)
+
+
+# -- image pools ------------------------------------------------------------------------------
+def _pool_settings_fields() -> dict[str, Any]:
+    """The pool plan's settings with the bounds of what they become: request fields take the
+    request's types and bounds, ``translate`` and ``style`` the prompt options'."""
+    from bildwerk.pool.plan import PoolSettings
+
+    fields: dict[str, Any] = {}
+    request = _optional_request_fields()
+    for name, info in PoolSettings.model_fields.items():
+        if name in request:
+            fields[name] = request[name]
+        elif name in PromptOptions.model_fields:
+            source = PromptOptions.model_fields[name]
+            metadata = list(source.metadata)
+            base = source.annotation
+            annotated = Annotated[base, *metadata] if metadata else base  # type: ignore[valid-type]
+            fields[name] = (annotated | None, Field(default=None, description=info.description or source.description))
+        else:
+            fields[name] = (info.annotation, Field(default=info.default, description=info.description))
+    return fields
+
+
+class _PoolSettingsBase(StrictBody):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+PoolSettingsIn = create_model(  # type: ignore[call-overload]
+    "PoolSettingsIn", __base__=_PoolSettingsBase,
+    __doc__="What every image of the pool shares; unset: the model's or bildwerk's defaults.",
+    **_pool_settings_fields())
+
+
+def _pool_in() -> type[StrictBody]:
+    from bildwerk.core.bounds import MAX_NAME_CHARS, MAX_SEED
+    from bildwerk.pool.plan import MAX_KINDS, MAX_POOL_IMAGES
+
+    Share = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    KindName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+
+    class PoolIn(StrictBody):
+        """A new pool: from a topic (the planner writes the plan: an LLM, or offline from its
+        templates) or from a plan (as GET /pools/{id}/plan answers it, or `bildwerk pool plan`
+        writes it). The pool starts as a draft: review and edit the plan, then start it."""
+
+        model_config = ConfigDict(extra="forbid", strict=True)
+
+        topic: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS,
+                                  description="What the pool is about, in any language.")
+        images: int | None = Field(default=None, ge=1, le=MAX_POOL_IMAGES,
+                                   description="How many accepted images the pool should have (planner: 600).")
+        mix: dict[KindName, Share] | str | None = Field(
+            default=None, description="Kinds and their shares: {\"interiors\": 60, ...} or "
+                                      "\"interiors=60,exteriors=20,items=20\".")
+        language: str | None = Field(default=None, min_length=1, max_length=16,
+                                     description="The language to write the plan in (default: the topic's).")
+        llm: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS,
+                                description="The planner's LLM backend (local, openai, openai:MODEL).")
+        offline: bool | None = Field(default=None, description="Plan from the template grammar, without an LLM.")
+        seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="The planner's seed.")
+        name: str | None = Field(default=None, min_length=1, max_length=64,
+                                 description="The pool's name (a slug); default: from the topic.")
+        settings: PoolSettingsIn | None = None  # type: ignore[valid-type]
+        plan: dict[str, Any] | None = Field(default=None, description="A whole plan instead of a topic.")
+
+        @model_validator(mode="after")
+        def _one_source(self) -> PoolIn:
+            if (self.topic is None) == (self.plan is None):
+                raise ValueError("send either a topic (the planner writes the plan) or a plan")
+            if self.plan is not None:
+                extra = [k for k in ("images", "mix", "language", "llm", "offline", "seed", "name", "settings")
+                         if getattr(self, k) is not None]
+                if extra:
+                    raise ValueError(f"{', '.join(extra)}: only with a topic; a plan carries its own")
+            if isinstance(self.mix, dict) and len(self.mix) > MAX_KINDS:
+                raise ValueError(f"mix: at most {MAX_KINDS} kinds")
+            return self
+
+    return PoolIn
+
+
+PoolIn = _pool_in()
+
+
+def _shared_node(value: Any) -> str | None:
+    """Where a YAML alias makes a node appear twice (``&a``/``*a``): walking such a document
+    can take exponential time (a "billion laughs"), so a plan may not have any."""
+    seen: set[int] = set()
+    todo: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while todo:
+        node, where, depth = todo.pop()
+        if isinstance(node, (dict, list)):
+            if id(node) in seen:
+                return where or "plan"
+            seen.add(id(node))
+            if depth >= MAX_DEPTH:
+                return None  # the text check reports the depth
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, item in items:
+                todo.append((item, f"{where}.{key}" if where else str(key), depth + 1))
+    return None
+
+
+def plan_from_data(data: Any, where: str = "plan") -> Any:
+    """A plan from a JSON or YAML body: storable text everywhere, strict types (``"images":
+    "6"`` is a 400, not 6), every field validated; one 400 naming the first wrong field."""
+    from pydantic import ValidationError
+
+    from bildwerk.core.errors import InvalidRequestError
+    from bildwerk.pool.plan import PoolPlan
+
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"{where}: a plan is a mapping with pool, topic, images and kinds")
+    shared = _shared_node(data)
+    if shared is not None:
+        raise InvalidRequestError(f"{where}: {shared}: YAML anchors and aliases are not accepted in a plan")
+    problem = _first_text_problem(data, where)
+    if problem:
+        raise InvalidRequestError(problem)
+    try:
+        return PoolPlan.model_validate(data, strict=True)
+    except ValidationError as exc:
+        errors = exc.errors()
+        loc = ".".join(str(p) for p in errors[0]["loc"])
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        msg = str(errors[0]["msg"]).removeprefix("Value error, ")
+        raise InvalidRequestError(f"{where}: {loc}: {msg}{more}" if loc else f"{where}: {msg}{more}") from None
+
+
+YAML_TYPES = ("application/yaml", "text/yaml", "application/x-yaml", "text/x-yaml")
+
+
+def plan_from_body(body: bytes, content_type: str | None) -> Any:
+    """A plan sent as JSON (application/json) or YAML (application/yaml, text/yaml)."""
+    import json
+
+    import yaml
+
+    from bildwerk.core.errors import InvalidRequestError
+
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media not in ("application/json", *YAML_TYPES):
+        raise InvalidRequestError("send the plan as JSON (application/json) or YAML (application/yaml or "
+                                  f"text/yaml), not {media[:80] or 'no content type'!r}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequestError("the plan is not UTF-8 text") from None
+    try:
+        if media == "application/json":
+            data = json.loads(text, parse_constant=_no_constant)
+        else:
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except (ValueError, yaml.YAMLError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        kind = "JSON" if media == "application/json" else "YAML"
+        raise InvalidRequestError(f"the plan is not valid {kind}{at}: {str(exc).splitlines()[0][:200]}") from None
+    except RecursionError:
+        raise InvalidRequestError(f"the plan is nested deeper than {MAX_DEPTH} levels") from None
+    return plan_from_data(data)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")

@@ -51,4 +51,10 @@ def serve(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> Non
     drain = float(st.settings.drain_timeout)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=math.ceil(drain) + _SHUTDOWN_SLACK_SECONDS)
-    _Server(config, lambda: st.service.begin_stop(drain)).run()
+
+    def on_exit() -> None:
+        if st.pools is not None:
+            st.pools.begin_stop()  # runners submit nothing more; the pools resume after the next start
+        st.service.begin_stop(drain)
+
+    _Server(config, on_exit).run()

@@ -52,6 +52,8 @@ class ServerSettings(BaseModel):
                              description="Rows x latent pixels one UNet call may hold: the memory bound.")
     lease_seconds: float = Field(default=30.0, ge=1.0,
                                  description="How long a worker holds a job without renewing (several workers per store).")
+    pool_window: int = Field(default=16, ge=1, le=4096,
+                             description="Jobs of one image pool queued or running at a time (other users get in between).")
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServerSettings:
@@ -61,7 +63,8 @@ class ServerSettings(BaseModel):
                          ("remote_model", "BILDWERK_REMOTE_MODEL"), ("max_queued", "BILDWERK_MAX_QUEUED"),
                          ("max_body_bytes", "BILDWERK_MAX_BODY_BYTES"), ("sync_timeout", "BILDWERK_SYNC_TIMEOUT"),
                          ("drain_timeout", "BILDWERK_DRAIN_TIMEOUT"), ("max_batch", "BILDWERK_MAX_BATCH"),
-                         ("batch_cells", "BILDWERK_BATCH_CELLS"), ("lease_seconds", "BILDWERK_LEASE_SECONDS")):
+                         ("batch_cells", "BILDWERK_BATCH_CELLS"), ("lease_seconds", "BILDWERK_LEASE_SECONDS"),
+                         ("pool_window", "BILDWERK_POOL_WINDOW")):
             value = _env(var)
             if value is not None:
                 env[key] = value

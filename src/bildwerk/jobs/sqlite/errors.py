@@ -64,6 +64,29 @@ class JobStateError(StoreError):
         self.detail = detail
 
 
+class PoolNotFoundError(StoreError):
+    code = "pool_not_found"
+
+    def __init__(self, pool_id: str) -> None:
+        shown = pool_id if len(pool_id) <= 80 else pool_id[:80] + "..."  # echo a bounded part
+        super().__init__(f"no pool with id {shown!r}")
+        self.pool_id = pool_id
+
+
+class PoolStateError(StoreError):
+    """What was asked of a pool does not fit its status (starting a running pool, editing
+    the plan of a running one); the message names the status and what is possible."""
+
+    code = "pool_state"
+
+    def __init__(self, pool_id: str, status: str, action: str, allowed: tuple[str, ...] = ()) -> None:
+        hint = f"; only a pool that is {' or '.join(allowed)} can" if allowed else ""
+        super().__init__(f"cannot {action} pool {pool_id!r}: it is {status}{hint}")
+        self.pool_id = pool_id
+        self.status = status
+        self.action = action
+
+
 class ImageNotFoundError(StoreError):
     code = "image_not_found"
 

@@ -16,7 +16,7 @@ from bildwerk.jobs.sqlite.rows import JOB_COLUMNS, JobRow, chunks
 from bildwerk.jobs.sqlite.search import MAX_JOB_IDS, Search
 
 _LANG_RE = re.compile(r"[a-z]{2,3}")
-_FILTERS = frozenset({"text", "model", "api", "mode", "since", "until"})
+_FILTERS = frozenset({"text", "model", "api", "mode", "since", "until", "pool_id"})
 
 
 class Export(Search, Blobs):

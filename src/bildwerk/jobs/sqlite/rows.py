@@ -13,14 +13,14 @@ from typing import Any
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
-APIS = ("native", "a1111", "openai", "museum")
+APIS = ("native", "a1111", "openai", "museum", "pool")
 ENGINES = ("local", "openai")
 INPUT_ROLES = ("image", "mask")
 
 JOB_COLUMNS = (
     "id, created_at, started_at, finished_at, status, api, engine, model, mode, prompt, "
     "original_prompt, language, seed, request_json, options_json, record_json, error_type, "
-    "error_message, cancel_requested, attempts, worker_id, lease_until"
+    "error_message, cancel_requested, attempts, worker_id, lease_until, pool_id, pool_item"
 )
 
 # SQLite's historical limit on bound variables; IN lists are chunked below it.
@@ -73,6 +73,9 @@ class JobRow:
     # for a claim without a worker id. lease_until is None once the job left running.
     worker_id: str | None = None
     lease_until: float | None = None
+    # The image pool it belongs to and the plan item it makes (both None for other jobs).
+    pool_id: str | None = None
+    pool_item: str | None = None
 
     @property
     def finished(self) -> bool:

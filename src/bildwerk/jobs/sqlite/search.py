@@ -92,6 +92,8 @@ class Search(Database):
                     results=results[r["id"]],
                     worker_id=r["worker_id"],
                     lease_until=r["lease_until"],
+                    pool_id=r["pool_id"],
+                    pool_item=r["pool_item"],
                 )
             )
         return out
@@ -107,6 +109,7 @@ class Search(Database):
         since: float | None = None,
         until: float | None = None,
         job_ids: Sequence[str] | None = None,
+        pool_id: str | None = None,
     ) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
@@ -129,7 +132,7 @@ class Search(Database):
             for term in terms:
                 clauses.append("search_text LIKE ? ESCAPE '\\'")
                 params.append(f"%{_like_escape(term)}%")
-        for column, value in (("model", model), ("api", api), ("mode", mode)):
+        for column, value in (("model", model), ("api", api), ("mode", mode), ("pool_id", pool_id)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
@@ -157,18 +160,21 @@ class Search(Database):
         mode: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        pool_id: str | None = None,
         limit: int | None = 50,
         offset: int = 0,
     ) -> list[JobRow]:
         """Jobs newest first. ``text``: every word must occur in the prompt or the
         original prompt (case-insensitive, Unicode-aware); ``since``/``until``: epoch
-        seconds on created_at (until exclusive); ``limit=None``: no limit."""
+        seconds on created_at (until exclusive); ``pool_id``: the jobs of one image pool;
+        ``limit=None``: no limit."""
         if limit is not None and limit < 0:
             raise InvalidRequestError(f"limit must be >= 0, got {limit}")
         if not 0 <= offset <= MAX_OFFSET:
             raise InvalidRequestError(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
         where, params = self._where(
-            status=status, text=text, model=model, api=api, mode=mode, since=since, until=until
+            status=status, text=text, model=model, api=api, mode=mode, since=since, until=until,
+            pool_id=pool_id,
         )
         sql = f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY created_at DESC, rowid DESC"
         sql += " LIMIT ? OFFSET ?"
@@ -176,8 +182,8 @@ class Search(Database):
         with self.transaction(write=False) as conn:
             return self._rows(conn, conn.execute(sql, params))
 
-    def count(self, status: str | Iterable[str] | None = None) -> int:
-        where, params = self._where(status=status)
+    def count(self, status: str | Iterable[str] | None = None, *, pool_id: str | None = None) -> int:
+        where, params = self._where(status=status, pool_id=pool_id)
         return int(self._conn().execute(f"SELECT count(*) FROM jobs{where}", params).fetchone()[0])
 
     def queue_depth(self) -> int:

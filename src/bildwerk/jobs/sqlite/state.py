@@ -26,6 +26,7 @@ from bildwerk.jobs.sqlite.errors import (
     JobExistsError,
     JobNotFoundError,
     JobStateError,
+    PoolNotFoundError,
     QueueFull,
 )
 from bildwerk.jobs.sqlite.leases import DEFAULT_LEASE_SECONDS, holder_is_dead
@@ -73,10 +74,14 @@ class States(Search, Blobs):
         inputs: dict[str, bytes] | None = None,
         max_queued: int | None = None,
         job_id: str | None = None,
+        pool_id: str | None = None,
+        pool_item: str | None = None,
     ) -> JobRow:
         """Queue a job. ``request`` is ``GenerationRequest.record()``; ``inputs`` maps
         "image"/"mask" to PNG bytes. Raises QueueFull when ``max_queued`` jobs are
-        already queued or running, JobExistsError for a reused ``job_id``."""
+        already queued or running, JobExistsError for a reused ``job_id``.
+        ``pool_id``/``pool_item``: the image pool (which must exist, else
+        PoolNotFoundError) and the plan item the job makes."""
         if api not in APIS:
             raise InvalidRequestError(f"unknown api {api!r}; expected one of {', '.join(APIS)}")
         if engine not in ENGINES:
@@ -99,6 +104,8 @@ class States(Search, Blobs):
             )
         if max_queued is not None and max_queued < 0:
             raise ValueError(f"max_queued must be >= 0, got {max_queued}")
+        if (pool_id is None) != (pool_item is None):
+            raise InvalidRequestError("a pool job names both its pool and its plan item")
         # Serialise before touching the disk, so a non-JSON request fails cleanly.
         request_json = json.dumps(request, ensure_ascii=False)
         options_json = json.dumps(options or {}, ensure_ascii=False)
@@ -117,8 +124,9 @@ class States(Search, Blobs):
             try:
                 conn.execute(
                     "INSERT INTO jobs (id, created_at, status, api, engine, model, mode, prompt, "
-                    "original_prompt, language, seed, search_text, request_json, options_json) "
-                    "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "original_prompt, language, seed, search_text, request_json, options_json, "
+                    "pool_id, pool_item) "
+                    "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         job_id,
                         now(),
@@ -133,11 +141,15 @@ class States(Search, Blobs):
                         columns["search_text"],
                         request_json,
                         options_json,
+                        pool_id,
+                        pool_item,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
                 if "jobs.id" in str(exc):
                     raise JobExistsError(job_id) from exc
+                if pool_id is not None and "FOREIGN KEY" in str(exc):
+                    raise PoolNotFoundError(pool_id) from exc
                 raise
             conn.executemany(
                 "INSERT INTO job_inputs (job_id, role, sha256) VALUES (?, ?, ?)",
