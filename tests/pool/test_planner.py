@@ -418,3 +418,11 @@ def test_near_identical_prompts_are_found_by_meaning():
     ])
     assert kept == [True, False, False, True]
     assert judge.admit(["a bright hospital corridor at dawn, wide view, no people"]) == [False]
+
+
+def test_the_longest_topic_still_plans_within_the_name_bounds():
+    from bildwerk.core.bounds import MAX_NAME_CHARS
+
+    plan = make_plan("Пчеловодство и мёд " * 10 + "x" * 10, images=12, offline=True)
+    assert max(len(loc.name) for k in plan.kinds for loc in k.locations) <= MAX_NAME_CHARS
+    assert max(len(loc.english or "") for k in plan.kinds for loc in k.locations) <= MAX_NAME_CHARS

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from bildwerk.core.bounds import MAX_NAME_CHARS
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.core.paths import data_files
 
@@ -227,6 +228,19 @@ class Spot:
     english: str
     translated: bool = True
     details: tuple[Term, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A long topic inside a place pattern ("{topic} office") can outgrow a plan's name bound.
+        object.__setattr__(self, "name", clip_name(self.name))
+        object.__setattr__(self, "english", clip_name(self.english))
+
+
+def clip_name(text: str, limit: int = MAX_NAME_CHARS) -> str:
+    """``text`` cut to ``limit`` characters at a word boundary where there is one."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[limit // 2:] else cut).rstrip(" ,-")
 
 
 @dataclass
