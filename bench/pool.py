@@ -14,7 +14,8 @@ Parts:
   three times at random points, then run to its end: pictures lost, pictures made twice
   (a picture recorded before a kill whose file changed afterwards), extra files.
 - ``diversity``: Vendi score (over efficientnet-lite0 embeddings) of the planned pool against a
-  pool of the same size from one prompt with different seeds, both without the dedupe gate.
+  pool of the same size (``--diversity-images``, 100) from one prompt with different seeds, both
+  without the dedupe gate.
 
 Writes ``bench/results/<date>-pool.json`` and ``.md`` and prints the markdown.
 """
@@ -191,6 +192,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--diversity-images", type=int, default=100, help="pictures in each pool of the diversity part")
     ap.add_argument("--only", default=",".join(PARTS))
     args = ap.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
@@ -202,11 +204,11 @@ def main() -> None:
         for part in parts:
             t0 = time.perf_counter()
             fn = {"local": lambda: run_local(args.images, Path(tmp)), "ray": lambda: run_ray(args.images, Path(tmp)),
-                  "resume": lambda: run_resume(Path(tmp)), "diversity": lambda: run_diversity(args.images, Path(tmp))}[part]
+                  "resume": lambda: run_resume(Path(tmp)), "diversity": lambda: run_diversity(args.diversity_images, Path(tmp))}[part]
             results[part] = fn()
             print(f"{part}: {json.dumps(results[part])} ({time.perf_counter() - t0:.0f} s)", flush=True)
     report = {"date": date, "machine": f"{cpu_name()}, {os.cpu_count()} cores", "commit": commit,
-              "images": args.images, "results": results}
+              "images": args.images, "diversity_images": args.diversity_images, "results": results}
     base = ROOT / "bench" / "results" / f"{date}-pool"
     base.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     md = markdown(report)

@@ -19,7 +19,7 @@ from bildwerk.pool.plan import PoolKind, PoolLocation, PoolPlan, PoolPrompt, Poo
 BILDWERK = str(Path(sys.executable).parent / "bildwerk")
 
 
-def plan_file(tmp_path: Path, images_per_prompt: int = 3) -> tuple[Path, PoolPlan]:
+def plan_file(tmp_path: Path, images_per_prompt: int = 2) -> tuple[Path, PoolPlan]:
     locs = [PoolLocation(name=n, prompts=[PoolPrompt(prompt=f"a {n}, {a}", seed=1000 * i + 100 * j,
                                                      images=images_per_prompt)
                                           for j, a in enumerate(["daylight", "at dusk"])])
@@ -67,7 +67,7 @@ def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     before = {i: (out / "images" / "interiors" / f"{i}.png").stat().st_mtime_ns for i in manifest_ids(out)}
-    assert 4 <= len(before) < 18
+    assert 4 <= len(before) < 12
 
     again = run(path, out)
     _, err = again.communicate(timeout=300)
@@ -82,8 +82,9 @@ def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(tmp_path):
     assert not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.extended
 def test_ctrl_c_stops_cleanly_and_the_next_run_finishes(tmp_path):
-    path, plan = plan_file(tmp_path, images_per_prompt=2)
+    path, plan = plan_file(tmp_path)
     out = tmp_path / "pool"
     proc = run(path, out)
     wait_for(out, 2, proc)

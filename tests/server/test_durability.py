@@ -7,6 +7,7 @@ import io
 import signal
 import time
 
+import pytest
 from harness.server import ServerProcess, wait_job
 from PIL import Image
 
@@ -20,6 +21,8 @@ def _submit(c, n: int, **fields) -> list[str]:
     return ids
 
 
+# Across processes and slow (a minute): CI runs it with the extended group.
+@pytest.mark.extended
 def test_sigkill_then_restart_runs_every_accepted_job(tiny_models, tmp_path):
     # One job at a time (no batching), so the kill lands between finished and unfinished jobs.
     srv = ServerProcess(tmp_path, str(tiny_models["sd"]), warmup=False,
@@ -74,6 +77,8 @@ def test_full_queue_answers_429_with_retry_after(tiny_models, tmp_path):
         srv.stop()
 
 
+# Across processes and slow (a minute): CI runs it with the extended group.
+@pytest.mark.extended
 def test_sigterm_drains_running_job_and_keeps_queued_ones(tiny_models, tmp_path):
     srv = ServerProcess(tmp_path, str(tiny_models["sd"]), warmup=False).start()
     with srv.client() as c:
