@@ -45,6 +45,7 @@ from bildwerk.jobs.store import (
     StoreUnwritableError,
     new_worker_id,
 )
+from bildwerk.jobs.watchers import Watchers
 
 log = logging.getLogger("bildwerk.jobs")
 
@@ -124,7 +125,7 @@ class JobService:
         self._started: dict[str, float] = {}
         self._ended: dict[str, float] = {}  # job id -> when it ended here (wakes waiters early)
         self._cancelled: set[str] = set()
-        self._watchers: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._watchers = Watchers()
         # For threads that wait for jobs (a pool's executor): a count of the jobs that ended
         # here (and of stops and store news), with a condition to wait on.
         self._ends = 0
@@ -309,13 +310,11 @@ class JobService:
 
     def _notify(self, job_id: str) -> None:
         """From the worker thread: wake the event-loop waiters of a job (no polling)."""
-        for loop, event in list(self._watchers.get(job_id, ())):
-            loop.call_soon_threadsafe(event.set)
+        self._watchers.wake(job_id)
 
     def _notify_all(self) -> None:
         """Wake every waiter: news for all of them (a stop, the store's state)."""
-        for job_id in list(self._watchers):
-            self._notify(job_id)
+        self._watchers.wake_all()
         self._count_end()
 
     def _count_end(self) -> None:
@@ -347,22 +346,7 @@ class JobService:
         (progress, or its end) after the stamp ``seen``, at most ``timeout`` seconds; returns
         the newest stamp. Jobs run by another process sharing the store bring no news here:
         callers also poll the store, less often."""
-        if self._stamp(job_id) > seen:
-            return self._stamp(job_id)
-        watcher = (asyncio.get_running_loop(), asyncio.Event())
-        self._watchers.setdefault(job_id, []).append(watcher)
-        try:
-            if self._stamp(job_id) <= seen:  # news may have come while registering
-                await asyncio.wait_for(watcher[1].wait(), timeout)
-        except TimeoutError:
-            pass
-        finally:
-            waiting = self._watchers.get(job_id, [])
-            if watcher in waiting:
-                waiting.remove(watcher)
-            if not waiting:
-                self._watchers.pop(job_id, None)
-        return self._stamp(job_id)
+        return await self._watchers.after(job_id, lambda: self._stamp(job_id), seen, timeout)
 
     async def wait(self, job_id: str, timeout: float = 600.0) -> Any:
         """Wait until a job ends; returns its row (None when it was deleted). A job that ends

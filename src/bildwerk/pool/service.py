@@ -17,7 +17,6 @@ seeds before every kind reached its target), failed (the error says why).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import threading
@@ -33,6 +32,7 @@ from pydantic import ValidationError
 from bildwerk.core.errors import BildwerkError, InvalidRequestError, NotConfiguredError
 from bildwerk.jobs.service import JobService
 from bildwerk.jobs.store import PoolNotFoundError, PoolRow, PoolStateError, Store, StoreError
+from bildwerk.jobs.watchers import Watchers
 from bildwerk.pool.folder import PLAN_FILE, ManifestRow, PoolFolder
 from bildwerk.pool.plan import PoolPlan, slug
 from bildwerk.pool.queue import DEFAULT_WINDOW, POLL_SECONDS, QueueExecutor
@@ -119,7 +119,7 @@ class PoolService:
         self._stopping = False
         self._events_lock = threading.Lock()
         self._events: dict[str, _Events] = {}
-        self._watchers: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._watchers = Watchers()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -520,32 +520,15 @@ class PoolService:
             return kept.seq if kept is not None else 0
 
     def _wake(self, pool_id: str) -> None:
-        for loop, event in list(self._watchers.get(pool_id, ())):
-            loop.call_soon_threadsafe(event.set)
+        self._watchers.wake(pool_id)
 
     def _wake_all(self) -> None:
-        for pool_id in list(self._watchers):
-            self._wake(pool_id)
+        self._watchers.wake_all()
 
     async def next_event(self, pool_id: str, seen: int, timeout: float) -> int:
         """Wait (without blocking the event loop) for an event of the pool after ``seen``, at
         most ``timeout`` seconds; returns the newest sequence number."""
-        if self.last_event(pool_id) > seen:
-            return self.last_event(pool_id)
-        watcher = (asyncio.get_running_loop(), asyncio.Event())
-        self._watchers.setdefault(pool_id, []).append(watcher)
-        try:
-            if self.last_event(pool_id) <= seen:
-                await asyncio.wait_for(watcher[1].wait(), timeout)
-        except TimeoutError:
-            pass
-        finally:
-            waiting = self._watchers.get(pool_id, [])
-            if watcher in waiting:
-                waiting.remove(watcher)
-            if not waiting:
-                self._watchers.pop(pool_id, None)
-        return self.last_event(pool_id)
+        return await self._watchers.after(pool_id, lambda: self.last_event(pool_id), seen, timeout)
 
 
 __all__ = ["ENDED", "PoolService", "PoolServiceStopping", "default_gates"]
