@@ -56,6 +56,8 @@ def test_concurrent_jobs_share_unet_calls_and_keep_their_pixels(tiny_models, tmp
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), np.asarray(alone)), f
 
 
+# Two server processes (slow): CI runs it with the extended group.
+@pytest.mark.extended
 def test_two_workers_on_one_store_run_each_job_once(tiny_models, tmp_path):
     model = str(tiny_models["sd"])
     a = ServerProcess(tmp_path, model, warmup=False).start()

@@ -57,6 +57,8 @@ def test_sigkill_then_restart_runs_every_accepted_job(tiny_models, tmp_path):
         again.stop()
 
 
+# A server process (slow): CI runs it with the extended group.
+@pytest.mark.extended
 def test_full_queue_answers_429_with_retry_after(tiny_models, tmp_path):
     srv = ServerProcess(tmp_path, str(tiny_models["sd"]), max_queue=1, warmup=False).start()
     try:
