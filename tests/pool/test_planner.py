@@ -96,6 +96,7 @@ def test_llm_plan_from_good_json_answers():
     assert user == "The topic: Medicine and health. 3 interiors, as the JSON object only."
     body = next(b for b in _requests(server, "prompts") if "Subject: place 1 (in English: place 1)" in _messages(b)[0])
     assert body["model"] == "test-model" and isinstance(body["seed"], int) and body["max_tokens"] > 200
+    assert body["response_format"] == {"type": "json_object"}  # JSON mode, where the endpoint has it
     assert "Write 2 prompts" in _messages(body)[0] and "Workshops and factories" not in _messages(body)[0]
     assert _messages(body)[1] == "2 prompts for: place 1. The JSON object only."
 

@@ -354,3 +354,31 @@ def test_first_line_skips_fences_and_lead_ins():
     assert first_line("Here you go:\nthe answer") == "the answer"
     assert first_line("only a lead-in:") == "only a lead-in:"
     assert first_line("```text\n```\n") == ""
+
+
+def test_json_mode_is_asked_for_and_dropped_where_the_server_refuses_it():
+    from fakes.openai_server import chat_completions, error_reply
+
+    with FakeOpenAIServer(responder=lambda body: '{"ok": true}') as server:
+        chat = OpenAIChat(model="m", base_url=server.base_url, api_key="k", max_retries=0)
+        assert chat.complete_json("Answer in JSON.", "go") == '{"ok": true}'
+        assert server.requests[-1].json["response_format"] == {"type": "json_object"}
+
+    def no_json_mode(srv, request):  # a server without JSON mode: 400 on response_format
+        if "response_format" in (request.json or {}):
+            return error_reply(400, "unknown field: response_format", code="invalid_request")
+        return chat_completions(srv, request)
+
+    with FakeOpenAIServer(responder=lambda body: '{"ok": 1}') as server:
+        server.add_route("POST", "/chat/completions", no_json_mode)
+        chat = OpenAIChat(model="m", base_url=server.base_url, api_key="k", max_retries=0)
+        assert chat.complete_json("Answer in JSON.", "go") == '{"ok": 1}'
+        assert chat.complete_json("Answer in JSON.", "again") == '{"ok": 1}'
+        sent = [r.json for r in server.requests]
+        assert ["response_format" in b for b in sent] == [True, False, False]  # asked once, then not
+
+    with FakeOpenAIServer(responder=lambda body: "x") as server:
+        server.add_route("POST", "/chat/completions", lambda srv, req: error_reply(400, "bad model", code="x"))
+        chat = OpenAIChat(model="m", base_url=server.base_url, api_key="k", max_retries=0)
+        with pytest.raises(PromptBackendError):
+            chat.complete_json("JSON", "go")  # a 400 for another reason is still an error

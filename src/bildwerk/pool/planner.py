@@ -555,9 +555,11 @@ class _Asker:
             calls += 1
             stage.add(calls=1, reasked=int(bool(note)))
             try:
-                answer = self.llm.complete(system, user + note, seed=(seed + calls) % 2**31,
-                                           max_tokens=min(MAX_ANSWER_TOKENS, 200 + tokens_each * (need - len(have))),
-                                           temperature=temperature)
+                # JSON mode where the backend has it (OpenAIChat); the answer is validated anyway
+                ask = getattr(self.llm, "complete_json", None) or self.llm.complete
+                answer = ask(system, user + note, seed=(seed + calls) % 2**31,
+                             max_tokens=min(MAX_ANSWER_TOKENS, 200 + tokens_each * (need - len(have))),
+                             temperature=temperature)
             except PromptBackendError as e:
                 self._failed(stage, e)
                 break  # the SDK has retried already; the grammar takes this request

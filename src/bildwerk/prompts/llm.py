@@ -54,6 +54,10 @@ class ChatBackend(Protocol):
 # --------------------------------------------------------------------------- OpenAI
 
 
+class _JsonModeRefused(Exception):
+    """The endpoint answered 400 to ``response_format`` (a server without JSON mode)."""
+
+
 class OpenAIChat:
     """Chat completions from an OpenAI-compatible endpoint via the official SDK.
 
@@ -102,6 +106,7 @@ class OpenAIChat:
         # The SDK resolves the default URL itself; ask it so messages name the real endpoint.
         self.endpoint = str(self._client.base_url).rstrip("/")
         self.name = f"openai:{self.model}"
+        self._json_mode = True  # until the server refuses response_format
 
     def __repr__(self) -> str:
         # Never show the key, not even in a debugger or a log of repr()s.
@@ -116,6 +121,22 @@ class OpenAIChat:
         max_tokens: int = 128,
         temperature: float = 0.7,
     ) -> str:
+        return self._complete(system, user, seed=seed, max_tokens=max_tokens, temperature=temperature)
+
+    def complete_json(self, system: str, user: str, **options: Any) -> str:
+        """An answer constrained to a JSON object where the endpoint has JSON mode
+        (``response_format`` ``json_object``: OpenAI, vLLM, Ollama, llama.cpp's server). A
+        server that refuses the option (a 400) is asked again without it, and not with it
+        again; the caller still validates what comes back."""
+        if self._json_mode:
+            try:
+                return self._complete(system, user, json_mode=True, **options)
+            except _JsonModeRefused:
+                self._json_mode = False
+        return self._complete(system, user, **options)
+
+    def _complete(self, system: str, user: str, *, seed: int | None = None, max_tokens: int = 128,
+                  temperature: float = 0.7, json_mode: bool = False) -> str:
         import openai
 
         kwargs: dict[str, Any] = {
@@ -129,9 +150,17 @@ class OpenAIChat:
         }
         if seed is not None:
             kwargs["seed"] = int(seed)
+        if json_mode:
+            kwargs["response_format"] = {"type": "json_object"}
         where = f"LLM endpoint {self.endpoint} (model {self.model})"
         try:
             response = self._client.chat.completions.create(**kwargs)
+        except openai.BadRequestError as e:
+            if json_mode:
+                raise _JsonModeRefused(str(e)) from e
+            failure = explain(e, where=where, secrets=[self._secret()], timeout=self.timeout,
+                              retries=self.max_retries, key_hint="BILDWERK_LLM_API_KEY or OPENAI_API_KEY")
+            raise PromptBackendError(failure.message) from e
         except openai.OpenAIError as e:
             failure = explain(e, where=where, secrets=[self._secret()], timeout=self.timeout,
                               retries=self.max_retries, key_hint="BILDWERK_LLM_API_KEY or OPENAI_API_KEY")
