@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from bildwerk.core.errors import InvalidRequestError
-from bildwerk.pool.plan import PoolItem, PoolPlan
+from bildwerk.pool.plan import PoolItem, PoolPlan, slug
 
 MANIFEST = "manifest.sqlite"
 PLAN_FILE = "plan.yaml"
@@ -273,9 +273,7 @@ class PoolFolder:
 
 
 def _safe(kind: str) -> str:
-    from bildwerk.pool.plan import slug
-
-    return slug(kind)
+    return slug(kind)  # a kind's folder name: any script, no path characters
 
 
 def needed(plan: PoolPlan, accepted: Iterable[tuple[str, int]] | dict[str, int]) -> dict[str, int]:

@@ -16,8 +16,8 @@ turns a list of items into :class:`~bildwerk.pool.render.Rendered` outcomes. The
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -111,10 +111,11 @@ class PoolRunner:
         if self.on_event is None:
             return
         counts = self._counts()
-        self.on_event(RunEvent(type=type_, target=self.plan.images,
-                               accepted=sum(min(c["accepted"], self.plan.kind(k).images) if k in _kinds(self.plan)
-                                            else 0 for k, c in counts.items()),
-                               counts=counts, made=self._made, elapsed=time.monotonic() - self._t0, **kw))
+        targets = {k.kind: k.images for k in self.plan.kinds}
+        # Towards the target: a kind's pictures beyond its own target do not make up for another's.
+        accepted = sum(min(c["accepted"], targets.get(k, 0)) for k, c in counts.items())
+        self.on_event(RunEvent(type=type_, target=self.plan.images, accepted=accepted, counts=counts,
+                               made=self._made, elapsed=time.monotonic() - self._t0, **kw))
 
     # ------------------------------------------------------------------ items
 
@@ -127,11 +128,8 @@ class PoolRunner:
         for kind, n in needed(self.plan, self.folder.accepted()).items():
             if n <= 0:
                 continue
-            for item in self.plan.spares(kind):
-                if len([t for t in todo if t.kind == kind]) >= n:
-                    break
-                if item.id not in ended and item.id not in tried:
-                    todo.append(item)
+            fresh = (i for i in self.plan.spares(kind) if i.id not in ended and i.id not in tried)
+            todo.extend(itertools.islice(fresh, n))
         return todo
 
     def _settle(self, r: Rendered) -> str:
@@ -220,10 +218,6 @@ class PoolRunner:
         return summary
 
 
-def _kinds(plan: PoolPlan) -> set[str]:
-    return {k.kind for k in plan.kinds}
-
-
 class PoolFailing(BildwerkError):
     """The run stopped because every recent item failed (a broken model or backend)."""
 
@@ -232,7 +226,3 @@ class PoolFailing(BildwerkError):
     def __init__(self, summary: RunSummary) -> None:
         super().__init__(f"stopped after {MAX_FAILURES_IN_A_ROW} failures in a row; the last: {summary.last_error}")
         self.summary = summary
-
-
-def accepted_total(counts: dict[str, Counter[str]]) -> int:
-    return sum(c["accepted"] for c in counts.values())
