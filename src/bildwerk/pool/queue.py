@@ -33,7 +33,7 @@ from bildwerk.core.errors import BildwerkError
 from bildwerk.jobs.service import JobService
 from bildwerk.jobs.store import QueueFull, StoreError, StoreUnwritableError
 from bildwerk.pool.plan import PoolItem, PoolPlan
-from bildwerk.pool.render import Rendered, error_text, item_spec
+from bildwerk.pool.render import Rendered, check_plan, error_text, item_spec
 
 log = logging.getLogger("bildwerk.pool")
 
@@ -70,10 +70,7 @@ class QueueExecutor:
     def check(self, plan: PoolPlan) -> None:
         """What would make every submission fail (the model, the style, the settings), as
         the error a client should get before the pool starts."""
-        first = next(plan.items(), None)
-        if first is None:
-            raise BildwerkError("the plan has no prompts with images to make")
-        self.jobs.generator.check(item_spec(with_model(plan, self.default_model), first))
+        check_plan(self.jobs.generator, with_model(plan, self.default_model))
 
     # ------------------------------------------------------------------ results
 

@@ -89,7 +89,7 @@ from bildwerk.core.errors import BildwerkError, InvalidRequestError
 from bildwerk.core.threads import ENV as THREADS_ENV
 from bildwerk.core.threads import usable_cpus
 from bildwerk.pool.plan import PoolItem, PoolPlan
-from bildwerk.pool.render import Rendered, check_plan, error_text, item_spec, render
+from bildwerk.pool.render import Rendered, check_plan, error_text, first_spec, render
 
 log = logging.getLogger(__name__)
 
@@ -409,10 +409,7 @@ class RayExecutor:
         """What the driver can check before a run: the settings always; the model and
         style too for a cluster on this machine (a joined cluster's actors check the model
         where it has to be, and fail the run at their first batch if they cannot load it)."""
-        first = next(plan.items(), None)
-        if first is None:
-            raise BildwerkError("the plan has no prompts with images to make")
-        item_spec(plan, first)
+        first_spec(plan)
         if self.local:
             check_plan(self.generator_factory() if self.generator_factory is not None else Generator(), plan)
 

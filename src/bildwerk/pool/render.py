@@ -58,13 +58,19 @@ def error_text(exc: BaseException) -> str:
     return f"{code}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"[:500]
 
 
-def check_plan(generator: Generator, plan: PoolPlan) -> Any:
-    """Everything that can fail before anything is generated (model, style, settings), with one
-    clear error; returns the resolved model source to pass to :func:`render`."""
+def first_spec(plan: PoolPlan) -> JobSpec:
+    """The spec of the plan's first image: what every image's settings are checked on
+    (they are shared); a plan with nothing to make is an error here."""
     first = next(plan.items(), None)
     if first is None:
         raise BildwerkError("the plan has no prompts with images to make")
-    return generator.check(item_spec(plan, first))
+    return item_spec(plan, first)
+
+
+def check_plan(generator: Generator, plan: PoolPlan) -> Any:
+    """Everything that can fail before anything is generated (model, style, settings), with one
+    clear error; returns the resolved model source to pass to :func:`render`."""
+    return generator.check(first_spec(plan))
 
 
 def render(generator: Generator, plan: PoolPlan, items: Iterable[PoolItem], *, source: Any = None,

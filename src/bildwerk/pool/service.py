@@ -259,14 +259,18 @@ class PoolService:
         self._emit(pool_id, "status", {"id": pool_id, "status": row.status})
         return row
 
+    def _stop_run(self, pool_id: str, want: str) -> None:
+        """Tell the pool's runner (if one works on it here) to stop and what it ends as."""
+        run = self._runs.get(pool_id)
+        if run is not None:
+            run.want = want
+            run.stop.set()
+
     def pause_pool(self, pool_id: str) -> PoolRow:
         """Stop submitting; the pool's queued jobs still run and are settled into its folder."""
         with self._lock:
             row = self.store.update_pool(pool_id, action="pause", allowed=PAUSABLE, status="paused")
-            run = self._runs.get(pool_id)
-            if run is not None:
-                run.want = "paused"
-                run.stop.set()
+            self._stop_run(pool_id, "paused")
         self._emit(pool_id, "status", {"id": pool_id, "status": row.status})
         return row
 
@@ -275,10 +279,7 @@ class PoolService:
         (the running ones stop at their next step). What was made stays in the folder."""
         with self._lock:
             row = self.store.update_pool(pool_id, action="cancel", allowed=CANCELLABLE, status="cancelled")
-            run = self._runs.get(pool_id)
-            if run is not None:
-                run.want = "cancelled"
-                run.stop.set()
+            self._stop_run(pool_id, "cancelled")
         self._cancel_jobs(pool_id)
         self._emit(pool_id, "status", {"id": pool_id, "status": row.status})
         return row
