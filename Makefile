@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test test-slow test-extended test-fuzz reliability lint clean default-model
+.PHONY: venv run test test-slow test-extended test-fuzz test-browser reliability lint clean default-model
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ test-slow: $(STAMP)
 # Slower groups CI runs after `make test` (fault injection across processes, benchmark smoke runs).
 test-extended: $(STAMP)
 	$(BIN)/python -m pytest -m extended
+
+# The web interface in a real browser (tests/web): Debian's Chromium, driven by Playwright.
+test-browser: $(STAMP)
+	@command -v chromium >/dev/null || { echo "test-browser needs Debian's Chromium: apt-get install chromium"; exit 1; }
+	$(BIN)/python -m pytest -m browser
 
 # The figures of docs/reliability.md: hostile inputs, OpenAPI fuzz, faults, load (~10 min; run alone).
 reliability: $(STAMP)

@@ -14,10 +14,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 
 from bildwerk.images.io import ImageLimits
 from bildwerk.server.errors import install_error_handlers
 from bildwerk.server.security import GuardMiddleware, allowed_host_names
+from bildwerk.server.sessions import LoginThrottle, SessionSigner
 from bildwerk.server.settings import ServerSettings
 
 log = logging.getLogger("bildwerk.server")
@@ -33,6 +35,10 @@ class AppState:
         self.limits = ImageLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_image_pixels)
         self.a1111_model: str | None = settings.model  # A1111's options can switch it
         self.model_policy = settings.model_policy()  # for listings; the service enforces its own
+        # Browser sessions exist only where a key does (routes_session.py, sessions.py).
+        self.sessions = (SessionSigner(settings.api_key, max_age_s=settings.session_hours * 3600.0)
+                         if settings.api_key else None)
+        self.login_throttle = LoginThrottle()
 
 
 def build_service(settings: ServerSettings, **kwargs: Any):
@@ -83,7 +89,7 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
             if pools is not None:
                 pools.stop(timeout=5)
 
-    app = FastAPI(title="bildwerk", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="bildwerk", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Self-hosted, multilingual image generation. Native jobs API, "
                               "AUTOMATIC1111-compatible /sdapi/v1, OpenAI-compatible /v1/images, "
                               "the museum's inpainting endpoint, image pools from a topic, health, "
@@ -92,7 +98,15 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key,
                        allowed_origins=settings.allowed_origins,
-                       allowed_hosts=allowed_host_names(settings.host, settings.allowed_hosts))
+                       allowed_hosts=allowed_host_names(settings.host, settings.allowed_hosts),
+                       sessions=app.state.bildwerk.sessions)
+    # Outermost: a preflight is answered before the key check (it carries no credentials),
+    # and the guard's own refusals reach an allowed page with CORS headers it can read.
+    app.add_middleware(CORSMiddleware, allow_origins=[o.rstrip("/") for o in settings.allowed_origins],
+                       allow_credentials=True, allow_methods=["GET", "POST", "PUT", "DELETE"],
+                       allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+                       expose_headers=["Location", "Retry-After", "X-Bildwerk-Job", "Content-Disposition"],
+                       max_age=600)
 
     from bildwerk.server import (
         openapi,
@@ -102,10 +116,14 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
         routes_openai,
         routes_ops,
         routes_pools,
+        routes_session,
+        routes_web,
     )
 
-    for module in (routes_ops, routes_native, routes_pools, routes_a1111, routes_openai, routes_museum):
+    for module in (routes_ops, routes_session, routes_native, routes_pools, routes_a1111, routes_openai,
+                   routes_museum):
         app.include_router(module.router)
+    routes_web.install(app)  # the web interface at /, the API docs at /docs, from package files
     openapi.install(app)  # the document says what the routes really answer
     return app
 

@@ -29,7 +29,7 @@ from bildwerk.jobs.sqlite.pools import POOL_ID_RE
 from bildwerk.jobs.sqlite.rows import STATUSES
 from bildwerk.jobs.sqlite.state import _JOB_ID_RE
 from bildwerk.server.routes_native import _SHA
-from bildwerk.server.security import OPEN_PATHS, UNSAFE_METHODS
+from bildwerk.server.security import UNSAFE_METHODS, is_public
 
 
 class ErrorInfo(BaseModel):
@@ -49,13 +49,14 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 # What each error status means here; an operation lists those it can answer.
 ERRORS: dict[int, str] = {
     400: "Invalid request (`invalid_request`: bounds, types, unknown names) or image (`invalid_image`).",
-    401: "No or a wrong API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`).",
+    401: "No or a wrong API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`, or a browser's session cookie).",
     403: "A state-changing request from a web page of another origin (`forbidden_origin`).",
     404: "No such job, image, model or pool (or pool picture, sheet or report).",
     409: "The job is in the wrong state (not ended yet; cancelled while waited for), or the pool "
          "(`pool_state`: starting a running pool, editing the plan of a running one).",
     413: "The request body is over the server's limit (`too_large`).",
-    429: "The queue is full (`queue_full`, with Retry-After), or the remote service rate-limits.",
+    429: "The queue is full (`queue_full`, with Retry-After), the remote service rate-limits, or too many "
+         "wrong keys at login (`rate_limited`).",
     500: "An unexpected error (`internal`) or a job interrupted too often; details in the server log.",
     502: "A remote service or prompt backend failed (`remote_error`, `remote_auth`, `prompt_backend`).",
     503: "Out of memory while generating (`out_of_memory`), or the server is stopping (`shutting_down`).",
@@ -99,6 +100,7 @@ class Op:
     also: dict[str, dict[str, Any]] = field(default_factory=dict)  # other media types of the success answer
     headers: dict[str, dict[str, Any]] = field(default_factory=dict)
     other: dict[int, dict[str, Any]] = field(default_factory=dict)  # answers of their own shape
+    with_key: frozenset[int] = frozenset()  # answered only by a server with an API key
 
 
 def _status_view(*required: str) -> dict[str, Any]:
@@ -122,6 +124,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", "/api/v1/images/{sha256}"): Op(frozenset({400, 404}), media="image/png"),
     ("get", "/api/v1/export"): Op(frozenset({400, 404}), media="application/zip"),
     ("get", "/api/v1/models"): Op(),
+    ("post", "/api/v1/uploads"): Op(SUBMITS, headers={"Location": {
+        "description": "The job's URL.", "required": True, "schema": TEXT}}),
+    ("get", "/api/v1/styles"): Op(),
+    ("get", "/api/v1/samplers"): Op(),
+    # The prompt steps may ask an LLM or a remote describer (502).
+    ("post", "/api/v1/prompt"): Op(frozenset({400, 404, 502})),
+    # Browser login (routes_session.py): a wrong key is a 401, too many of them a 429.
+    ("get", "/api/v1/session"): Op(),
+    ("post", "/api/v1/session"): Op(frozenset({400}), with_key=frozenset({401, 429})),
+    ("delete", "/api/v1/session"): Op(),
     # Image pools (routes_pools.py): a plan is checked like a job (400, an unknown model 404);
     # planning from a topic may ask an LLM (502); starting while the server stops is a 503.
     ("post", "/api/v1/pools"): Op(frozenset({400, 404, 502}), headers={"Location": {
@@ -288,7 +300,7 @@ def _describe_operation(path: str, method: str, operation: dict[str, Any], op: O
     if op.headers:
         answer["headers"] = op.headers
     # Before the parameters' bounds are added: FastAPI's 400s come from its own schemas.
-    statuses = set(op.errors) | _guard_statuses(path, method, operation, api_key)
+    statuses = set(op.errors) | (op.with_key if api_key else set()) | _guard_statuses(path, method, operation, api_key)
     for param in operation.get("parameters", []):
         extra = PATH_PARAMETERS.get(param["name"]) if param["in"] == "path" else \
             QUERY_PARAMETERS.get((path, param["name"]))
@@ -300,7 +312,7 @@ def _describe_operation(path: str, method: str, operation: dict[str, Any], op: O
             error["headers"] = {"Retry-After": RETRY_AFTER}
         responses[str(status)] = error
     responses.update({str(s): r for s, r in op.other.items()})
-    if api_key and path not in OPEN_PATHS:
+    if api_key and not is_public(path):
         operation["security"] = [{"bearer": []}, {"apiKey": []}]
 
 
@@ -312,7 +324,7 @@ def _guard_statuses(path: str, method: str, operation: dict[str, Any], api_key: 
         statuses.add(413)
     if method.upper() in UNSAFE_METHODS:
         statuses.add(403)
-    if api_key and path not in OPEN_PATHS:
+    if api_key and not is_public(path):
         statuses.add(401)
     return statuses
 

@@ -13,8 +13,9 @@ import time
 import zipfile
 from pathlib import Path
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
 
 from bildwerk.core.bounds import MAX_MODEL_REF_CHARS, MAX_NAME_CHARS
 from bildwerk.core.errors import InvalidRequestError
@@ -27,9 +28,9 @@ from bildwerk.jobs.store import (
     JobNotFoundError,
 )
 from bildwerk.server.app import state
-from bildwerk.server.common import b64_image, job_error, job_view
+from bildwerk.server.common import b64_image, decode_upload, job_error, job_view, upload_bytes
 from bildwerk.server.errors import error_response
-from bildwerk.server.schemas import JobIn, request_fields
+from bildwerk.server.schemas import JobIn, PromptPreviewIn, request_fields
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -46,6 +47,55 @@ def create_job(body: JobIn, request: Request) -> JSONResponse:  # type: ignore[v
     row = st.service.submit(spec, api="native")
     view = job_view(request, row)
     return JSONResponse(view, status_code=202, headers={"Location": view["links"]["self"]})
+
+
+# The JSON body of an upload's "request" part is at most this long (no images inside it).
+MAX_UPLOAD_REQUEST_CHARS = 256 * 1024
+
+
+@router.post("/uploads", status_code=202)
+async def create_job_upload(
+        request: Request,
+        fields: str = Form(..., alias="request", max_length=MAX_UPLOAD_REQUEST_CHARS,
+                           description="The job as JSON: the fields of POST /api/v1/jobs, without image and mask."),
+        image: UploadFile | None = File(None, description="Input image (PNG, JPEG or WebP)."),
+        mask: UploadFile | None = File(None, description="Inpainting mask: white = change, or alpha 0 = change.")
+) -> JSONResponse:
+    """A job with its pictures as multipart/form-data (what a browser form or ``curl -F``
+    sends): no base64 on the way; otherwise the same as POST /api/v1/jobs."""
+    st = state(request)
+    body = _job_from_json(fields)
+    image_data = await upload_bytes(st, image, "image")
+    mask_data = await upload_bytes(st, mask, "mask")
+
+    def submit():
+        values = request_fields(body)
+        values.setdefault("model", st.settings.model)
+        spec = JobSpec.build(origin="native", options=body.prompt_options,
+                             image=decode_upload(st, image_data, "image"),
+                             mask=decode_upload(st, mask_data, "mask"), **values)
+        return st.service.submit(spec, api="native")
+
+    row = await asyncio.to_thread(submit)
+    view = job_view(request, row)
+    return JSONResponse(view, status_code=202, headers={"Location": view["links"]["self"]})
+
+
+def _job_from_json(text: str):
+    from bildwerk.core.request import format_validation_error
+
+    try:
+        data = json.loads(text, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+    except (ValueError, RecursionError):
+        raise InvalidRequestError("request: not valid JSON (the job's fields as a JSON object)") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("request: a JSON object with the job's fields")
+    if data.get("image") is not None or data.get("mask") is not None:
+        raise InvalidRequestError("request: send image and mask as file parts of the upload, not inside the JSON")
+    try:
+        return JobIn.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequestError(format_validation_error(exc).replace("invalid request", "request")) from None
 
 
 @router.get("/jobs")
@@ -196,6 +246,45 @@ def export(request: Request,
     buf.seek(0)
     return StreamingResponse(buf, media_type="application/zip",
                              headers={"Content-Disposition": 'attachment; filename="bildwerk-export.zip"'})
+
+
+@router.get("/styles")
+def styles() -> dict:
+    """The prompt styles (``prompt_options.style``): shipped ones and the operator's own."""
+    from bildwerk.prompts.styles import load_styles
+
+    return {"styles": [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
+                       for s in sorted(load_styles().values(), key=lambda s: s.name.lower())]}
+
+
+@router.get("/samplers")
+def samplers() -> dict:
+    """The sampler names a request may give (``scheduler``) and their aliases; unset: the model's own."""
+    from bildwerk.core.samplers import SAMPLERS
+
+    return {"samplers": [{"name": s.name, "aliases": list(s.aliases)} for s in SAMPLERS], "default": None}
+
+
+@router.post("/prompt")
+async def prompt_preview(body: PromptPreviewIn, request: Request) -> dict:  # type: ignore[valid-type]
+    """The prompt steps for a prompt, without generating: detected language, translation,
+    keywords, expansion, style; with an image and ``prompt_options.describe``, the description
+    and the merge. What a job with the same fields and options would give the model."""
+    st = state(request)
+
+    def run() -> dict:
+        fields = request_fields(body)
+        fields.setdefault("model", st.settings.model)
+        image = b64_image(st, body.image, "image")
+        if image is not None:
+            fields.setdefault("mode", "image-to-image")
+        spec = JobSpec.build(origin="native", options=body.prompt_options, image=image, **fields)
+        st.service.generator.check(spec)
+        rec = st.service.generator.with_prompt(spec).request.prompt_record
+        return {"prompt": rec.prompt, "negative_prompt": rec.negative_prompt,
+                "record": rec.model_dump(mode="json")}
+
+    return await asyncio.to_thread(run)
 
 
 @router.get("/models")

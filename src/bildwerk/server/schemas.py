@@ -98,6 +98,20 @@ JobIn = create_model(  # type: ignore[call-overload]
     **_optional_request_fields())
 
 
+class _PromptPreviewBase(StrictBody):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    image: str | None = Field(default=None, description="Input image (base64 or a data: URL), for describe.")
+    prompt_options: PromptOptionsIn | None = None
+
+
+_PREVIEW_FIELDS = ("prompt", "negative_prompt", "model", "mode")
+PromptPreviewIn = create_model(  # type: ignore[call-overload]
+    "PromptPreviewIn", __base__=_PromptPreviewBase,
+    __doc__="A prompt and its options, as a job would have them: the prompt steps without generating.",
+    **{k: v for k, v in _optional_request_fields().items() if k in _PREVIEW_FIELDS})
+
+
 def request_fields(body: BaseModel) -> dict[str, Any]:
     """The request fields a client set (images and prompt options apart)."""
     return body.model_dump(exclude={"image", "mask", "prompt_options"}, exclude_none=True)

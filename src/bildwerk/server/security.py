@@ -6,8 +6,11 @@
   Host (and in Origin), so comparing Origin with Host alone lets it in; the allow-list does not.
 - Body size: a declared Content-Length over the limit is refused before reading; a chunked
   body is counted as it arrives and cut off at the limit (413).
-- API key: when the server has one, every request but /health and /ready must carry it as
-  ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (compared in constant time).
+- API key: when the server has one, every request but the open ones (health, readiness, the
+  web interface's static files, the login) must carry it as ``Authorization: Bearer KEY`` or
+  ``X-API-Key: KEY`` (compared in constant time), or the session cookie a login set
+  (sessions.py). A cookie-authenticated state-changing request must also come with its page's
+  Origin (this server's own, or an allowed one): cookies travel on their own, headers do not.
 - Origin: a browser's state-changing request from another origin is refused (403), so a web
   page cannot drive a server on localhost (ComfyUI #4850). Clients that send no Origin
   (SDKs, curl, scripts) are not affected. An Origin is this server's own only when it equals
@@ -23,7 +26,14 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from bildwerk.server.sessions import SessionSigner, cookie_value
+
 OPEN_PATHS = frozenset({"/health", "/ready"})
+# Served without a key too: the web interface's page and files (it asks for the key itself),
+# the login, and the API docs page (its document, /openapi.json, needs the key).
+SESSION_PATH = "/api/v1/session"
+PUBLIC_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/favicon.ico", SESSION_PATH})
+PUBLIC_PREFIXES = ("/ui/", "/docs-assets/")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 ANY_HOST = "*"
@@ -58,6 +68,11 @@ def allowed_host_names(bind_host: str, configured: Iterable[str]) -> frozenset[s
     return frozenset(n for n in names if n)
 
 
+def is_public(path: str) -> bool:
+    """Served without credentials (the login page must load before the key is known)."""
+    return path in OPEN_PATHS or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
 def _wildcard(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_unspecified
@@ -78,10 +93,12 @@ class _TooLarge(Exception):
 
 class GuardMiddleware:
     def __init__(self, app: Any, *, max_body_bytes: int, api_key: str | None,
-                 allowed_origins: list[str] | None = None, allowed_hosts: frozenset[str] | None = LOOPBACK_NAMES) -> None:
+                 allowed_origins: list[str] | None = None, allowed_hosts: frozenset[str] | None = LOOPBACK_NAMES,
+                 sessions: SessionSigner | None = None) -> None:
         self.app = app
         self.max_body = max_body_bytes
         self.api_key = api_key
+        self.sessions = sessions
         self.allowed = {o.rstrip("/") for o in (allowed_origins or [])}
         self.hosts = allowed_hosts  # None: any Host
 
@@ -98,11 +115,19 @@ class GuardMiddleware:
                               "this server does not answer to that Host name; the operator can add it to "
                               "BILDWERK_ALLOWED_HOSTS")
             return
-        if self.api_key and path not in OPEN_PATHS and not self._key_ok(headers):
-            await _send_error(send, 401, "unauthorized",
-                              "this server needs an API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
-            return
         origin = headers.get("origin")
+        if self.api_key and not is_public(path) and not self._key_ok(headers):
+            if not self._session_ok(headers):
+                await _send_error(send, 401, "unauthorized",
+                                  "this server needs an API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY' "
+                                  "(a browser logs in at POST /api/v1/session)")
+                return
+            if method in UNSAFE_METHODS and not origin:
+                # A cookie alone does not prove that this server's page sent the request.
+                await _send_error(send, 403, "forbidden_origin",
+                                  "a state-changing request with a session cookie must carry its page's Origin; "
+                                  "scripts send the API key instead")
+                return
         if method in UNSAFE_METHODS and origin and not self._origin_ok(origin, headers):
             await _send_error(send, 403, "forbidden_origin",
                               f"requests from the web page {origin} are not allowed; add it to BILDWERK_ALLOWED_ORIGINS")
@@ -154,6 +179,9 @@ class GuardMiddleware:
         if auth.lower().startswith("bearer "):
             given = auth[7:].strip()
         return bool(given) and hmac.compare_digest(given.encode(), (self.api_key or "").encode())
+
+    def _session_ok(self, headers: dict[str, str]) -> bool:
+        return self.sessions is not None and self.sessions.valid(cookie_value(headers.get("cookie")))
 
     def _host_ok(self, host: str | None) -> bool:
         # No Host at all (HTTP/1.0 by hand) is no browser, so no rebinding: served.

@@ -55,6 +55,9 @@ class ServerSettings(BaseModel):
     pool_window: int = Field(default=16, ge=1, le=4096,
                              description="Jobs of one image pool queued or running at a time (other users get in between).")
 
+    session_hours: float = Field(default=24 * 7, gt=0, le=24 * 366,
+                                 description="How long a browser login (the web interface's session cookie) lasts.")
+
     @classmethod
     def from_env(cls, **overrides: object) -> ServerSettings:
         env: dict[str, object] = {}
@@ -64,7 +67,7 @@ class ServerSettings(BaseModel):
                          ("max_body_bytes", "BILDWERK_MAX_BODY_BYTES"), ("sync_timeout", "BILDWERK_SYNC_TIMEOUT"),
                          ("drain_timeout", "BILDWERK_DRAIN_TIMEOUT"), ("max_batch", "BILDWERK_MAX_BATCH"),
                          ("batch_cells", "BILDWERK_BATCH_CELLS"), ("lease_seconds", "BILDWERK_LEASE_SECONDS"),
-                         ("pool_window", "BILDWERK_POOL_WINDOW")):
+                         ("pool_window", "BILDWERK_POOL_WINDOW"), ("session_hours", "BILDWERK_SESSION_HOURS")):
             value = _env(var)
             if value is not None:
                 env[key] = value

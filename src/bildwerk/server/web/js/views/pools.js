@@ -1,0 +1,4 @@
+// The pools view (being built).
+export async function mount(root, {ui}) {
+  root.append(ui.h("p", {class: "muted", text: "…"}));
+}

@@ -1,0 +1,34 @@
+"""The shell: served at /, every file from the package, the language from the browser."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+
+def test_page_loads_in_the_browsers_language_with_nothing_from_outside(web_server, new_page):
+    page = new_page(locale="de-DE")
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(web_server.url) else None)
+    page.goto(web_server.url + "/")
+    page.wait_for_selector("#tab-generate[aria-current=page]")
+    assert page.locator("html").get_attribute("lang") == "de"
+    assert page.locator("#tab-gallery").inner_text() == "Galerie"
+    assert not [u for u in outside if not u.startswith(("data:", "blob:"))]
+
+
+def test_language_switch_relabels_and_is_remembered(web_server, new_page):
+    page = new_page(locale="en-US")
+    page.goto(web_server.url + "/")
+    page.wait_for_selector("#tab-generate[aria-current=page]")
+    page.select_option("#lang", "ko")
+    # Locators and expect, not wait_for_function: the page's CSP forbids evaluating strings.
+    expect(page.locator("html")).to_have_attribute("lang", "ko")
+    expect(page.locator("#tab-pools")).to_have_text("이미지 풀")
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("lang", "ko")
+    assert re.search("갤러리", page.locator("#tabs").inner_text())
