@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bildwerk.core.bounds import MAX_NAME_CHARS, MAX_SEED
+from bildwerk.core.bounds import MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_SEED
 from bildwerk.core.text import check_text
 
 
@@ -71,13 +71,17 @@ class PromptOptions(BaseModel):
     expand: bool = False
     describe: str | None = Field(default=None, max_length=MAX_NAME_CHARS,
                                  description="Describer for the input image: local, openai, azure.")
+    description: str | None = Field(
+        default=None, max_length=MAX_PROMPT_CHARS,
+        description="The input image's description as the user wrote or corrected it (e.g. after "
+                    "POST /api/v1/prompt showed the describer's): used instead of a describer, then merged.")
     merge: Literal["rules", "llm"] = "rules"
     llm: str | None = Field(default=None, max_length=MAX_NAME_CHARS,
                             description="Chat backend: local, openai, openai:MODEL.")
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     fallback: bool = True
 
-    @field_validator("language", "style", "describe", "llm")
+    @field_validator("language", "style", "describe", "llm", "description")
     @classmethod
     def _text(cls, v: str | None) -> str | None:
         return v if v is None else check_text(v)

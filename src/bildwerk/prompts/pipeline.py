@@ -120,7 +120,7 @@ class PromptPipeline:
         prompt = self._translate(prompt, rec, o, multilingual_model, step)
 
         # 4. Describe the input image and merge it with the edit prompt.
-        if o.describe is not None and image is not None:
+        if (o.describe is not None or o.description) and image is not None:
             prompt = self._describe(prompt, image, rec, o, step)
 
         # 5. The museum's lexicon enhancement.
@@ -204,6 +204,8 @@ class PromptPipeline:
         from bildwerk.prompts.describe import merge_description, merge_with_llm
 
         def _run():
+            if o.description:  # the user's own words for the picture: no describer asked
+                return o.description.strip(), "user", {}
             try:
                 d = self.describer(o.describe).describe(image)
             except PromptBackendError as exc:
