@@ -181,3 +181,73 @@ def test_refuses_public_bind_without_key():
     ServerSettings(host="0.0.0.0", api_key="k").check()
     ServerSettings(host="::1").check()
     assert json.loads(ServerSettings().model_dump_json())["host"] == "127.0.0.1"
+
+
+def _upload_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (30, 120, 200)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+# -- what the web interface uses (issue 16): uploads, the prompt preview, progress previews --
+def test_a_multipart_upload_is_a_job_with_its_pictures(server):
+    with server.client() as c:
+        fields = {"mode": "image-to-image", "prompt": "a watercolor lake", "steps": 2, "seed": 3, "strength": 0.5}
+        r = c.post("/api/v1/uploads", data={"request": json.dumps(fields)},
+                   files={"image": ("map.png", _upload_png(), "image/png")})
+        assert r.status_code == 202, r.text
+        assert r.headers["location"].endswith(r.json()["id"])
+        job = wait_job(c, r.json()["id"])
+        assert job["status"] == "succeeded" and job["mode"] == "image-to-image"
+        assert set(job["inputs"]) == {"image"}
+        assert c.get(job["inputs"]["image"]["url"]).content[:8] == b"\x89PNG\r\n\x1a\n"
+        bad = c.post("/api/v1/uploads", data={"request": "{not json"}, files={"image": ("a.png", _upload_png(), "image/png")})
+        assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]["message"]
+        inline = c.post("/api/v1/uploads", data={"request": json.dumps({"image": "AAAA"})})
+        assert inline.status_code == 400 and "file parts" in inline.json()["error"]["message"]
+        typo = c.post("/api/v1/uploads", data={"request": json.dumps({"stepz": 2})})
+        assert typo.status_code == 400 and "stepz" in typo.json()["error"]["message"]
+        junk = c.post("/api/v1/uploads", data={"request": json.dumps(fields)},
+                      files={"image": ("a.png", b"not a picture", "image/png")})
+        assert junk.status_code == 400 and junk.json()["error"]["code"] == "invalid_image"
+
+
+def test_the_prompt_preview_shows_the_steps_without_generating(server):
+    import base64
+
+    with server.client() as c:
+        before = c.get("/api/v1/jobs").json()["total"]
+        r = c.post("/api/v1/prompt", json={"prompt": "ein roter Apfel", "prompt_options": {"style": "watercolor"}})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        steps = [s["step"] for s in out["record"]["steps"]]
+        assert steps[0] == "language" and out["record"]["language"] == "de" and steps[-1] == "style"
+        assert "watercolor" in out["prompt"]
+        image = "data:image/png;base64," + base64.b64encode(_upload_png()).decode()
+        edited = c.post("/api/v1/prompt", json={"prompt": "make it a watercolor", "image": image,
+                                                "prompt_options": {"description": "a blue square"}}).json()
+        describe = next(s for s in edited["record"]["steps"] if s["step"] == "describe")
+        assert describe["output"] == "a blue square" and describe["backend"] == "user"
+        assert "blue square" in edited["prompt"]
+        assert c.get("/api/v1/jobs").json()["total"] == before  # nothing was queued
+        assert c.post("/api/v1/prompt", json={"prompt": "x", "prompt_options": {"style": "nope"}}).status_code == 400
+
+
+def test_progress_events_carry_previews_when_asked(server):
+    with server.client() as c:
+        job = c.post("/api/v1/jobs", json={"prompt": "a lake", "steps": 40, "seed": 1}).json()
+        previews, plain = [], []
+        with httpx.stream("GET", f"{server.url}/api/v1/jobs/{job['id']}/events", params={"preview": "true"},
+                          timeout=120) as r:
+            for line in r.iter_lines():
+                if line.startswith("data:"):
+                    data = json.loads(line[5:])
+                    if "preview" in data:
+                        previews.append(data["preview"])
+                    if data.get("status") in ("succeeded", "failed") and "phase" not in data:
+                        break
+        assert previews and all(p.startswith("data:image/jpeg;base64,") for p in previews)
+        assert len(set(previews)) == len(previews)  # each one sent once
+        with httpx.stream("GET", f"{server.url}/api/v1/jobs/{job['id']}/events", timeout=60) as r:
+            plain = [line for line in r.iter_lines() if line.startswith("data:")]
+        assert plain and not any("preview" in json.loads(p[5:]) for p in plain)

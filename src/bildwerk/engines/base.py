@@ -31,6 +31,9 @@ class ProgressEvent:
     step: int
     total: int
     elapsed: float
+    # Denoising steps of local engines: a picture of where the image is heading, made only
+    # when called (a VAE decode costs time; the caller decides how often it is worth it).
+    preview: Callable[[], Image.Image | None] | None = field(default=None, compare=False, repr=False)
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

@@ -44,6 +44,9 @@ class DenoiseState:
     noise: torch.Tensor | None = None
     unet_in_channels: int = 4
     index: int = 0
+    # The scheduler's estimate of the clean latents after the last step, where it gives one
+    # (DDIM, Euler, ...): what a progress preview shows. None before the first step.
+    denoised: torch.Tensor | None = None
     _extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,9 +92,9 @@ class DenoiseState:
         if self.do_cfg:
             uncond, cond = noise_pred.chunk(2)
             noise_pred = uncond + self.guidance * (cond - uncond)
-        self.latents = self.scheduler.step(
-            noise_pred, t, self.latents, **self._extra, return_dict=False
-        )[0]
+        out = self.scheduler.step(noise_pred, t, self.latents, **self._extra, return_dict=True)
+        self.latents = out.prev_sample
+        self.denoised = getattr(out, "pred_original_sample", None)
         if self.unet_in_channels == 4 and self.mask is not None:
             # Latent blending: keep the known region on the noise level of the next step.
             assert self.image_latents is not None and self.noise is not None

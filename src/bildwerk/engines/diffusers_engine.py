@@ -157,7 +157,18 @@ class DiffusersEngine:
             st = job.state
             assert st is not None
             job.timings["denoise"] += now - t
-            job.emit(ProgressEvent("denoise", st.index, st.total, now - job.t0))
+            job.emit(ProgressEvent("denoise", st.index, st.total, now - job.t0,
+                                   preview=lambda job=job: self.preview(job)))
+
+    def preview(self, job: LocalJob) -> Image.Image | None:
+        """The first picture as it stands: the scheduler's estimate of the clean latents
+        (or the latents themselves) through the VAE. As costly as one image's decode."""
+        st = job.state
+        if st is None:
+            return None
+        lat = st.denoised if st.denoised is not None else st.latents
+        with torch.inference_mode():
+            return self._decode(job.model, lat[:1])[0]
 
     def finish(self, job: LocalJob) -> GenerationResult:
         work, model = job.work, job.model

@@ -354,3 +354,14 @@ def encode_png(img: Image.Image, text_chunks: dict[str, str] | None = None) -> b
     buf = BytesIO()
     img.save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
+
+
+def jpeg_data_url(image: Image.Image, max_side: int = 256, quality: int = 80) -> str:
+    """A small JPEG of a picture as a data: URL (progress previews: a few kilobytes inline in
+    an event, no second request), never larger than ``max_side`` (the page scales it up)."""
+    im = to_rgb(image)
+    if max(im.size) > max_side:
+        im = ImageOps.contain(im, (max_side, max_side), Image.Resampling.BILINEAR)
+    buf = BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -22,7 +22,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,11 @@ HAND_BACK_SECONDS = 3.0
 STORE_PROBE_SECONDS = 2.0
 # How often an idle worker collects what killed writers left in the store (also at start).
 COLLECT_SECONDS = 3600.0
+# Progress previews (only for jobs a client watches with previews): at most one a second,
+# and never more often than every PREVIEW_COST_FACTOR times what the last one took, so a
+# slow decode (a big VAE on a CPU) costs the batch at most a fifth of its time.
+PREVIEW_EVERY_S = 1.0
+PREVIEW_COST_FACTOR = 4.0
 
 
 class ServiceStopping(BildwerkError):
@@ -84,6 +90,10 @@ class Progress:
     total: int = 0
     elapsed: float = 0.0
     updated: float = field(default_factory=time.time)
+    preview: str | None = None  # the latest preview, a JPEG data: URL
+    previews: int = 0  # how many were made (a stream sends each new one once)
+    preview_at: float = 0.0  # monotonic
+    preview_cost: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         frac = self.step / self.total if self.total else (1.0 if self.phase == "done" else 0.0)
@@ -126,6 +136,8 @@ class JobService:
         self._ended: dict[str, float] = {}  # job id -> when it ended here (wakes waiters early)
         self._cancelled: set[str] = set()
         self._watchers = Watchers()
+        self._preview_watchers: dict[str, int] = {}  # job id -> streams that want previews
+        self._preview_lock = threading.Lock()
         # For threads that wait for jobs (a pool's executor): a count of the jobs that ended
         # here (and of stops and store news), with a condition to wait on.
         self._ends = 0
@@ -229,6 +241,43 @@ class JobService:
     def progress_of(self, job_id: str) -> dict[str, Any] | None:
         p = self._progress.get(job_id)
         return p.as_dict() if p is not None else None
+
+    def preview_of(self, job_id: str) -> tuple[int, str | None]:
+        """How many previews a job had here, and the latest (a JPEG data: URL)."""
+        p = self._progress.get(job_id)
+        return (p.previews, p.preview) if p is not None else (0, None)
+
+    @contextmanager
+    def watching_previews(self, job_id: str) -> Iterator[None]:
+        """While a client watches a job with previews, its denoising steps make them."""
+        with self._preview_lock:
+            self._preview_watchers[job_id] = self._preview_watchers.get(job_id, 0) + 1
+        try:
+            yield
+        finally:
+            with self._preview_lock:
+                left = self._preview_watchers.get(job_id, 1) - 1
+                if left > 0:
+                    self._preview_watchers[job_id] = left
+                else:
+                    self._preview_watchers.pop(job_id, None)
+
+    def _make_preview(self, job_id: str, prog: Progress, ev: ProgressEvent) -> None:
+        if ev.preview is None or not self._preview_watchers.get(job_id):
+            return
+        if time.monotonic() - prog.preview_at < max(PREVIEW_EVERY_S, PREVIEW_COST_FACTOR * prog.preview_cost):
+            return
+        from bildwerk.images.io import jpeg_data_url
+
+        t = time.perf_counter()
+        try:
+            image = ev.preview()
+            if image is not None:
+                prog.preview, prog.previews = jpeg_data_url(image), prog.previews + 1
+        except Exception:  # noqa: BLE001 - a preview is a nicety; the job goes on
+            log.debug("preview of job %s failed", job_id, exc_info=True)
+        prog.preview_cost = time.perf_counter() - t
+        prog.preview_at = time.monotonic()
 
     def is_cancelling(self, job_id: str) -> bool:
         return job_id in self._cancelled
@@ -511,6 +560,7 @@ class JobService:
 
         def on_progress(ev: ProgressEvent) -> None:
             prog.phase, prog.step, prog.total, prog.elapsed = ev.phase, ev.step, ev.total, ev.elapsed
+            self._make_preview(job_id, prog, ev)
             prog.updated = time.time()
             self._notify(job_id)
 
@@ -650,7 +700,7 @@ class JobService:
             self.metrics.latency.labels(row.api or "native").observe(max(0.0, now - row.created_at))
         p = self._progress.get(job_id)
         if p is not None:
-            p.phase, p.updated = status, now
+            p.phase, p.updated, p.preview = status, now, None  # the result replaces the preview
         self._ended[job_id] = now
         self._notify(job_id)
         self._count_end()

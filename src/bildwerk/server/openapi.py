@@ -78,7 +78,7 @@ BINARY = {"type": "string", "format": "binary"}
 EVENT = {"type": "object", "required": ["event", "data"], "properties": {
     "event": {"type": "string", "enum": ["progress", "end"]},
     "data": {"type": "string", "contentMediaType": "application/json",
-             "description": "progress: id, status, phase, step, total, fraction, elapsed, queue_position; "
+             "description": "progress: id, status, phase, step, total, fraction, elapsed, queue_position (and, with ?preview=true, now and then preview: a JPEG data: URL); "
                             "end: id, status, error (null or code and message)."}}}
 
 

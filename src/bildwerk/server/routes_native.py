@@ -151,26 +151,35 @@ def delete_job(job_id: str, request: Request) -> Response:
 
 
 @router.get("/jobs/{job_id}/events")
-async def job_events(job_id: str, request: Request) -> StreamingResponse:
+async def job_events(job_id: str, request: Request,
+                     preview: bool = Query(False, description="Add a small JPEG of the picture as it forms "
+                                                              "(``preview``, a data: URL) to progress events, "
+                                                              "about once a second while it denoises.")
+                     ) -> StreamingResponse:
     """Server-sent events: ``progress`` while it runs, then one ``end`` with the status; or,
     when the server stops before the job ends here, one ``stopping`` (reconnect to follow it)."""
     svc = state(request).service
     await asyncio.to_thread(_row_or_404, request, job_id)
+    watching = getattr(svc, "watching_previews", None)
 
     async def stream():
         last = None
         idle = 0.0
         seen = 0.0
+        sent_previews = 0
         while True:
             info = await asyncio.to_thread(svc.status, job_id)  # SQLite reads off the event loop
             if info is None:
                 yield "event: end\ndata: {\"status\": \"deleted\"}\n\n"
                 return
             row, prog = info["row"], info["progress"]
-            current = (row.status, prog["phase"], prog["step"])
+            previews, image = svc.preview_of(job_id) if preview and watching else (0, None)
+            current = (row.status, prog["phase"], prog["step"], previews)
             if current != last:
                 last, idle = current, 0.0
                 payload = {"id": job_id, "status": row.status, **prog, "queue_position": info["position"]}
+                if image is not None and previews != sent_previews:
+                    payload["preview"], sent_previews = image, previews
                 yield f"event: progress\ndata: {json.dumps(payload)}\n\n"
             if row.status in ("succeeded", "failed", "cancelled"):
                 end = {"id": job_id, "status": row.status, "error": job_error(row)}
@@ -191,7 +200,13 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
                 idle = 0.0
                 yield ": keep-alive\n\n"
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
+    async def previewed():
+        with watching(job_id):
+            async for chunk in stream():
+                yield chunk
+
+    body = previewed() if preview and watching else stream()
+    return StreamingResponse(body, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
