@@ -5,6 +5,8 @@ logged a console error or threw."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from harness.browser import launch, watch_console
 from harness.server import ServerProcess
@@ -28,22 +30,38 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def new_page(browser):
-    """new_page(locale="de-DE", viewport=(768, 1024), touch=False) -> a page; console errors fail the test."""
-    contexts, logs = [], []
+class _Pages:
+    """new_page(locale="de-DE", viewport=(768, 1024), touch=False) -> a page whose console errors
+    fail the test; ``new_page.allow(r"status of 401")`` accepts the ones a test provokes (Chromium
+    logs every 4xx answer to a fetch as a console error)."""
 
-    def make(locale: str = "en-US", viewport: tuple[int, int] = (768, 1024), touch: bool = False):
-        ctx = browser.new_context(locale=locale, viewport={"width": viewport[0], "height": viewport[1]},
-                                  has_touch=touch, is_mobile=False)
+    def __init__(self, browser) -> None:
+        self.browser = browser
+        self.contexts: list = []
+        self.logs: list[list[str]] = []
+        self.allowed: list[re.Pattern] = []
+
+    def __call__(self, locale: str = "en-US", viewport: tuple[int, int] = (768, 1024), touch: bool = False):
+        ctx = self.browser.new_context(locale=locale, viewport={"width": viewport[0], "height": viewport[1]},
+                                       has_touch=touch, is_mobile=False)
         ctx.set_default_timeout(20_000)
-        contexts.append(ctx)
+        self.contexts.append(ctx)
         page = ctx.new_page()
-        logs.append(watch_console(page))
+        self.logs.append(watch_console(page))
         return page
 
-    yield make
-    errors = [e for log in logs for e in log]
-    for ctx in contexts:
+    def allow(self, pattern: str) -> None:
+        self.allowed.append(re.compile(pattern))
+
+    def unexpected(self) -> list[str]:
+        return [e for log in self.logs for e in log if not any(p.search(e) for p in self.allowed)]
+
+
+@pytest.fixture
+def new_page(browser):
+    pages = _Pages(browser)
+    yield pages
+    errors = pages.unexpected()
+    for ctx in pages.contexts:
         ctx.close()
     assert not errors, "the page logged errors:\n" + "\n".join(errors)

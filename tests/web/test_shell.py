@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from harness.browser import serious_violations
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -32,3 +33,21 @@ def test_language_switch_relabels_and_is_remembered(web_server, new_page):
     page.reload()
     expect(page.locator("html")).to_have_attribute("lang", "ko")
     assert re.search("갤러리", page.locator("#tabs").inner_text())
+
+
+def test_the_shell_is_accessible_and_keyboard_usable_on_a_tablet(web_server, new_page):
+    page = new_page(locale="fr-FR", viewport=(768, 1024))
+    page.goto(web_server.url + "/")
+    page.wait_for_selector("#tab-generate[aria-current=page]")
+    assert serious_violations(page) == []
+    page.keyboard.press("Tab")  # the skip link first
+    assert page.evaluate("() => document.activeElement.className") == "skip"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")  # brand, then the tabs
+    focused = page.evaluate("() => document.activeElement.id")
+    assert focused == "tab-vary", focused
+    page.keyboard.press("Enter")
+    expect(page.locator("#tab-vary")).to_have_attribute("aria-current", "page")
+    expect(page.locator("#vary-title")).to_have_text("Varier")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 768  # no sideways scrolling
