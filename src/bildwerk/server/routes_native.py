@@ -84,8 +84,11 @@ async def create_job_upload(
 def _job_from_json(text: str):
     from bildwerk.core.request import format_validation_error
 
+    def no_constant(name: str) -> None:  # NaN and Infinity are not JSON
+        raise ValueError(name)
+
     try:
-        data = json.loads(text, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+        data = json.loads(text, parse_constant=no_constant)
     except (ValueError, RecursionError):
         raise InvalidRequestError("request: not valid JSON (the job's fields as a JSON object)") from None
     if not isinstance(data, dict):

@@ -88,6 +88,21 @@ class ServerSettings(BaseModel):
 
             raise InvalidRequestError(format_validation_error(exc).replace("invalid request", "invalid setting")) from None
 
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        """Each an origin as browsers send it (scheme://host[:port]); no '*': a page of any
+        site must not read a logged-in browser's answers."""
+        out = []
+        for value in values:
+            origin = value.strip().rstrip("/")
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query \
+                    or parts.fragment or "*" in origin:
+                raise ValueError(f"allowed origins are scheme://host[:port] (no '*', no path), got {value!r}")
+            out.append(origin)
+        return out
+
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
