@@ -1,4 +1,5 @@
-"""Browser tests: a real server on 127.0.0.1 (the default model), Debian's Chromium driven by
+"""Browser tests: a real server on 127.0.0.1 (the default model; "remote" is a loopback stand-in
+of the OpenAI Images API), Debian's Chromium driven by
 Playwright. One server and one browser for the session; each test gets a fresh context (no
 cookies, no storage), a 768x1024 tablet-sized viewport by default, and fails if the page
 logged a console error or threw."""
@@ -8,13 +9,23 @@ from __future__ import annotations
 import re
 
 import pytest
+from fakes.openai_server import FakeOpenAIServer
 from harness.browser import launch, watch_console
 from harness.server import ServerProcess
 
 
 @pytest.fixture(scope="session")
-def web_server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("web-srv"), None).start()
+def fake_openai():
+    """The OpenAI Images API as a loopback stand-in: the page's "remote" model choice."""
+    with FakeOpenAIServer(required_key="sk-test") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def web_server(tmp_path_factory, fake_openai):
+    srv = ServerProcess(tmp_path_factory.mktemp("web-srv"), None, extra_env={
+        "BILDWERK_OPENAI_BASE_URL": fake_openai.base_url, "BILDWERK_OPENAI_API_KEY": "sk-test",
+        "BILDWERK_REMOTE_MODEL": "openai:gpt-image-1"}).start()
     srv.wait_ready()
     yield srv
     srv.stop()
