@@ -4,6 +4,7 @@ opened by its address."""
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 
@@ -123,3 +124,14 @@ def test_a_jobs_result_opens_as_the_picture_to_vary(web_server, new_page):
     assert shown == [img.width, img.height, sum(img.tobytes())]
     expect(page.get_by_role("button", name="Make variations")).to_be_enabled()
     assert not serious_violations(page)
+
+    # A big photo: the description preview sends it at most 512 px wide; the job gets it whole.
+    big = Image.new("RGB", (1200, 800), (40, 140, 60))
+    page.locator(".dropzone input[type=file]").set_input_files(
+        {"name": "big.png", "mimeType": "image/png", "buffer": png_bytes(big)})
+    with page.expect_request("**/api/v1/prompt") as sent:
+        page.get_by_role("button", name="Describe the picture").click()
+    data_url = sent.value.post_data_json["image"]
+    assert data_url.startswith("data:image/png;base64,")
+    assert Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).size == (512, 341)
+    expect(page.get_by_label("What the picture shows")).to_have_value(re.compile(r"\w{3}"))

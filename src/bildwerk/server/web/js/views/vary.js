@@ -4,13 +4,14 @@
 import {localPath} from "../api.js";
 
 const PREVIEW_DELAY_MS = 450;
+const PREVIEW_MAX_PX = 512;  // the describer looks at a small picture; a preview need not send the photo
 
 export async function mount(root, ctx) {
   const {api, t, ui, jobs, config, args} = ctx;
   const h = ui.h;
   let file = null;        // the picture to vary (File or Blob)
   let fileUrl = null;     // its blob: URL, for the preview next to the form
-  let dataUrl = null;     // the same picture as a data: URL, for POST /api/v1/prompt
+  let dataUrl = null;     // the same picture (at most 512 px) as a data: URL, for POST /api/v1/prompt
   let previewSeq = 0;     // answers of an older preview are dropped
   let previewTimer = null;
   let follow = null;
@@ -123,6 +124,16 @@ export async function mount(root, ctx) {
     }
   }
 
+  async function previewDataUrl(blob) {
+    const bitmap = await createImageBitmap(blob);
+    const scale = Math.min(1, PREVIEW_MAX_PX / Math.max(bitmap.width, bitmap.height));
+    if (scale === 1) { bitmap.close(); return readDataUrl(blob); }
+    const canvas = h("canvas", {width: Math.round(bitmap.width * scale), height: Math.round(bitmap.height * scale)});
+    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    bitmap.close();
+    return canvas.toDataURL(blob.type === "image/png" ? "image/png" : "image/jpeg", 0.92);
+  }
+
   function readDataUrl(blob) {
     return new Promise((resolve, reject) => {
       const reader = new FileReader();
@@ -154,7 +165,7 @@ export async function mount(root, ctx) {
     describeBtn.setAttribute("aria-busy", "true");
     previewNote.textContent = t(describe ? "vary.describing" : "vary.merging");
     try {
-      dataUrl ??= await readDataUrl(file);
+      dataUrl ??= await previewDataUrl(file);
       const body = {prompt: edit.value.trim(), mode: "image-to-image", image: dataUrl,
                     prompt_options: promptOptions({withDescription: !describe})};
       if (model.value) body.model = model.value;
