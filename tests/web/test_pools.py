@@ -146,6 +146,9 @@ def test_pause_resume_and_cancel_follow_the_pools_status(web_server, new_page):
     page = new_page(locale="de-DE")
     page.goto(f"{web_server.url}/#/pools/{pool['id']}")
     expect(page.locator(".pool-status")).to_contain_text("Entwurf")
+    # A kind's target changed in the form: Start saves the plan first, the pool's target follows.
+    page.get_by_label("Anzunehmende Bilder").fill("30")
+    expect(page.locator(".pool-summary")).to_contain_text("0 / 24")
     page.get_by_role("button", name="Starten").click()
     expect(page.locator(".pool-status")).to_contain_text("Läuft")
     assert action_states(page) == {"start": False, "pause": True, "resume": False, "cancel": True}
@@ -161,4 +164,6 @@ def test_pause_resume_and_cancel_follow_the_pools_status(web_server, new_page):
     assert action_states(page) == {"start": False, "pause": False, "resume": False, "cancel": False}
     expect(page.locator(".plan-edit textarea").first).to_be_disabled()
     with web_server.client() as c:
-        assert c.get(f"/api/v1/pools/{pool['id']}").json()["status"] == "cancelled"
+        view = c.get(f"/api/v1/pools/{pool['id']}").json()
+    assert view["status"] == "cancelled"
+    assert view["target"] == view["plan"]["images"] == view["plan"]["kinds"][0]["images"] == 30

@@ -155,8 +155,9 @@ async function listPage(root, {api, t, ui, go}) {
   try {
     list = (await api.get("/api/v1/pools?limit=50")).pools;
     renderList();
-    // The list has no counts; each pool's own view has them.
+    // The list has no counts; each pool's own view has them (a draft has made nothing yet).
     await Promise.all(list.map(async (p) => {
+      if (p.status === "draft") { p.accepted = 0; return; }
       try { p.accepted = (await api.get(`/api/v1/pools/${encodeURIComponent(p.id)}`)).accepted; } catch { /* stays – */ }
     }));
     renderList();
@@ -179,6 +180,7 @@ async function poolPage(root, {api, t, ui}, id) {
   let browseSeq = 0;
   let browseTimer = null;
   let shown = 0;
+  const openKinds = new Map();  // kind -> open, kept across re-renders of the plan
 
   // header and actions
   const title = h("h3", {class: "pool-title"});
@@ -311,6 +313,7 @@ async function poolPage(root, {api, t, ui}, id) {
   // one), the gates and the shared settings. Edits change `plan` in place; Save sends it.
   function renderPlan() {
     if (!plan) return;
+    const openByDefault = plan.kinds.reduce((a, x) => a + x.locations.length, 0) <= 24;  // a big plan opens kind by kind
     const kinds = plan.kinds.map((k, ki) => {
       const target = h("input", {type: "number", min: 0, step: 1, value: k.images, inputmode: "numeric",
                                  dataset: {kindTarget: k.kind}});
@@ -343,11 +346,12 @@ async function poolPage(root, {api, t, ui}, id) {
               p.images !== 1 ? h("span", {class: "muted", text: ` (${t("pools.kind_images", {n: p.images})})`}) : null),
             text, hint);
         })));
-      const open = plan.kinds.reduce((a, x) => a + x.locations.length, 0) <= 24;
-      return h("details", {class: "plan-kind", open, dataset: {kind: k.kind}},
+      const box = h("details", {class: "plan-kind", open: openKinds.get(k.kind) ?? openByDefault, dataset: {kind: k.kind}},
         h("summary", {}, h("span", {class: "plan-kind-name", text: kindLabel(t, k.kind)}), " ", planned),
         ui.field("pools.kind_target", target),
         h("ul", {class: "plan-locations"}, locations));
+      box.addEventListener("toggle", () => openKinds.set(k.kind, box.open));
+      return box;
     });
     const gates = plan.gates;
     const gate = (key) => {

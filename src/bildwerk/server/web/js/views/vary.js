@@ -221,7 +221,7 @@ export async function mount(root, ctx) {
     if (status === "queued" && p.queue_position) text += ` · ${t("common.queue_position", {n: p.queue_position})}`;
     if (status === "running" && p.phase === "denoise" && p.total) text += ` · ${t("vary.step_of", {step: p.step, total: p.total})}`;
     progressText.textContent = text;
-    if (typeof p.fraction === "number") bar.value = p.phase === "denoise" || p.phase === "done" ? p.fraction : bar.value;
+    if (typeof p.fraction === "number" && (p.phase === "denoise" || p.phase === "done")) bar.value = p.fraction;
   }
 
   function finished(done, err) {
