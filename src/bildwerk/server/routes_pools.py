@@ -26,7 +26,7 @@ from bildwerk.core.errors import BildwerkError
 from bildwerk.jobs.store import MAX_OFFSET, POOL_STATUSES, ExportError, PoolRow
 from bildwerk.server.app import state
 from bildwerk.server.errors import error_response
-from bildwerk.server.schemas import PoolIn, plan_from_body, plan_from_data
+from bildwerk.server.schemas import YAML_TYPES, PoolIn, plan_from_body, plan_from_data
 
 router = APIRouter(prefix="/api/v1", tags=["pools"])
 
@@ -60,9 +60,9 @@ def pool_view(request: Request, row: PoolRow, *, full: bool = False) -> dict[str
                   "images": f"{base}/images", "report": f"{base}/report", "export": f"{base}/export",
                   "jobs": f"{st.settings.base_url}/api/v1/jobs?pool_id={row.id}"},
     }
+    plan = pools.plan_of(row)
+    view.update(pools.counts(row.id, plan))  # the list shows how far each pool is, too
     if full:
-        plan = pools.plan_of(row)
-        view.update(pools.counts(row.id, plan))
         view["jobs"] = st.service.store.pool_job_counts(row.id)
         view["plan"] = plan.dump()
     return view
@@ -111,11 +111,16 @@ def get_pool(pool_id: str, request: Request) -> dict:
 
 @router.get("/pools/{pool_id}/plan")
 def get_plan(pool_id: str, request: Request,
-             format: Literal["json", "yaml"] = Query("json", description="json, or yaml to edit by hand.")) -> Response:
+             format: Literal["json", "yaml"] | None = Query(
+                 None, description="json, or yaml to edit by hand; unset: as the Accept header asks "
+                                   "(application/yaml or text/yaml), else json.")) -> Response:
     from bildwerk.pool.plan import to_yaml
 
     pools = _pools(request)
     plan = pools.plan_of(pools.get(pool_id))
+    if format is None:
+        accept = request.headers.get("accept", "").lower()
+        format = "yaml" if any(t in accept for t in YAML_TYPES) else "json"
     if format == "yaml":
         return Response(to_yaml(plan.dump()), media_type="application/yaml")
     return JSONResponse(plan.dump())
