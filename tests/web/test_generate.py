@@ -164,3 +164,14 @@ def test_the_form_by_keyboard_only(web_server, new_page):
     job = httpx.get(f"{web_server.url}/api/v1/jobs/{job_id_of(page)}").json()
     assert job["request"]["prompt"] == "un chat noir sur un toit" and job["request"]["steps"] == 5
     expect(page.locator(".gen-preview li[data-step=language]")).to_contain_text("fr")
+
+    # A language switch relabels the form and the record without losing what was typed.
+    page.select_option("#lang", "ko")
+    expect(page.get_by_role("button", name="생성", exact=True)).to_be_visible()
+    expect(page.locator("#gen-prompt")).to_have_value("un chat noir sur un toit")
+    expect(page.locator(".gen-record dl")).to_contain_text("시드")
+    # Away to the gallery and back: the job this tab made is shown again.
+    page.locator("#tab-gallery").click()
+    expect(page.locator(f".gal-card[data-job='{job['id']}']")).to_be_visible()
+    page.locator("#tab-generate").click()
+    expect(page.locator(".gen-result img").first).to_have_attribute("src", f"/api/v1/jobs/{job['id']}/images/0")

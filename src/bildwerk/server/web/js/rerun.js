@@ -8,6 +8,9 @@
 import {localPath} from "./api.js";
 
 export const RERUN_KEY = "bildwerk.rerun";
+// The job the generate view last started in this tab (shown again on coming back); the
+// gallery forgets it when it deletes that job, so no view asks for a job that is gone.
+export const LAST_JOB_KEY = "bildwerk.generate.job";
 const VIEW_OF_MODE = {"text-to-image": "#/generate", "image-to-image": "#/vary", "inpaint": "#/inpaint"};
 
 // Stores the job's request and returns the route of the view that re-runs it.

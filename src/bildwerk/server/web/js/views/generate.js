@@ -2,7 +2,7 @@
 // (POST /api/v1/prompt), then one job followed live (progress, previews) to its images and
 // record. Fields left alone stay unset, so the model's own defaults apply.
 import {jobRecord, stepsList} from "../record.js";
-import {takeRerun} from "../rerun.js";
+import {LAST_JOB_KEY, takeRerun} from "../rerun.js";
 
 const PREVIEW_DELAY_MS = 600;
 const SIZES = [[512, 512], [768, 768], [1024, 1024], [768, 512], [512, 768], [1024, 576], [576, 1024]];
@@ -157,7 +157,7 @@ export async function mount(root, ctx) {
   }
 
   // -- submitting and following ---------------------------------------------------------------
-  let follower = null, current = null, lastProgress = null;
+  let follower = null, current = null, lastProgress = null, alive = true;
 
   function jobFields() {
     const f = {prompt: prompt.value.trim(), mode: "text-to-image", model: model.value, num_images: Number(count.value)};
@@ -202,12 +202,19 @@ export async function mount(root, ctx) {
       showError(err);
       return;
     }
+    follow(job);
+    output.scrollIntoView({block: "nearest"});
+  }
+
+  function follow(job) {
     current = job;
+    sessionStorage.setItem(LAST_JOB_KEY, job.id);
     output.dataset.job = job.id;
     output.hidden = false;
     progress.hidden = false;
-    output.scrollIntoView({block: "nearest"});
-    showProgress({status: job.status, phase: "queued", queue_position: job.queue_position});
+    running(true);
+    showProgress({status: job.status, phase: job.status === "queued" ? "queued" : job.progress?.phase,
+      queue_position: job.queue_position, ...(job.progress || {})});
     follower?.close();
     follower = jobs.followJob(job.id, {
       onProgress: showProgress,
@@ -287,6 +294,22 @@ export async function mount(root, ctx) {
   // -- a re-run from the gallery (see rerun.js) -----------------------------------------------
   const rerun = takeRerun();
   if (rerun) fill(rerun.fields);
+  else resume();
+
+  // The job this tab last started, shown again after a visit to another view (followed on if
+  // it still runs).
+  async function resume() {
+    const id = sessionStorage.getItem(LAST_JOB_KEY);
+    if (!id) return;
+    try {
+      const job = await api.get(`/api/v1/jobs/${encodeURIComponent(id)}`);
+      if (!alive || current) return;
+      if (job.status === "queued" || job.status === "running") follow(job);
+      else { output.dataset.job = job.id; output.hidden = false; progress.hidden = false; finished(job); }
+    } catch {
+      sessionStorage.removeItem(LAST_JOB_KEY);
+    }
+  }
 
   function fill(f) {
     const o = f.prompt_options || {};
@@ -343,6 +366,7 @@ export async function mount(root, ctx) {
 
   return {
     unmount() {
+      alive = false;
       clearTimeout(timer);
       inflight?.abort();
       follower?.close();
