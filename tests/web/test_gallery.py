@@ -25,10 +25,10 @@ def serious(page) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def two_jobs(web_server):
-    """Two finished jobs with a made-up word each, so a search finds exactly one."""
+def made(web_server):
+    """Finished jobs with a made-up word each, so a search finds exactly one; queued together."""
     tag = uuid.uuid4().hex[:6]
-    words = {"zebra": f"zebra{tag}", "giraffe": f"giraffe{tag}"}
+    words = {"zebra": f"zebra{tag}", "giraffe": f"giraffe{tag}", "lighthouse": f"Leuchtturm{tag}"}
     with web_server.client() as c:
         ids = {}
         for name, word in words.items():
@@ -46,8 +46,8 @@ def search(page, word: str) -> None:
     box.press("Enter")
 
 
-def test_search_open_delete(web_server, new_page, two_jobs):
-    word, job_id = two_jobs["zebra"]
+def test_search_open_delete(web_server, new_page, made):
+    word, job_id = made["zebra"]
     page = new_page(locale="en-US")
     page.goto(web_server.url + "/#/gallery")
     expect(page.locator(".gal-card").first).to_be_visible()
@@ -83,8 +83,8 @@ def test_search_open_delete(web_server, new_page, two_jobs):
     assert httpx.get(f"{web_server.url}/api/v1/jobs/{job_id}").status_code == 404
 
 
-def test_address_opens_a_job_and_rerun_fills_generate(web_server, new_page, two_jobs):
-    word, job_id = two_jobs["giraffe"]
+def test_address_opens_a_job_and_rerun_fills_generate(web_server, new_page, made):
+    word, job_id = made["giraffe"]
     page = new_page(locale="de-DE")
     page.goto(f"{web_server.url}/#/gallery/{job_id}")
     dialog = page.get_by_role("dialog")
@@ -102,11 +102,9 @@ def test_address_opens_a_job_and_rerun_fills_generate(web_server, new_page, two_
     expect(page.locator("#gen-prompt")).to_have_value("")
 
 
-def test_select_by_keyboard_and_export_for_training(web_server, new_page, two_jobs):
-    _, job_id = two_jobs["giraffe"]
-    with web_server.client() as c:  # a second job to export with it
-        other = c.post("/api/v1/jobs", json={"prompt": "ein Leuchtturm", "steps": 4}).json()["id"]
-        wait_job(c, other)
+def test_select_by_keyboard_and_export_for_training(web_server, new_page, made):
+    _, job_id = made["giraffe"]
+    _, other = made["lighthouse"]
     page = new_page(locale="en-US")
     page.goto(web_server.url + "/#/gallery")
     for jid in (job_id, other):

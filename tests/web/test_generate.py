@@ -74,9 +74,8 @@ def test_german_prompt_preview_progress_image_and_record(web_server, new_page):
     expect(page.locator("#gen-phase")).to_have_text("Fertig")
     seen = page.evaluate("() => window.seen")
     phases = [s["phase"] for s in seen]
-    assert "denoise" in phases, seen
-    assert len({s["text"] for s in seen if s["phase"] == "denoise"}) >= 2, seen  # "Schritt 1 von 4", "… 2 von 4"
-    assert any("Entrauschen" in s["text"] for s in seen), seen
+    assert "denoise" in phases and phases[-1] == "succeeded", seen
+    assert any(re.fullmatch(r"Entrauschen · Schritt [1-4] von 4", s["text"]) for s in seen), seen
 
     # The image shown is the PNG the server has.
     assert page.evaluate("(img) => img.complete && img.naturalWidth", image.element_handle()) > 0
