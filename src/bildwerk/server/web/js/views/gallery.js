@@ -106,7 +106,9 @@ export async function mount(root, ctx) {
     try {
       const r = await api.get(`/api/v1/jobs?${p}`);
       if (mine !== seq) return;
-      loaded = append ? [...loaded, ...r.jobs] : r.jobs;
+      // Jobs made since the first page shift the pages: a job already shown is not shown twice.
+      const have = new Set(loaded.map((j) => j.id));
+      loaded = append ? [...loaded, ...r.jobs.filter((j) => !have.has(j.id))] : r.jobs;
       offset += r.jobs.length;
       more.hidden = r.jobs.length < PAGE;
       render();
@@ -238,6 +240,7 @@ export async function mount(root, ctx) {
         await api.del(`/api/v1/jobs/${encodeURIComponent(job.id)}`);
         if (sessionStorage.getItem(LAST_JOB_KEY) === job.id) sessionStorage.removeItem(LAST_JOB_KEY);
         loaded = loaded.filter((j) => j.id !== job.id);
+        offset = Math.max(0, offset - 1);
         selected.delete(job.id);
         returnFocus = null;
         dialog.close();
