@@ -93,36 +93,3 @@ export function imagePicker({labelKey = "common.pick_image", onImage}) {
   });
   return {el: zone, input, button};
 }
-
-// A job's record as a definition list plus its prompt steps, in order.
-export function recordView(job) {
-  const rec = job.record || {};
-  const req = job.request || rec.request || {};
-  const prompt = rec.prompt || {};
-  const rows = [
-    [t("common.original_prompt"), prompt.original ?? req.prompt ?? job.prompt],
-    [t("common.final_prompt"), prompt.prompt ?? job.prompt],
-    [t("common.negative_prompt"), prompt.negative_prompt || req.negative_prompt],
-    [t("common.language"), prompt.language],
-    [t("common.model"), job.model],
-    [t("common.mode"), job.mode],
-    [t("common.seed"), job.results?.map((r) => r.seed).join(", ") || job.seed],
-    [t("common.steps"), req.steps],
-    [t("common.guidance"), rec.guidance ?? req.guidance],
-    [t("common.size"), req.width && req.height ? `${req.width}×${req.height}` : rec.width && `${rec.width}×${rec.height}`],
-    [t("common.scheduler"), rec.scheduler ?? req.scheduler],
-  ].filter(([, v]) => v !== undefined && v !== null && v !== "");
-  const dl = h("dl", {}, rows.flatMap(([k, v]) => [h("dt", {text: k}), h("dd", {text: String(v)})]));
-  return h("div", {class: "record"}, dl, stepsView(prompt.steps || []),
-    (prompt.warnings || []).map((w) => h("p", {class: "error", text: w})));
-}
-
-// Prompt steps as recorded: name, what went in, what came out, which backend.
-export function stepsView(steps) {
-  if (!steps.length) return h("p", {class: "muted", text: t("common.no_steps")});
-  return h("ol", {class: "steps", "aria-label": t("common.prompt_steps")}, steps.map((s) =>
-    h("li", {dataset: {step: s.step}},
-      h("span", {class: "step-name", text: t(`common.step_${s.step}`) === `common.step_${s.step}` ? s.step : t(`common.step_${s.step}`)}),
-      s.backend ? h("span", {class: "muted", text: ` (${s.backend})`}) : null,
-      h("div", {text: s.output ?? ""}))));
-}

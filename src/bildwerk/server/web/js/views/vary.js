@@ -2,6 +2,7 @@
 // the picture, merges the description with the edit and makes N variations (image-to-image).
 // The description is shown before anything is generated, so a person can correct it.
 import {localPath} from "../api.js";
+import {jobRecord, stepsList} from "../record.js";
 
 const PREVIEW_DELAY_MS = 450;
 const PREVIEW_MAX_PX = 512;  // the describer looks at a small picture; a preview need not send the photo
@@ -174,7 +175,7 @@ export async function mount(root, ctx) {
       const steps = res.record?.steps || [];
       if (describe) description.value = steps.find((s) => s.step === "describe")?.output ?? "";
       merged.value = res.prompt;
-      stepsBox.replaceChildren(ui.stepsView(steps));
+      stepsBox.replaceChildren(stepsList(steps));
       previewNote.textContent = (res.record?.warnings || []).join(" ");
     } catch (err) {
       if (seq === previewSeq) previewNote.textContent = ui.errorText(err);
@@ -272,10 +273,7 @@ export async function mount(root, ctx) {
     }
     grid.replaceChildren(...figures);
     results.hidden = false;
-    // The prompt record sits under the request in a job's record; recordView reads record.prompt.
-    const rec = done.record || {};
-    const shown = {...done, record: {...rec, prompt: rec.prompt || rec.request?.prompt_record}};
-    record.replaceChildren(h("details", {open: true}, h("summary", {text: t("vary.record")}), ui.recordView(shown)));
+    record.replaceChildren(h("details", {open: true}, h("summary", {text: t("vary.record")}), jobRecord(done)));
   }
 
   return {
