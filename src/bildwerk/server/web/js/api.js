@@ -57,7 +57,7 @@ export const del = (path, opts) => request("DELETE", path, opts);
 export function submitJob(fields, {image = null, mask = null} = {}) {
   if (!image && !mask) return post("/api/v1/jobs", fields);
   const form = new FormData();
-  form.append("request", new Blob([JSON.stringify(fields)], {type: "application/json"}));
+  form.append("request", JSON.stringify(fields));  // a text field: the server reads it as Form(str), not a file
   if (image) form.append("image", image, image.name || "image.png");
   if (mask) form.append("mask", mask, mask.name || "mask.png");
   return request("POST", "/api/v1/uploads", {form});
