@@ -98,12 +98,37 @@ def test_mouse_painting_undo_redo_invert_clear_and_brush_size(web_server, new_pa
     big = pixels(stage)
     assert big > small > 0
 
+    # The brush's circle follows the mouse at its size on screen; Ctrl+wheel zooms, the wheel pans.
+    page.mouse.move(*screen(page, 0.5, 0.5))
+    zoom = float(stage.get_attribute("data-zoom"))
+    circle = page.locator(".me-cursor").bounding_box()
+    assert abs(circle["width"] - int(page.locator("input[name=brush_size]").input_value()) * zoom) < 1
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -300)
+    page.keyboard.up("Control")
+    expect(stage).not_to_have_attribute("data-zoom", f"{zoom:.3f}")
+    assert float(stage.get_attribute("data-zoom")) > zoom
+    before, layer = page.locator(".me-image").bounding_box(), page.locator(".me-layer")
+    style = layer.get_attribute("style")
+    page.mouse.wheel(0, 40)
+    expect(layer).not_to_have_attribute("style", style)
+    assert page.locator(".me-image").bounding_box()["y"] < before["y"]
+    page.get_by_role("button", name="Whole picture").click()
+    expect(stage).to_have_attribute("data-zoom", f"{zoom:.3f}")
+
     eraser = page.get_by_role("button", name="Eraser")
     eraser.click()
     expect(eraser).to_have_attribute("aria-pressed", "true")
     expect(page.get_by_role("button", name="Brush")).to_have_attribute("aria-pressed", "false")
     stroke(page, (0.4, 0.55), (0.4, 0.85))
-    assert 0 < pixels(stage) < big
+    left = pixels(stage)
+    assert 0 < left < big
+
+    # A language switch relabels the editor and keeps the mask and the tool.
+    page.select_option("#lang", "fr")
+    expect(page.get_by_role("button", name="Gomme")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator(".me-live")).to_contain_text("Marqué")
+    expect(stage).to_have_attribute("data-mask-pixels", str(left))
 
 
 def test_touch_one_finger_paints_two_fingers_zoom_without_painting(web_server, new_page, map_png):
