@@ -62,8 +62,13 @@ def test_history_search_delete_and_export(server):
                for p in ("a red zebra", "a blue zebra", "ein Apfel")]
         for i in ids:
             assert wait_job(c, i)["status"] == "succeeded"
-        found = c.get("/api/v1/jobs", params={"q": "zebra", "status": "succeeded"}).json()["jobs"]
+        page = c.get("/api/v1/jobs", params={"q": "zebra", "status": "succeeded"}).json()
+        found = page["jobs"]
         assert {j["id"] for j in found} >= set(ids[:2]) and ids[2] not in {j["id"] for j in found}
+        assert page["total"] == len(found)  # the filters' count, not every job's
+        assert c.get("/api/v1/models").json()["remote_available"] is False  # no OpenAI key here
+        one = c.get("/api/v1/jobs", params={"q": "zebra", "limit": 1}).json()
+        assert len(one["jobs"]) == 1 and one["total"] == len(found)
         z = c.get("/api/v1/export", params={"ids": ",".join(ids)})
         assert z.status_code == 200
         folder = server.root / "export-check"

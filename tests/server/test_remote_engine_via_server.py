@@ -21,6 +21,7 @@ def test_museum_remote_model_composites_locally(tiny_models, tmp_path):
             "BILDWERK_REMOTE_MODEL": "openai:gpt-image-1"}).start()
         try:
             with srv.client() as c:
+                assert c.get("/api/v1/models").json()["remote_available"] is True
                 r = c.post("/api/v1/museum/inpaint", json={"image": data_url(photo), "mask": data_url(mask),
                                                            "prompt": "ein See", "model": "remote"})
                 assert r.status_code == 200, r.text

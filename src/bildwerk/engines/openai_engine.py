@@ -425,9 +425,13 @@ class OpenAIImagesEngine:
                 return frame, png, size
         raise InvalidImageError("the image is too large for dall-e-2 even at 256x256 (4 MB)")
 
+    def configured(self) -> bool:
+        """A key is set (the call itself can still fail)."""
+        return self._client is not None or bool(self._api_key) or any(os.environ.get(v) for v in KEY_ENV_VARS)
+
     def check(self, request: GenerationRequest) -> None:
         """Before the job is queued: a key is configured (the call itself can still fail)."""
-        if self._client is None and not self._api_key and not any(os.environ.get(v) for v in KEY_ENV_VARS):
+        if not self.configured():
             raise NotConfiguredError(
                 f"{request.model or 'the remote model'} is not available: this server has no OpenAI "
                 "API key (the operator sets BILDWERK_OPENAI_API_KEY or OPENAI_API_KEY)"

@@ -113,10 +113,11 @@ def list_jobs(request: Request, status: str | None = Query(None, max_length=MAX_
               pool_id: str | None = Query(None, max_length=64, description="The jobs of one image pool."),
               limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict:
     store = state(request).service.store
-    rows = store.list_jobs(status=status, text=q, model=model, api=api, mode=mode, since=since, until=until,
-                           pool_id=pool_id, limit=limit, offset=offset)
+    filters = dict(status=status, text=q, model=model, api=api, mode=mode, since=since, until=until,
+                   pool_id=pool_id)
+    rows = store.list_jobs(**filters, limit=limit, offset=offset)
     return {"jobs": [job_view(request, r) for r in rows], "limit": limit, "offset": offset,
-            "total": store.count(status, pool_id=pool_id)}
+            "total": store.count(**filters)}  # what these filters find, all pages
 
 
 def _row_or_404(request: Request, job_id: str):
@@ -309,6 +310,11 @@ async def prompt_preview(body: PromptPreviewIn, request: Request) -> dict:  # ty
 def models(request: Request) -> dict:
     """What a client may name: the models folder's models and the operator's registered ones."""
     st = state(request)
+    router = getattr(st.service, "router", None)
+    engine = router.engine_for(st.settings.remote_model) if router is not None else None
     return {"default": st.settings.model or "default", "local": st.model_policy.names(),
             "remote": ["openai:dall-e-2", "openai:dall-e-3", "openai:gpt-image-1"],
+            # whether remote models can be used here (an OpenAI key is configured)
+            "remote_available": bool(getattr(engine, "configured", lambda: False)()),
+            "remote_default": st.settings.remote_model,
             "loaded": st.service.loaded_model()}

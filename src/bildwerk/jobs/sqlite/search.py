@@ -182,8 +182,12 @@ class Search(Database):
         with self.transaction(write=False) as conn:
             return self._rows(conn, conn.execute(sql, params))
 
-    def count(self, status: str | Iterable[str] | None = None, *, pool_id: str | None = None) -> int:
-        where, params = self._where(status=status, pool_id=pool_id)
+    def count(self, status: str | Iterable[str] | None = None, *, pool_id: str | None = None,
+              text: str | None = None, model: str | None = None, api: str | None = None,
+              mode: str | None = None, since: float | None = None, until: float | None = None) -> int:
+        """How many jobs ``list_jobs`` with the same filters finds, without a limit."""
+        where, params = self._where(status=status, pool_id=pool_id, text=text, model=model, api=api,
+                                    mode=mode, since=since, until=until)
         return int(self._conn().execute(f"SELECT count(*) FROM jobs{where}", params).fetchone()[0])
 
     def queue_depth(self) -> int:
