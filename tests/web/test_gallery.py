@@ -1,6 +1,6 @@
 """The gallery end to end: jobs made through the REST API found by a word of their prompt,
 opened, deleted (gone from the API), re-run in the generate view, opened by address, exported
-for training; axe-core on the grid and the detail."""
+for training, an open job followed while it runs; axe-core on the grid and the detail."""
 
 from __future__ import annotations
 
@@ -128,3 +128,35 @@ def test_select_by_keyboard_and_export_for_training(web_server, new_page, made):
     expect(page.get_by_role("dialog")).to_be_hidden()
     expect(opener).to_be_focused()
     expect(page).to_have_url(re.compile(r"#/gallery$"))
+
+
+def test_an_open_job_still_running_is_followed_to_its_end(web_server, new_page):
+    word = f"Nachtzug{uuid.uuid4().hex[:6]}"
+    page = new_page(locale="en-US")
+    page.goto(web_server.url + "/#/gallery")
+    expect(page.locator(".view-gallery > p[role=status]")).to_have_text(re.compile(r"shown|No job matches"))
+    with web_server.client() as c:
+        r = c.post("/api/v1/jobs", json={"prompt": f"ein {word}", "steps": 10, "seed": 7})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+    # Opened at once (a hash change, no page load): the job is still queued or running.
+    page.evaluate("(id) => { location.hash = `#/gallery/${id}`; }", job_id)
+    dialog = page.get_by_role("dialog")
+    body = dialog.locator(".gal-detail-body")
+    expect(body).to_have_attribute("data-status", re.compile("^(queued|running)$"))
+    expect(dialog.locator(".gal-progress")).to_have_text(re.compile(r"Waiting in the queue|Running"))
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_visible()
+    assert dialog.locator(".gal-image").count() == 0
+    assert not serious(page)
+    # It ends while the dialog is open: the detail shows the finished job, no reload.
+    expect(body).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    img = dialog.locator(".gal-image img")
+    expect(img).to_have_attribute("src", f"/api/v1/jobs/{job_id}/images/0")
+    expect(img).to_have_js_property("complete", True)
+    assert img.evaluate("(i) => i.naturalWidth") > 0
+    expect(dialog.locator(".gal-progress")).to_have_count(0)
+    expect(dialog.get_by_role("button", name="Cancel")).to_have_count(0)
+    expect(dialog.locator(".record")).to_contain_text("Done")
+    expect(page.locator(f".gal-card[data-job='{job_id}']")).to_have_attribute("data-status", "succeeded")
+    with web_server.client() as c:
+        assert c.get(f"/api/v1/jobs/{job_id}").json()["status"] == "succeeded"

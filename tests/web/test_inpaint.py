@@ -1,18 +1,22 @@
 """The inpaint view and its mask editor: painting with a mouse and with touch (real pointer
 events), undo/redo/invert/clear, brush size, the soft-edge preview against the server's own
 feather, and the museum's flow in German: a map, a painted area, "ein See", the result whose
-pixels outside the mask are the input's, bit for bit."""
+pixels outside the mask are the input's, bit for bit; a remote model through the loopback
+stand-in (and listed disabled when the server has no key); a job re-run from the gallery with
+its picture and mask."""
 
 from __future__ import annotations
 
 import io
+import json
 import math
+import re
 
 import httpx
 import numpy as np
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from harness.browser import watch_console
+from harness.server import wait_job
 from PIL import Image, ImageDraw, ImageFilter
 from playwright.sync_api import expect
 
@@ -243,19 +247,126 @@ def test_museum_flow_in_german_keeps_every_pixel_outside_the_mask(web_server, ne
     expect(stage).to_have_attribute("data-mask-pixels", "0")
 
 
-def test_a_remote_model_without_a_key_answers_its_error_line(web_server, browser, map_png):
-    # Its own context, not new_page's: the browser logs the expected 400 as a console error.
-    ctx = browser.new_context(locale="en-US", viewport={"width": 768, "height": 1024})
-    try:
-        page = ctx.new_page()
-        errors = watch_console(page)
-        stage = open_editor(page, web_server.url, map_png)
-        stroke(page, (0.4, 0.4), (0.6, 0.6))
-        expect(stage).not_to_have_attribute("data-mask-pixels", "0")
-        page.get_by_label("Model").select_option("openai:dall-e-2")
-        page.get_by_role("button", name="Paint it in").click()
-        expect(page.locator(".inp-form [role=alert]")).to_contain_text("no OpenAI API key")
-        expect(page.get_by_role("button", name="Paint it in")).to_be_enabled()
-        assert all("status of 400" in e for e in errors), errors
-    finally:
-        ctx.close()
+def test_a_remote_model_inpaints_through_the_stand_in(web_server, new_page, map_png, fake_openai):
+    page = new_page()
+    stage = open_editor(page, web_server.url, map_png)
+    stroke(page, (0.3, 0.35), (0.6, 0.6))
+    expect(stage).not_to_have_attribute("data-mask-pixels", "0")
+    # The test server has a key (for the stand-in): remote models can be chosen, no note.
+    model = page.get_by_label("Model")
+    expect(model.locator("option[value='openai:gpt-image-1']")).to_be_enabled()
+    expect(page.locator(".inp-form")).not_to_contain_text("need an OpenAI key")
+    model.select_option("openai:gpt-image-1")
+    page.get_by_label("What should appear in the marked area?").fill("a lake")
+    calls = len(fake_openai.image_calls)
+    page.get_by_role("button", name="Paint it in").click()
+    expect(page.locator(".inp-result img.inp-after")).to_be_visible(timeout=30_000)
+    job_id = page.locator(".inp-result").get_attribute("data-job")
+    expect(page.locator(".inp-result .record")).to_contain_text("openai:gpt-image-1")
+
+    with web_server.client() as c:
+        job = c.get(f"/api/v1/jobs/{job_id}").json()
+        assert job["status"] == "succeeded" and job["engine"] == "openai"
+        assert job["record"]["model"]["name"] == "openai:gpt-image-1"
+        mask = np.asarray(get_png(c, job["inputs"]["mask"]["url"]).convert("L"))
+        result = np.asarray(get_png(c, job["results"][0]["url"]).convert("RGB"))
+    assert [call.endpoint for call in fake_openai.image_calls[calls:]] == ["edits"]
+    original = np.asarray(Image.open(map_png).convert("RGB"))
+    assert result.shape == original.shape
+    # The stand-in answers the picture inverted (every pixel changed); the server pastes back
+    # only the masked part, so outside the mask every pixel is the input's.
+    assert np.array_equal(result[mask == 0], original[mask == 0]), "a pixel outside the mask changed"
+    assert (result[mask > 0] != original[mask > 0]).any(), "nothing changed inside the mask"
+
+
+def test_remote_models_without_a_key_are_listed_disabled_with_a_note(web_server, new_page, map_png):
+    # The test server has a key; this page is told it has none, as a server without one says.
+    def no_key(route):
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "remote_available": False})
+
+    page = new_page(locale="de-DE")
+    page.route("**/api/v1/models", no_key)
+    page.goto(web_server.url + "/#/inpaint")
+    page.locator(".view-inpaint .dropzone input[type=file]").set_input_files(str(map_png))
+    model = page.get_by_label("Modell")
+    expect(model).to_be_visible()
+    remote = model.locator("option[value^='openai:']")
+    assert remote.count() >= 1
+    for i in range(remote.count()):
+        expect(remote.nth(i)).to_be_disabled()
+    expect(model.locator("option[value='']")).to_be_enabled()
+    note = page.locator(f"#{model.get_attribute('aria-describedby')}")
+    expect(note).to_have_text("Entfernte Modelle brauchen einen OpenAI-Schlüssel auf dem Server.")
+    assert serious(page) == []
+
+    # Generate and vary list remote models too: disabled there as well, with the same note.
+    for route in ("#/generate", "#/vary"):
+        page.goto(f"{web_server.url}/{route}")
+        sel = page.get_by_label("Modell", exact=True)
+        expect(sel.locator("option[value='openai:gpt-image-1']")).to_be_disabled()
+        expect(page.locator(f"#{sel.get_attribute('aria-describedby')}")).to_contain_text("OpenAI-Schlüssel")
+    page.select_option("#lang", "ko")
+    expect(page.locator(f"#{page.get_by_label('모델').get_attribute('aria-describedby')}")).to_have_text(
+        "원격 모델을 쓰려면 서버에 OpenAI 키가 있어야 합니다.")
+
+
+def test_an_inpaint_job_rerun_from_the_gallery_brings_its_picture_and_mask(web_server, new_page, map_png):
+    sent_mask = Image.new("L", (W, H), 0)
+    d = ImageDraw.Draw(sent_mask)
+    d.ellipse([30, 20, 70, 60], fill=255)
+    d.rectangle([80, 50, 110, 80], fill=255)
+    asked = {"prompt": "ein See", "mode": "inpaint", "only_masked": True, "only_masked_padding": 24, "mask_blur": 3,
+             "steps": 4, "guidance": 6.5, "seed": 5}
+    buf = io.BytesIO()
+    sent_mask.save(buf, "PNG")
+    with web_server.client() as c:
+        r = c.post("/api/v1/uploads", data={"request": json.dumps(asked)},
+                   files={"image": ("karte.png", map_png.read_bytes(), "image/png"),
+                          "mask": ("maske.png", buf.getvalue(), "image/png")})
+        assert r.status_code == 202, r.text
+        job = wait_job(c, r.json()["id"])
+        assert job["status"] == "succeeded"
+        stored = np.asarray(get_png(c, job["inputs"]["mask"]["url"]).convert("L"))
+    white = int((stored == 255).sum())
+    assert white > 0
+
+    page = new_page(locale="en-US")
+    page.goto(f"{web_server.url}/#/gallery/{job['id']}")
+    page.get_by_role("dialog").get_by_role("button", name="Re-run with changes").click()
+    expect(page).to_have_url(re.compile(r"#/inpaint$"))
+    stage = page.locator(".me-stage")
+    expect(stage).to_have_attribute("data-image-width", str(W))
+    expect(stage).to_have_attribute("data-mask-pixels", str(white))
+    shown = np.array(page.locator(".me-image").evaluate(
+        "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)"), dtype=np.uint8)
+    assert np.array_equal(shown.reshape(H, W, 4)[..., :3], np.asarray(Image.open(map_png).convert("RGB")))
+
+    expect(page.get_by_label("What should appear in the marked area?")).to_have_value("ein See")
+    expect(page.locator("input[name=guidance]")).to_have_value("6.5")
+    expect(page.locator("input[name=mask_blur]")).to_have_value("3")
+    expect(page.locator("input[name=only_masked_padding]")).to_have_value("24")
+    expect(page.locator("input[name=seed]")).to_have_value("5")
+    expect(page.locator("input[name=steps]")).to_have_value("4")
+    expect(page.get_by_label("Model")).to_have_value("")
+    expect(page.locator("#status")).to_contain_text("change what you like")
+    # The loaded mask is one step of the history.
+    page.get_by_role("button", name="Undo").click()
+    expect(stage).to_have_attribute("data-mask-pixels", "0")
+    page.get_by_role("button", name="Redo").click()
+    expect(stage).to_have_attribute("data-mask-pixels", str(white))
+
+    # Started again with a new seed: the same picture and mask go to the server.
+    page.locator("input[name=seed]").fill("6")
+    page.get_by_role("button", name="Paint it in").click()
+    expect(page.locator(".inp-result img.inp-after")).to_be_visible(timeout=30_000)
+    new_id = page.locator(".inp-result").get_attribute("data-job")
+    with web_server.client() as c:
+        again = c.get(f"/api/v1/jobs/{new_id}").json()
+        again_mask = np.asarray(get_png(c, again["inputs"]["mask"]["url"]).convert("L"))
+    assert new_id != job["id"] and again["status"] == "succeeded"
+    assert again["inputs"]["image"]["sha256"] == job["inputs"]["image"]["sha256"]
+    assert np.array_equal(again_mask, stored)
+    keys = ("prompt", "mode", "only_masked_padding", "mask_blur", "steps", "guidance")
+    assert {k: again["request"][k] for k in keys} == {k: job["request"][k] for k in keys}
+    assert again["request"]["seed"] == 6

@@ -1,15 +1,18 @@
 """The vary view: a picture and an edit prompt in French, the server's description shown and
 corrected, two variations next to the original, each a PNG the server has; a job's result
-opened by its address."""
+opened by its address; an image-to-image job re-run with changes from the gallery."""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 
+import numpy as np
 import pytest
 from harness.images import png_bytes
+from harness.server import wait_job
 from PIL import Image, ImageDraw
 from playwright.sync_api import expect
 
@@ -89,7 +92,7 @@ def test_describe_correct_and_vary_in_french(web_server, new_page):
     assert steps["describe"]["output"] == "un chat rouge sur un fond bleu" and steps["describe"]["backend"] == "user"
     assert job["prompt"].startswith("un chat rouge sur un fond bleu")
     record = page.locator(".vary-record")
-    expect(record).to_contain_text("image-to-image")
+    expect(record).to_contain_text("Image vers image")  # the mode, named in the page's language (record.js)
     expect(record).to_contain_text("un chat rouge sur un fond bleu")
     assert not serious_violations(page)
 
@@ -135,3 +138,62 @@ def test_a_jobs_result_opens_as_the_picture_to_vary(web_server, new_page):
     assert data_url.startswith("data:image/png;base64,")
     assert Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).size == (512, 341)
     expect(page.get_by_label("What the picture shows")).to_have_value(re.compile(r"\w{3}"))
+
+
+def test_an_image_to_image_job_rerun_from_the_gallery_fills_vary(web_server, new_page):
+    pic = picture()
+    asked = {"prompt": "en aquarelle", "mode": "image-to-image", "num_images": 2, "strength": 0.55, "seed": 77,
+             "steps": 4, "prompt_options": {"describe": "local", "description": "un chat rouge sur un fond bleu",
+                                            "style": "watercolor"}}
+    with web_server.client() as c:
+        r = c.post("/api/v1/uploads", data={"request": json.dumps(asked)},
+                   files={"image": ("affiche.png", pic, "image/png")})
+        assert r.status_code == 202, r.text
+        job = wait_job(c, r.json()["id"])
+        assert job["status"] == "succeeded"
+
+    page = new_page(locale="fr-FR")
+    page.goto(f"{web_server.url}/#/gallery/{job['id']}")
+    page.get_by_role("dialog").get_by_role("button", name="Relancer avec des modifications").click()
+    expect(page).to_have_url(re.compile(r"#/vary$"))
+
+    # The job's input picture, loaded as if picked: the same pixels.
+    original = page.locator("img.vary-input")
+    expect(original).to_be_visible()
+    expect(original).to_have_js_property("complete", True)
+    shown = original.evaluate("""(el) => {
+        const c = document.createElement("canvas");
+        c.width = el.naturalWidth; c.height = el.naturalHeight;
+        const g = c.getContext("2d");
+        g.drawImage(el, 0, 0);
+        return [c.width, c.height, Array.from(g.getImageData(0, 0, c.width, c.height).data)];
+    }""")
+    want = np.asarray(Image.open(io.BytesIO(pic)).convert("RGBA"))
+    assert shown[:2] == [64, 64]
+    assert np.array_equal(np.array(shown[2], dtype=np.uint8).reshape(64, 64, 4), want)
+
+    # The fields, and the corrected description with the preview of the merge made from it.
+    expect(page.get_by_label("Consigne de modification")).to_have_value("en aquarelle")
+    expect(page.locator("input[name=strength]")).to_have_value("0.55")
+    expect(page.locator("input[name=num_images]")).to_have_value("2")
+    expect(page.locator("input[name=seed]")).to_have_value("77")
+    expect(page.locator("input[name=steps]")).to_have_value("4")
+    expect(page.get_by_label("Style")).to_have_value("watercolor")
+    expect(page.get_by_label("Modèle")).to_have_value("")
+    expect(page.get_by_label("Ce que montre l’image")).to_have_value("un chat rouge sur un fond bleu")
+    expect(page.locator("output.vary-merged")).to_contain_text("un chat rouge sur un fond bleu")
+    expect(page.locator(".vary-steps li[data-step=describe]")).to_have_count(1)
+
+    # Changed and started again: the same picture, the change, the rest as before.
+    page.locator("input[name=num_images]").fill("1")
+    page.get_by_role("button", name="Créer les variations").click()
+    expect(page.locator(".vary-item")).to_have_count(2, timeout=30_000)
+    new_id = page.locator(".vary-item a.vary-link[href^='#/vary/']").first.get_attribute("href").split("/")[2]
+    with web_server.client() as c:
+        again = c.get(f"/api/v1/jobs/{new_id}").json()
+    assert new_id != job["id"] and again["status"] == "succeeded"
+    assert again["inputs"]["image"]["sha256"] == job["inputs"]["image"]["sha256"]
+    keys = ("prompt", "mode", "strength", "seed", "steps")
+    assert {k: again["request"][k] for k in keys} == {k: job["request"][k] for k in keys}
+    assert again["request"]["num_images"] == 1
+    assert again["options"] == job["options"]

@@ -5,6 +5,8 @@
 //   const ed = createMaskEditor({onChange(count) {...}});  root.append(ed.el);
 //   await ed.setImage(file);  ed.maskBlob() -> Promise<Blob PNG, white = repaint, black = keep>
 //   ed.countMasked(), ed.undo(), ed.redo(), ed.clear(), ed.invert(), ed.fit(), ed.feather()
+//   await ed.setMask(blobOrImage, {invert, source}): a stored mask as the painted one (one undo step)
+//   ed.setFeather(px): the soft edge, as if the slider was moved
 //   ed.destroy() when the view goes (document listeners).
 // Test hook without eval: the stage carries data-mask-pixels, data-zoom, data-image-width/-height.
 // Strings are inpaint.* keys (i18n namespaces are fixed by the shell).
@@ -378,6 +380,42 @@ export function createMaskEditor({feather = 8, onChange = () => {}} = {}) {
     render();
   }
 
+  // A mask made elsewhere (a job's stored one) as the painted mask, read the way the server
+  // reads masks (images/masks.py normalize_mask): source "auto" takes the alpha channel
+  // (transparent = repaint) when the mask uses it, else the luminance (white = repaint), each
+  // above 127; drawn at the image's size. One step for undo, like clear or invert.
+  async function setMask(picture, {invert: flip = false, source: convention = "auto"} = {}) {
+    if (!W) throw new Error("setMask before setImage");
+    const isBlob = picture instanceof Blob;
+    const bitmap = isBlob ? await createImageBitmap(picture, {premultiplyAlpha: "none", colorSpaceConversion: "none"}) : picture;
+    const c = new OffscreenCanvas(W, H);
+    const ctx = c.getContext("2d", {willReadFrequently: true});
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(bitmap, 0, 0, W, H);
+    if (isBlob) bitmap.close?.();
+    const d = ctx.getImageData(0, 0, W, H).data;
+    let useAlpha = convention === "alpha";
+    if (convention === "auto") for (let i = 3; i < d.length && !useAlpha; i += 4) useAlpha = d[i] < 255;
+    const next = new Uint8Array(W * H);
+    for (let i = 0; i < W * H; i++) {
+      const a = d[4 * i + 3];
+      let v = 255 - a;
+      if (!useAlpha) {
+        const l = (d[4 * i] * 19595 + d[4 * i + 1] * 38470 + d[4 * i + 2] * 7471 + 0x8000) >> 16;  // PIL's "L"
+        v = a === 255 ? l : Math.floor((l * a + 127) / 255);
+      }
+      next[i] = (v > 127) !== flip ? 1 : 0;
+    }
+    wholeChange(() => mask.set(next));
+  }
+
+  function setFeather(px) {
+    featherCtl.input.value = px;
+    featherCtl.sync();
+    featherTouched = true;
+    render();
+  }
+
   // OffscreenCanvas: canvas.toBlob waits for an idle period, seconds in a page that draws no frames.
   function maskBlob() {
     const c = new OffscreenCanvas(W, H);
@@ -393,7 +431,7 @@ export function createMaskEditor({feather = 8, onChange = () => {}} = {}) {
   }
 
   return {
-    el, stage, setImage, maskBlob, undo, redo, clear, invert, fit, setTool, setBrushSize,
+    el, stage, setImage, setMask, setFeather, maskBlob, undo, redo, clear, invert, fit, setTool, setBrushSize,
     countMasked: () => count,
     hasImage: () => W > 0,
     size: () => ({width: W, height: H}),

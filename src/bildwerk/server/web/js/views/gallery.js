@@ -66,7 +66,10 @@ export async function mount(root, ctx) {
     dlgBody, dlgError);
   root.append(dialog);
   let returnFocus = null, alive = true;
+  let follower = null, lastProgress = null;  // the open job's events while it is queued or running
+  const stopFollowing = () => { follower?.close(); follower = null; };
   dialog.addEventListener("close", () => {
+    stopFollowing();
     if (!alive) return;  // closed by unmount: the address is already another view's
     openId = null;
     dlgBody.replaceChildren();
@@ -139,15 +142,20 @@ export async function mount(root, ctx) {
       try { job = await api.get(`/api/v1/jobs/${encodeURIComponent(old.id)}`); } catch { continue; }
       const i = loaded.findIndex((j) => j.id === old.id);
       if (!alive || i < 0 || job.status === old.status) continue;
-      loaded[i] = job;
-      const el = grid.querySelector(`li[data-job="${CSS.escape(job.id)}"]`);
-      if (!el) continue;
-      const had = el.contains(document.activeElement) ? (document.activeElement.matches("input") ? "input" : ".gal-open") : null;
-      const fresh = card(job);
-      el.replaceWith(fresh);
-      if (had) fresh.querySelector(had).focus();
+      replaceCard(job);
     }
     watchActive();
+  }
+  function replaceCard(job) {
+    const i = loaded.findIndex((j) => j.id === job.id);
+    if (i < 0) return;
+    loaded[i] = job;
+    const el = grid.querySelector(`li[data-job="${CSS.escape(job.id)}"]`);
+    if (!el) return;
+    const had = el.contains(document.activeElement) ? (document.activeElement.matches("input") ? "input" : ".gal-open") : null;
+    const fresh = card(job);
+    el.replaceWith(fresh);
+    if (had) fresh.querySelector(had).focus();
   }
 
   function card(job) {
@@ -188,6 +196,8 @@ export async function mount(root, ctx) {
   clearBtn.addEventListener("click", () => { selected.clear(); render(); });
 
   async function openJob(id, from = null) {
+    stopFollowing();
+    lastProgress = null;
     returnFocus = from;
     openId = id;
     writeHash();
@@ -196,11 +206,43 @@ export async function mount(root, ctx) {
     if (!dialog.open) dialog.showModal();
     try {
       const job = await api.get(`/api/v1/jobs/${encodeURIComponent(id)}`);
-      if (openId === id) showDetail(job);
+      if (openId !== id) return;
+      showDetail(job);
+      if (isActive(job)) follow(job);
     } catch (err) {
       dlgBody.replaceChildren();
       dlgError.textContent = err.status === 404 ? t("gallery.gone") : ui.errorText(err);
     }
+  }
+
+  // A queued or running job's detail follows it: its progress line moves, and when it ends
+  // the detail (images, record, actions) and its card show the finished job.
+  function follow(job) {
+    const id = job.id;
+    follower = jobs.followJob(id, {
+      onProgress: (p) => { if (openId === id) showProgress(p); },
+      onEnd: (done, err) => {
+        follower = null;
+        if (!alive || openId !== id || !dialog.open) return;
+        if (!done) { dlgError.textContent = ui.errorText(err); return; }
+        const hadFocus = dlgBody.contains(document.activeElement);
+        showDetail(done);
+        replaceCard(done);
+        // The buttons were made anew (the cancel button is gone): focus stays in the dialog.
+        if (hadFocus) dlgBody.querySelector(".gal-actions button")?.focus();
+      },
+    });
+  }
+
+  function showProgress(p) {
+    lastProgress = p;
+    const line = dlgBody.querySelector(".gal-progress");
+    if (!line) return;
+    const status = p.status || "running";
+    let text = t(`common.${status}`);
+    if (status === "queued" && p.queue_position) text += ` · ${t("common.queue_position", {n: p.queue_position})}`;
+    if (status === "running" && p.phase === "denoise" && p.total) text += ` · ${p.step}/${p.total}`;
+    line.textContent = text;
   }
 
   function showDetail(job) {
@@ -253,11 +295,15 @@ export async function mount(root, ctx) {
         dlgError.textContent = err.status === 409 ? t("gallery.delete_running") : ui.errorText(err);
       }
     });
+    const progressLine = active ? h("p", {class: "gal-progress", role: "status"}) : null;
     dlgBody.replaceChildren(
       images.length ? h("div", {class: "images gal-images"}, images) : null,
+      progressLine,
       h("div", {class: "row gal-actions"}, rerun, zip, cancelJob, del),
       confirm,
       jobRecord(job));
+    dlgBody.dataset.status = job.status;
+    if (active) showProgress({...(job.progress || {}), status: job.status, queue_position: job.queue_position});
   }
 
   searchForm.addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(timer); writeHash(); load(); });
@@ -268,7 +314,7 @@ export async function mount(root, ctx) {
   for (const sel of [statusSel, modeSel, modelSel]) sel.addEventListener("change", () => { writeHash(); load(); });
   more.addEventListener("click", () => load(true));
 
-  const relabel = () => render();
+  const relabel = () => { render(); if (lastProgress && openId) showProgress(lastProgress); };
   document.addEventListener("bildwerk:language", relabel);
 
   await load();
@@ -279,6 +325,7 @@ export async function mount(root, ctx) {
       alive = false;
       clearTimeout(timer);
       clearTimeout(watch);
+      stopFollowing();
       document.removeEventListener("bildwerk:language", relabel);
       if (dialog.open) dialog.close();
     },

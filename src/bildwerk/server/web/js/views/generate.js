@@ -1,6 +1,7 @@
 // The generate view: a prompt in any language, what the prompt steps make of it while typing
 // (POST /api/v1/prompt), then one job followed live (progress, previews) to its images and
 // record. Fields left alone stay unset, so the model's own defaults apply.
+import {disableUnavailable, selectable} from "../models.js";
 import {jobRecord, stepsList} from "../record.js";
 import {LAST_JOB_KEY, takeRerun} from "../rerun.js";
 
@@ -22,6 +23,7 @@ export async function mount(root, ctx) {
     .filter(Boolean))];
   const model = ui.select(models.length ? models : ["default"], models[0]);
   model.id = "gen-model";
+  const remoteOff = disableUnavailable(model, config.models);  // no OpenAI key here: listed, not choosable
   const count = ui.select([1, 2, 3, 4].map((n) => [String(n), String(n)]), "1");
   count.id = "gen-count";
   const seed = h("input", {id: "gen-seed", name: "seed", type: "number", min: 0, max: MAX_SEED, step: 1,
@@ -71,7 +73,7 @@ export async function mount(root, ctx) {
 
   const form = h("form", {class: "panel gen-form", novalidate: true, "aria-labelledby": "generate-title"},
     field("generate.prompt", prompt, "generate.prompt_hint"),
-    h("div", {class: "row"}, field("generate.style", style), field("common.model", model),
+    h("div", {class: "row"}, field("generate.style", style), field("common.model", model, remoteOff ? "generate.remote_unavailable" : undefined),
       field("generate.num_images", count)),
     h("div", {class: "row gen-seed"}, field("common.seed", seed, "generate.seed_hint"), seedButton),
     steps.el,
@@ -317,7 +319,7 @@ export async function mount(root, ctx) {
     prompt.value = f.prompt || "";
     negative.value = f.negative_prompt || "";
     if (negative.value) more.open = true;
-    if (set(f.model)) { ensureOption(model, f.model); model.value = f.model; }
+    if (set(f.model)) { ensureOption(model, f.model); if (selectable(model, f.model)) model.value = f.model; }
     if (set(o.style)) { ensureOption(style, o.style); style.value = o.style; }
     if (set(f.seed)) seed.value = String(f.seed);
     if (set(f.steps)) steps.set(f.steps);

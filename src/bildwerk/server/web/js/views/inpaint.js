@@ -2,7 +2,9 @@
 // what should change, say what should appear there, and get the picture back with
 // everything outside the mask untouched (the server crops with context and pastes back).
 import {createMaskEditor} from "../maskeditor.js";
+import {remoteModels, selectable} from "../models.js";
 import {jobRecord} from "../record.js";
+import {takeRerun} from "../rerun.js";
 
 export async function mount(root, {api, t, ui, jobs, config, args}) {
   const {h, tr} = ui;
@@ -15,12 +17,15 @@ export async function mount(root, {api, t, ui, jobs, config, args}) {
 
   // --- 3. what should appear ---------------------------------------------------------------------
   const prompt = h("textarea", {name: "prompt", rows: 2, maxlength: 2000});
-  const model = h("select", {name: "model"},
-    h("optgroup", {"data-i18n-attr": "label:inpaint.models_local", label: t("inpaint.models_local")},
-      h("option", {value: "", "data-i18n": "inpaint.model_default", text: t("inpaint.model_default")}),
-      (config.models?.local || []).filter((m) => m !== config.models?.default).map((m) => h("option", {value: m, text: m}))),
-    (config.models?.remote || []).length ? h("optgroup", {"data-i18n-attr": "label:inpaint.models_remote", label: t("inpaint.models_remote")},
-      config.models.remote.map((m) => h("option", {value: m, text: m}))) : null);
+  // Remote models stay listed when the server has no OpenAI key, disabled, with a note why.
+  const remote = remoteModels(config.models);
+  const localGroup = h("optgroup", {"data-i18n-attr": "label:inpaint.models_local", label: t("inpaint.models_local")},
+    h("option", {value: "", "data-i18n": "inpaint.model_default", text: t("inpaint.model_default")}),
+    (config.models?.local || []).filter((m) => m !== config.models?.default).map((m) => h("option", {value: m, text: m})));
+  const model = h("select", {name: "model"}, localGroup,
+    remote.names.length ? h("optgroup", {"data-i18n-attr": "label:inpaint.models_remote", label: t("inpaint.models_remote")},
+      remote.names.map((m) => h("option", {value: m, text: m, disabled: !remote.available}))) : null);
+  const remoteOff = remote.names.length > 0 && !remote.available;
   const guidance = ui.slider("common.guidance", {min: 1, max: 20, step: 0.5, value: 7.5, name: "guidance"});
   const steps = h("input", {type: "number", name: "steps", min: 1, max: 150, value: 20, inputmode: "numeric"});
   const seed = h("input", {type: "number", name: "seed", min: 0, max: 4294967295, inputmode: "numeric"});
@@ -30,13 +35,14 @@ export async function mount(root, {api, t, ui, jobs, config, args}) {
   const why = tr("inpaint.need_mask", "p", {class: "hint muted", id: ui.newId("hint")});
   submit.setAttribute("aria-describedby", why.id);
   const error = h("p", {class: "error", role: "alert"});
+  const more = h("details", {class: "inp-more"}, h("summary", {}, tr("inpaint.more")),
+    h("div", {class: "row"}, ui.field("common.steps", steps), ui.field("common.seed", seed, "inpaint.seed_hint")),
+    h("div", {class: "row"}, padding.el), tr("inpaint.padding_hint", "p", {class: "hint muted"}));
   const form = h("form", {class: "panel inp-form", hidden: true},
     tr("inpaint.step_prompt", "h3"),
     ui.field("inpaint.prompt", prompt, "inpaint.prompt_hint"),
-    h("div", {class: "row"}, ui.field("common.model", model), guidance.el),
-    h("details", {class: "inp-more"}, h("summary", {}, tr("inpaint.more")),
-      h("div", {class: "row"}, ui.field("common.steps", steps), ui.field("common.seed", seed, "inpaint.seed_hint")),
-      h("div", {class: "row"}, padding.el), tr("inpaint.padding_hint", "p", {class: "hint muted"})),
+    h("div", {class: "row"}, ui.field("common.model", model, remoteOff ? "inpaint.remote_unavailable" : undefined), guidance.el),
+    more,
     h("div", {class: "row inp-actions"}, submit, why),
     error);
 
@@ -207,8 +213,11 @@ export async function mount(root, {api, t, ui, jobs, config, args}) {
   const relabel = () => { progressText.textContent = progressLine(lastProgress); };
   document.addEventListener("bildwerk:language", relabel);
 
-  // #/inpaint/JOBID/INDEX: that job's result image as the picture to paint on.
-  if (args[0]) {
+  // A re-run from the gallery (rerun.js): the job's picture, its mask as the painted one, its
+  // settings; otherwise #/inpaint/JOBID/INDEX: that job's result image as the picture to paint on.
+  const rerun = takeRerun();
+  if (rerun?.mode === "inpaint") await rerunJob(rerun);
+  else if (args[0]) {
     ui.status(t("common.loading"));
     try {
       const job = await api.get(`/api/v1/jobs/${encodeURIComponent(args[0])}`);
@@ -219,6 +228,42 @@ export async function mount(root, {api, t, ui, jobs, config, args}) {
     } catch (err) {
       ui.status(ui.errorText(err), "error");
     }
+  }
+
+  async function rerunJob({job, fields: f = {}, inputs = {}}) {
+    ui.status(t("common.loading"));
+    try {
+      if (inputs.image) {
+        const blob = await api.get(inputs.image);
+        await load(new File([blob], `bildwerk-${String(job).slice(0, 8)}-input.png`, {type: blob.type || "image/png"}));
+      }
+      if (file && inputs.mask) {
+        // The mask as the job sent it, read the way the server read it (its convention, inverted
+        // if it asked for that): what is painted now is what that job repainted.
+        await editor.setMask(await api.get(inputs.mask), {invert: !!f.invert_mask, source: f.mask_source || "auto"});
+      }
+      fill(f);
+      if (file) ui.status(t("inpaint.rerun_loaded"));
+    } catch (err) {
+      fill(f);  // the settings still help, with whatever picture there is
+      ui.status(ui.errorText(err), "error");
+    }
+  }
+
+  function fill(f) {
+    const set = (v) => v !== undefined && v !== null;
+    prompt.value = f.prompt || "";
+    if (set(f.model) && f.model !== config.models?.default) {
+      if (![...model.options].some((o) => o.value === f.model)) localGroup.append(h("option", {value: f.model, text: f.model}));
+      if (selectable(model, f.model)) model.value = f.model;  // a remote one without a key: the default
+    }
+    if (set(f.guidance)) { guidance.input.value = f.guidance; guidance.sync(); }
+    if (set(f.steps)) steps.value = f.steps;
+    if (set(f.seed)) seed.value = f.seed;
+    if (set(f.only_masked_padding)) { padding.input.value = f.only_masked_padding; padding.sync(); }
+    if (set(f.mask_blur) && editor.hasImage()) editor.setFeather(f.mask_blur);
+    if (set(f.seed) || set(f.steps) || set(f.only_masked_padding)) more.open = true;
+    updateSubmit();
   }
 
   return {

@@ -2,7 +2,9 @@
 // the picture, merges the description with the edit and makes N variations (image-to-image).
 // The description is shown before anything is generated, so a person can correct it.
 import {localPath} from "../api.js";
+import {disableUnavailable, selectable} from "../models.js";
 import {jobRecord, stepsList} from "../record.js";
+import {takeRerun} from "../rerun.js";
 
 const PREVIEW_DELAY_MS = 450;
 const PREVIEW_MAX_PX = 512;  // the describer looks at a small picture; a preview need not send the photo
@@ -44,6 +46,7 @@ export async function mount(root, ctx) {
   const models = [...(config.models?.local || []), ...(config.models?.remote || [])];
   const model = ui.select([["", t("vary.default_model")], ...models], "");
   for (const sel of [style, model]) sel.options[0].dataset.i18n = sel === style ? "vary.no_style" : "vary.default_model";
+  const remoteOff = disableUnavailable(model, config.models);  // no OpenAI key here: listed, not choosable
 
   // -- running and results -----------------------------------------------------------------
   const submitBtn = h("button", {type: "submit", class: "primary", disabled: true}, ui.tr("vary.submit"));
@@ -74,7 +77,7 @@ export async function mount(root, ctx) {
         ui.field("common.seed", seed, "vary.seed_hint"),
         ui.field("common.steps", steps, "vary.steps_hint"),
         ui.field("vary.style", style),
-        ui.field("common.model", model)),
+        ui.field("common.model", model, remoteOff ? "vary.remote_unavailable" : undefined)),
       h("div", {class: "row"}, submitBtn, cancelBtn),
       progressText, bar, previewImg));
   const results = h("div", {class: "panel vary-results", hidden: true}, h("h3", {}, ui.tr("vary.results")), grid, record);
@@ -94,7 +97,11 @@ export async function mount(root, ctx) {
   const onLanguage = () => { if (lastDone) showResults(lastDone); showProgress(job?.progress || {}); };
   document.addEventListener("bildwerk:language", onLanguage);
 
-  if (args[0]) loadResult(args[0], Number(args[1] || 0));
+  // A re-run from the gallery (rerun.js) fills the form with that job; #/vary/JOBID/INDEX
+  // opens a job's result as the picture.
+  const rerun = takeRerun();
+  if (rerun?.mode === "image-to-image") rerunJob(rerun);
+  else if (args[0]) loadResult(args[0], Number(args[1] || 0));
 
   // ----------------------------------------------------------------------------------------
   function setImage(f) {
@@ -123,6 +130,36 @@ export async function mount(root, ctx) {
     } catch (err) {
       ui.status(ui.errorText(err), "error");
     }
+  }
+
+  // The job's input picture as if picked, its settings in the form, its corrected description
+  // (prompt_options.description) in the description box, and then the preview as after an edit.
+  async function rerunJob({job: id, fields: f = {}, inputs = {}}) {
+    try {
+      if (inputs.image) {
+        const blob = await api.get(inputs.image);
+        setImage(new File([blob], `${String(id).slice(0, 8)}-input.png`, {type: blob.type || "image/png"}));
+      }
+    } catch (err) {
+      ui.status(ui.errorText(err), "error");
+    }
+    const o = f.prompt_options || {};
+    const set = (v) => v !== undefined && v !== null && v !== "";
+    const choose = (sel, v) => {
+      if (![...sel.options].some((x) => x.value === v)) sel.append(h("option", {value: v, text: v}));
+      if (selectable(sel, v)) sel.value = v;  // a remote model without a key: the default
+    };
+    edit.value = f.prompt || "";
+    if (set(f.strength)) { strength.input.value = f.strength; strength.sync(); }
+    if (set(f.num_images)) count.value = Math.min(4, Math.max(1, Number(f.num_images)));
+    if (set(f.seed)) seed.value = f.seed;
+    if (set(f.steps)) steps.value = f.steps;
+    if (set(o.style)) choose(style, o.style);
+    if (set(f.model) && f.model !== config.models?.default) choose(model, f.model);
+    if (set(o.description)) description.value = o.description;
+    if (!file) return;
+    ui.status(t("vary.rerun_loaded"));
+    if (description.value.trim()) preview();
   }
 
   async function previewDataUrl(blob) {
