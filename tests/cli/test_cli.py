@@ -288,6 +288,7 @@ def test_generate_with_a_remote_model(tmp_path, monkeypatch):
         assert any(q.path == "/v1/images/generations" for q in server.requests)
 
 
+@pytest.mark.extended  # 13 s of subprocesses
 def test_threads_option_reaches_torch(tiny_models, tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "bildwerk")
     env = {k: v for k, v in os.environ.items() if k != "BILDWERK_THREADS"}

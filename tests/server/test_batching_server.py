@@ -35,6 +35,7 @@ def _rows_histogram(metrics: str) -> tuple[float, float]:
     return total, count
 
 
+@pytest.mark.extended  # 26 s; the batcher's exactness is in make test (tests/engine/test_batching_exact.py)
 def test_concurrent_jobs_share_unet_calls_and_keep_their_pixels(tiny_models, tmp_path):
     model = str(tiny_models["sd"])
     fields = [{"prompt": p, "seed": i, "steps": 8, "model": model} for i, p in enumerate(PROMPTS)]
