@@ -26,7 +26,7 @@ export const newId = (prefix = "f") => `${prefix}-${++uid}`;
 // Text that follows the language: a span the app re-translates on a language switch.
 export const tr = (key, tag = "span", attrs = {}) => h(tag, {...attrs, "data-i18n": key, text: t(key)});
 
-// A labelled control: field("generate.steps", h("input", {...}), "generate.steps_hint"?) -> div.field
+// A labelled control: field("common.steps", h("input", {...}), hintKey?) -> div.field
 // Labels and hints are i18n keys, so a language switch relabels the form without losing its values.
 export function field(labelKey, control, hintKey) {
   if (!control.id) control.id = newId();
