@@ -49,3 +49,21 @@ def serious_violations(page: Any) -> list[str]:
     results = Axe().run(page)
     return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
             for v in results.response["violations"] if v.get("impact") in ("serious", "critical")]
+
+
+# The RGBA pixels of a loaded <img>, drawn into a canvas in the page.
+_IMG_PIXELS = """(el) => {
+    const c = document.createElement("canvas");
+    c.width = el.naturalWidth; c.height = el.naturalHeight;
+    const g = c.getContext("2d");
+    g.drawImage(el, 0, 0);
+    return [c.width, c.height, Array.from(g.getImageData(0, 0, c.width, c.height).data)];
+}"""
+
+
+def image_pixels(img: Any) -> Any:
+    """What an <img> locator shows, as an (h, w, 4) uint8 array (wait until it is complete)."""
+    import numpy as np
+
+    w, h, data = img.evaluate(_IMG_PIXELS)
+    return np.array(data, dtype=np.uint8).reshape(h, w, 4)

@@ -11,17 +11,13 @@ import zipfile
 
 import httpx
 import pytest
-from axe_playwright_python.sync_playwright import Axe
+from harness.browser import serious_violations
 from harness.server import wait_job
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
 
-def serious(page) -> list[str]:
-    found = Axe().run(page).response["violations"]
-    return [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:3]}"
-            for v in found if v["impact"] in ("serious", "critical")]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +47,7 @@ def test_search_open_delete(web_server, new_page, made):
     page = new_page(locale="en-US")
     page.goto(web_server.url + "/#/gallery")
     expect(page.locator(".gal-card").first).to_be_visible()
-    assert not serious(page)
+    assert not serious_violations(page)
     search(page, word)
     cards = page.locator(".gal-card")
     expect(cards).to_have_count(1)
@@ -71,7 +67,7 @@ def test_search_open_delete(web_server, new_page, made):
     assert page.evaluate("(i) => i.complete && i.naturalWidth", img.element_handle()) > 0
     expect(dialog.get_by_role("link", name="Download for training (zip)")).to_have_attribute(
         "href", f"/api/v1/export?ids={job_id}")
-    assert not serious(page)
+    assert not serious_violations(page)
 
     dialog.get_by_role("button", name="Delete", exact=True).click()
     expect(dialog).to_contain_text("cannot be undone")
@@ -147,7 +143,7 @@ def test_an_open_job_still_running_is_followed_to_its_end(web_server, new_page):
     expect(dialog.locator(".gal-progress")).to_have_text(re.compile(r"Waiting in the queue|Running"))
     expect(dialog.get_by_role("button", name="Cancel")).to_be_visible()
     assert dialog.locator(".gal-image").count() == 0
-    assert not serious(page)
+    assert not serious_violations(page)
     # It ends while the dialog is open: the detail shows the finished job, no reload.
     expect(body).to_have_attribute("data-status", "succeeded", timeout=30_000)
     img = dialog.locator(".gal-image img")

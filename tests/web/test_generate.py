@@ -8,8 +8,7 @@ import re
 
 import httpx
 import pytest
-from axe_playwright_python.sync_playwright import Axe
-from harness.browser import watch_console
+from harness.browser import serious_violations, watch_console
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -27,10 +26,6 @@ WATCH_PROGRESS = """() => {
 }"""
 
 
-def serious(page) -> list[str]:
-    found = Axe().run(page).response["violations"]
-    return [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:3]}"
-            for v in found if v["impact"] in ("serious", "critical")]
 
 
 def open_generate(page, url: str) -> None:
@@ -93,7 +88,7 @@ def test_german_prompt_preview_progress_image_and_record(web_server, new_page):
     download = page.locator(".gen-result a[download]").first
     expect(download).to_have_attribute("href", f"/api/v1/jobs/{job['id']}/images/0")
     page.locator(".gen-more summary").click()
-    assert not serious(page)
+    assert not serious_violations(page)
 
 
 def test_cancel_a_long_job(web_server, new_page):

@@ -15,7 +15,7 @@ import re
 import httpx
 import numpy as np
 import pytest
-from axe_playwright_python.sync_playwright import Axe
+from harness.browser import serious_violations
 from harness.server import wait_job
 from PIL import Image, ImageDraw, ImageFilter
 from playwright.sync_api import expect
@@ -169,9 +169,6 @@ def test_touch_one_finger_paints_two_fingers_zoom_without_painting(web_server, n
     expect(stage).to_have_attribute("data-mask-pixels", "0")
 
 
-def serious(page) -> list[str]:
-    found = Axe().run(page).response["violations"]
-    return [f"{v['id']}: {v['help']} ({len(v['nodes'])})" for v in found if v["impact"] in ("serious", "critical")]
 
 
 def get_png(client, url) -> Image.Image:
@@ -199,7 +196,7 @@ def test_museum_flow_in_german_keeps_every_pixel_outside_the_mask(web_server, ne
     page.get_by_label("Was soll in der markierten Fläche entstehen?").fill("ein See")
     page.get_by_text("Weitere Einstellungen").click()
     page.get_by_label("Schritte").fill("4")
-    assert serious(page) == []
+    assert serious_violations(page) == []
     submit.click()
     after = page.locator(".inp-result img.inp-after")
     expect(after).to_be_visible(timeout=60_000)
@@ -239,7 +236,7 @@ def test_museum_flow_in_german_keeps_every_pixel_outside_the_mask(web_server, ne
     page.keyboard.press("Home")
     expect(page.locator(".inp-compare")).to_have_attribute("data-split", "0")
     assert after.evaluate("el => el.style.clipPath") == "inset(0px 100% 0px 0px)"
-    assert serious(page) == []
+    assert serious_violations(page) == []
 
     # The result opened from its job (#/inpaint/JOBID/INDEX) is the next picture to paint on.
     page.goto(f"{web_server.url}/#/inpaint/{job_id}/0")
@@ -298,7 +295,7 @@ def test_remote_models_without_a_key_are_listed_disabled_with_a_note(web_server,
     expect(model.locator("option[value='']")).to_be_enabled()
     note = page.locator(f"#{model.get_attribute('aria-describedby')}")
     expect(note).to_have_text("Entfernte Modelle brauchen einen OpenAI-Schlüssel auf dem Server.")
-    assert serious(page) == []
+    assert serious_violations(page) == []
 
     # Generate and vary list remote models too: disabled there as well, with the same note.
     for route in ("#/generate", "#/vary"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from harness.browser import watch_console
+from harness.browser import serious_violations, watch_console
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -15,12 +15,6 @@ pytestmark = pytest.mark.browser
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def serious_violations(page) -> list[str]:
-    from axe_playwright_python.sync_playwright import Axe
-
-    found = Axe().run(page).response["violations"]
-    return [f"{v['id']}: {v['help']} ({[n['target'] for n in v['nodes']][:3]})"
-            for v in found if v["impact"] in ("serious", "critical")]
 
 
 def action_states(page) -> dict[str, bool]:

@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 import pytest
+from harness.browser import image_pixels, serious_violations
 from harness.images import png_bytes
 from harness.server import wait_job
 from PIL import Image, ImageDraw
@@ -27,12 +28,6 @@ def picture() -> bytes:
     return png_bytes(img)
 
 
-def serious_violations(page) -> list[str]:
-    from axe_playwright_python.sync_playwright import Axe
-
-    found = Axe().run(page).response["violations"]
-    return [f"{v['id']}: {v['help']} ({[n['target'] for n in v['nodes']][:3]})"
-            for v in found if v["impact"] in ("serious", "critical")]
 
 
 def test_describe_correct_and_vary_in_french(web_server, new_page):
@@ -116,15 +111,8 @@ def test_a_jobs_result_opens_as_the_picture_to_vary(web_server, new_page):
     expect(page.locator(".vary-file")).to_have_text(f"{job['id'][:8]}-1.png")
     # The picture shown is the job's second result: the same pixels (summed in a canvas).
     expect(original).to_have_js_property("complete", True)
-    shown = original.evaluate("""(el) => {
-        const c = document.createElement("canvas");
-        c.width = el.naturalWidth; c.height = el.naturalHeight;
-        const g = c.getContext("2d");
-        g.drawImage(el, 0, 0);
-        return [c.width, c.height, g.getImageData(0, 0, c.width, c.height).data.reduce((a, b) => a + b, 0)];
-    }""")
-    img = Image.open(io.BytesIO(expected)).convert("RGBA")
-    assert shown == [img.width, img.height, sum(img.tobytes())]
+    img = np.asarray(Image.open(io.BytesIO(expected)).convert("RGBA"))
+    assert np.array_equal(image_pixels(original), img)
     expect(page.get_by_role("button", name="Make variations")).to_be_enabled()
     assert not serious_violations(page)
 
@@ -161,16 +149,8 @@ def test_an_image_to_image_job_rerun_from_the_gallery_fills_vary(web_server, new
     original = page.locator("img.vary-input")
     expect(original).to_be_visible()
     expect(original).to_have_js_property("complete", True)
-    shown = original.evaluate("""(el) => {
-        const c = document.createElement("canvas");
-        c.width = el.naturalWidth; c.height = el.naturalHeight;
-        const g = c.getContext("2d");
-        g.drawImage(el, 0, 0);
-        return [c.width, c.height, Array.from(g.getImageData(0, 0, c.width, c.height).data)];
-    }""")
     want = np.asarray(Image.open(io.BytesIO(pic)).convert("RGBA"))
-    assert shown[:2] == [64, 64]
-    assert np.array_equal(np.array(shown[2], dtype=np.uint8).reshape(64, 64, 4), want)
+    assert np.array_equal(image_pixels(original), want)
 
     # The fields, and the corrected description with the preview of the merge made from it.
     expect(page.get_by_label("Consigne de modification")).to_have_value("en aquarelle")
