@@ -51,3 +51,13 @@ def test_the_shell_is_accessible_and_keyboard_usable_on_a_tablet(web_server, new
     expect(page.locator("#tab-vary")).to_have_attribute("aria-current", "page")
     expect(page.locator("#vary-title")).to_have_text("Varier")
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 768  # no sideways scrolling
+
+
+def test_the_api_docs_render_offline(web_server, new_page):
+    page = new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(web_server.url) else None)
+    page.goto(web_server.url + "/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("bildwerk")
+    expect(page.locator(".opblock-summary-path", has_text="/api/v1/uploads").first).to_be_visible()
+    assert not [u for u in outside if not u.startswith(("data:", "blob:"))]

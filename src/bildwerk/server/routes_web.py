@@ -2,7 +2,8 @@
 CDN, no build step, nothing fetched from outside (an offline kiosk works as well as a laptop).
 
     /               the interface (web/index.html); its files under /ui/
-    /docs, /redoc   Swagger UI and ReDoc, their assets from the fastapi-offline package
+    /docs           Swagger UI, its assets from the fastapi-offline package (no ReDoc: its
+                    bundle fetches a logo from redocly's CDN)
 
 The interface's page has a strict Content-Security-Policy: only this server's own scripts,
 styles and connections, images from here or made in the page (data:, blob:), no framing.
@@ -14,7 +15,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -45,13 +46,6 @@ def swagger() -> HTMLResponse:
                                swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                swagger_css_url="/docs-assets/swagger-ui.css",
                                swagger_favicon_url="/favicon.ico")
-
-
-@router.get("/redoc")
-def redoc() -> HTMLResponse:
-    return get_redoc_html(openapi_url="/openapi.json", title="bildwerk API",
-                          redoc_js_url="/docs-assets/redoc.standalone.js", redoc_favicon_url="/favicon.ico",
-                          with_google_fonts=False)
 
 
 class _UIFiles(StaticFiles):

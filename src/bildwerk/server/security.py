@@ -32,7 +32,7 @@ OPEN_PATHS = frozenset({"/health", "/ready"})
 # Served without a key too: the web interface's page and files (it asks for the key itself),
 # the login, and the API docs page (its document, /openapi.json, needs the key).
 SESSION_PATH = "/api/v1/session"
-PUBLIC_PATHS = frozenset({"/", "/docs", "/redoc", "/favicon.ico", SESSION_PATH})
+PUBLIC_PATHS = frozenset({"/", "/docs", "/favicon.ico", SESSION_PATH})
 PUBLIC_PREFIXES = ("/ui/", "/docs-assets/")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
