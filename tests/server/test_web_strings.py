@@ -35,7 +35,8 @@ def test_every_key_the_code_names_exists():
     en = {ns: _table("en", ns) for ns in NAMESPACES}
     code = "\n".join(p.read_text("utf-8") for p in (WEB / "js").rglob("*.js"))
     code += (WEB / "index.html").read_text("utf-8")
-    named = set(re.findall(r"""["'`]((?:%s)\.[a-z0-9_]+)["'`]""" % "|".join(NAMESPACES), code))
+    quoted = "[\"'`]"
+    named = set(re.findall(quoted + "((?:" + "|".join(NAMESPACES) + r")\.[a-z0-9_]+)" + quoted, code))
     assert len(named) > 100
     missing = sorted(k for k in named if k.split(".", 1)[1] not in en[k.split(".", 1)[0]])
     assert not missing, missing
