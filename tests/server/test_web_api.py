@@ -25,6 +25,9 @@ class _NoJobs:
 
     store = SimpleNamespace(get=lambda _id: None)
 
+    def loaded_model(self):
+        return None
+
 
 def _client(tmp_path, **settings) -> TestClient:
     app = create_app(ServerSettings(store=tmp_path / "store", **settings), service=_NoJobs())
@@ -128,8 +131,11 @@ def test_cors_answers_preflights_for_allowed_pages_only(tmp_path):
     assert "access-control-allow-origin" not in c.get("/api/v1/styles", headers={"Origin": "https://evil.test"}).headers
 
 
-def test_styles_and_samplers(tmp_path):
+def test_styles_samplers_and_what_remote_models_can_do(tmp_path):
     c = _client(tmp_path)
+    modes = c.get("/api/v1/models").json()["remote_modes"]
+    assert modes["openai:dall-e-3"] == ["text-to-image"]  # no edits: the page does not offer it for inpainting
+    assert "inpaint" in modes["openai:gpt-image-1"] and "image-to-image" in modes["openai:dall-e-2"]
     styles = c.get("/api/v1/styles").json()["styles"]
     assert any(s["name"].lower() == "watercolor" and "{prompt}" in s["prompt"] for s in styles)
     samplers = c.get("/api/v1/samplers").json()["samplers"]

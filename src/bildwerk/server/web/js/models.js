@@ -2,8 +2,10 @@
 // operator's "remote_default") and says whether this server can use them: remote_available is
 // false when it has no OpenAI key, and then a job naming one would only answer 400. Views show
 // them disabled, with a note, instead.
-export function remoteModels(models = {}) {
-  const names = [...new Set([...(models.remote || []), models.remote_default].filter(Boolean))];
+// With a mode, only the remote models that can do it ("remote_modes": dall-e-3 cannot inpaint).
+export function remoteModels(models = {}, mode = null) {
+  const can = (name) => !mode || !models.remote_modes?.[name] || models.remote_modes[name].includes(mode);
+  const names = [...new Set([...(models.remote || []), models.remote_default].filter(Boolean))].filter(can);
   return {names, available: models.remote_available !== false};
 }
 

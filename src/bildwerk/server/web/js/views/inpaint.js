@@ -18,7 +18,7 @@ export async function mount(root, {api, t, ui, jobs, config, args}) {
   // --- 3. what should appear ---------------------------------------------------------------------
   const prompt = h("textarea", {name: "prompt", rows: 2, maxlength: 2000});
   // Remote models stay listed when the server has no OpenAI key, disabled, with a note why.
-  const remote = remoteModels(config.models);
+  const remote = remoteModels(config.models, "inpaint");
   const localGroup = h("optgroup", {"data-i18n-attr": "label:inpaint.models_local", label: t("inpaint.models_local")},
     h("option", {value: "", "data-i18n": "inpaint.model_default", text: t("inpaint.model_default")}),
     (config.models?.local || []).filter((m) => m !== config.models?.default).map((m) => h("option", {value: m, text: m})));

@@ -2,7 +2,7 @@
 // the picture, merges the description with the edit and makes N variations (image-to-image).
 // The description is shown before anything is generated, so a person can correct it.
 import {localPath} from "../api.js";
-import {disableUnavailable, selectable} from "../models.js";
+import {disableUnavailable, remoteModels, selectable} from "../models.js";
 import {jobRecord, stepsList} from "../record.js";
 import {takeRerun} from "../rerun.js";
 
@@ -43,7 +43,7 @@ export async function mount(root, ctx) {
   const seed = h("input", {type: "number", min: 0, step: 1, name: "seed", inputmode: "numeric"});
   const steps = h("input", {type: "number", min: 1, max: 150, step: 1, name: "steps", inputmode: "numeric"});
   const style = ui.select([["", t("vary.no_style")], ...(config.styles || []).map((s) => s.name)], "");
-  const models = [...(config.models?.local || []), ...(config.models?.remote || [])];
+  const models = [...(config.models?.local || []), ...remoteModels(config.models, "image-to-image").names];
   const model = ui.select([["", t("vary.default_model")], ...models], "");
   for (const sel of [style, model]) sel.options[0].dataset.i18n = sel === style ? "vary.no_style" : "vary.default_model";
   const remoteOff = disableUnavailable(model, config.models);  // no OpenAI key here: listed, not choosable
