@@ -102,6 +102,10 @@ def test_cancel_a_long_job(web_server, new_page):
     expect(slider).to_have_value("50")
     page.locator("#gen-prompt").press("Control+Enter")  # the shortcut submits too
     expect(page.locator("#gen-phase")).to_have_attribute("data-phase", "denoise", timeout=30_000)
+    # While it denoises, the server's previews show the picture as it forms.
+    live = page.locator("img.gen-live")
+    expect(live).to_be_visible(timeout=30_000)
+    assert live.get_attribute("src").startswith("data:image/jpeg;base64,")
     page.get_by_role("button", name="Cancel").click()
     expect(page.locator("#gen-phase")).to_have_text("Cancelled", timeout=30_000)
     expect(page.get_by_role("button", name="Generate", exact=True)).to_be_enabled()
