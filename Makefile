@@ -33,7 +33,7 @@ test-slow: $(STAMP)
 
 # Slower groups CI runs after `make test` (fault injection across processes, benchmark smoke runs).
 test-extended: $(STAMP)
-	$(BIN)/python -m pytest -m extended
+	$(BIN)/python -m pytest -m extended --durations=15
 
 # The web interface in a real browser (tests/web): Debian's Chromium, driven by Playwright.
 test-browser: $(STAMP)

@@ -29,7 +29,7 @@ def test_sigkill_then_restart_runs_every_accepted_job(tiny_models, tmp_path):
                         extra_env={"BILDWERK_MAX_BATCH": "1"}).start()
     try:
         with srv.client() as c:
-            ids = _submit(c, 6, steps=30, num_images=2)
+            ids = _submit(c, 6, steps=15, num_images=2)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:  # kill once some finished and some did not
                 states = [c.get(f"/api/v1/jobs/{i}").json()["status"] for i in ids]
