@@ -30,7 +30,7 @@ from bildwerk.jobs.store import (
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, decode_upload, job_error, job_view, upload_bytes
 from bildwerk.server.errors import error_response
-from bildwerk.server.schemas import JobIn, PromptPreviewIn, request_fields
+from bildwerk.server.schemas import JobIn, PromptPreviewIn, no_json_constant, request_fields
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -44,7 +44,11 @@ def create_job(body: JobIn, request: Request) -> JSONResponse:  # type: ignore[v
     fields.setdefault("model", st.settings.model)
     spec = JobSpec.build(origin="native", options=body.prompt_options, image=b64_image(st, body.image, "image"),
                          mask=b64_image(st, body.mask, "mask"), **fields)
-    row = st.service.submit(spec, api="native")
+    return _accepted(request, st.service.submit(spec, api="native"))
+
+
+def _accepted(request: Request, row) -> JSONResponse:
+    """202 with the job and its Location: what both ways of submitting answer."""
     view = job_view(request, row)
     return JSONResponse(view, status_code=202, headers={"Location": view["links"]["self"]})
 
@@ -76,19 +80,14 @@ async def create_job_upload(
                              mask=decode_upload(st, mask_data, "mask"), **values)
         return st.service.submit(spec, api="native")
 
-    row = await asyncio.to_thread(submit)
-    view = job_view(request, row)
-    return JSONResponse(view, status_code=202, headers={"Location": view["links"]["self"]})
+    return _accepted(request, await asyncio.to_thread(submit))
 
 
 def _job_from_json(text: str):
     from bildwerk.core.request import format_validation_error
 
-    def no_constant(name: str) -> None:  # NaN and Infinity are not JSON
-        raise ValueError(name)
-
     try:
-        data = json.loads(text, parse_constant=no_constant)
+        data = json.loads(text, parse_constant=no_json_constant)
     except (ValueError, RecursionError):
         raise InvalidRequestError("request: not valid JSON (the job's fields as a JSON object)") from None
     if not isinstance(data, dict):

@@ -266,7 +266,7 @@ def plan_from_body(body: bytes, content_type: str | None) -> Any:
         raise InvalidRequestError("the plan is not UTF-8 text") from None
     try:
         if media == "application/json":
-            data = json.loads(text, parse_constant=_no_constant)
+            data = json.loads(text, parse_constant=no_json_constant)
         else:
             loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
             data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
@@ -280,5 +280,6 @@ def plan_from_body(body: bytes, content_type: str | None) -> Any:
     return plan_from_data(data)
 
 
-def _no_constant(name: str) -> Any:
+def no_json_constant(name: str) -> Any:
+    """``json.loads(parse_constant=...)``: NaN and Infinity are not JSON numbers."""
     raise ValueError(f"{name} is not a JSON number")
