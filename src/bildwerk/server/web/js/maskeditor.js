@@ -139,20 +139,16 @@ export function createMaskEditor({feather = 8, onChange = () => {}} = {}) {
     commit({x0: 0, y0: 0, x1: W, y1: H, before, after: mask.slice()});
   }
 
-  function undo() {
-    const e = history.pop();
+  // Undo puts a change's "before" back and keeps it for redo, which puts its "after" back.
+  function replay(from, to, side) {
+    const e = from.pop();
     if (!e) return;
-    putRect(e.before, e.x0, e.y0, e.x1, e.y1);
-    future.push(e);
+    putRect(e[side], e.x0, e.y0, e.x1, e.y1);
+    to.push(e);
     render();
   }
-  function redo() {
-    const e = future.pop();
-    if (!e) return;
-    putRect(e.after, e.x0, e.y0, e.x1, e.y1);
-    history.push(e);
-    render();
-  }
+  const undo = () => replay(history, future, "before");
+  const redo = () => replay(future, history, "after");
   function clear() { if (count) wholeChange(() => mask.fill(0)); }
   function invert() { wholeChange(() => { for (let i = 0; i < mask.length; i++) mask[i] ^= 1; }); }
 
