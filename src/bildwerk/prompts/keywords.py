@@ -98,8 +98,8 @@ def extract_keywords(texts: Sequence[str], *, top_n: int = 5, max_ngram: int = 2
 
         from bildwerk.prompts.korean import content_words
 
-        vectorizer = CountVectorizer(tokenizer=content_words, token_pattern=None, lowercase=False,
-                                     ngram_range=(1, max_ngram))
+        # One weight per word, as the team's step 4 gives them (pairs of stems read oddly).
+        vectorizer = CountVectorizer(tokenizer=content_words, token_pattern=None, lowercase=False)
         found = kw.extract_keywords(doc, vectorizer=vectorizer, top_n=top_n, use_mmr=True, diversity=0.5)
     else:
         found = kw.extract_keywords(doc, keyphrase_ngram_range=(1, max_ngram), top_n=top_n,

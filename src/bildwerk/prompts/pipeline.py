@@ -314,7 +314,7 @@ class PromptPipeline:
             variants = paraphrase(prompt, llm, o.paraphrase, seed=o.seed, language=self._text_language(rec),
                                   rejected=rejected)
         except PromptBackendError:
-            if rejected and not o.fallback:
+            if rejected:  # every answer was thrown away: say why (the step records it)
                 raise rejected[0] from None
             raise
         if rejected:
