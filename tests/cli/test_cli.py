@@ -202,6 +202,16 @@ def test_prompt_command_shows_each_step():
     assert rec["steps"][1]["output"] == "a lake" and rec["prompt"].startswith("a lake, ")
     table = _invoke("prompt", "a {red|blue} car", "--style", "watercolor", "--seed", "2")
     assert table.exit_code == 0 and "wildcards" in table.stdout and "style" in table.stdout
+    order = _invoke("prompt", "a cat", "--order", "paraphrase-first", "--json")
+    assert order.exit_code == 0, order.output
+    assert json.loads(order.stdout)["steps"][0]["step"] == "language"
+    bad = _invoke("prompt", "a cat", "--order", "keywords-first")
+    assert bad.exit_code == 2 and "paraphrase-first" in bad.output
+    # Enhancement on the default (multilingual) model: matched in German, and said when nothing matched.
+    de = json.loads(_invoke("prompt", "ein See", "--enhance", "--json").stdout)
+    assert de["prompt"].startswith("ein See, ") and de["steps"][-1]["details"]["terms"] == ["lake"]
+    none = _invoke("prompt", "ein Quxlbach", "--enhance")
+    assert "warning" in none.output and "enhancement" in none.output
 
 
 def test_generate_records_prompt_steps_in_png(tiny_models, tmp_path):

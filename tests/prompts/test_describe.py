@@ -609,3 +609,18 @@ def test_merge_with_llm_skips_the_model_when_one_side_is_empty():
     assert merge_with_llm(CAT, " ", chat) == CAT
     assert merge_with_llm("", "make it a watercolor", chat) == "make it a watercolor"
     assert chat.calls == []
+
+
+@pytest.mark.parametrize(("language", "edit", "english"), [
+    ("fr", "mets le chat sur une plage", "put the cat on a beach"),
+    ("fr", "remplace le chat par un chien", "replace the cat with a dog"),
+    ("de", "mach es zu einem Aquarell", "turn it into a watercolor"),
+    ("de", "entferne das Auto", "remove the car"),
+    ("ru", "сделай акварелью", "make it as a watercolor"),
+    ("ko", "모자를 추가해 줘", "add hat"),
+])
+def test_edit_phrasing_in_other_languages_becomes_the_english_instruction(language, edit, english):
+    from bildwerk.prompts.describe.merge import edit_in_english
+
+    got = edit_in_english(edit, language)
+    assert got.text == english and got.phrases and not got.untranslated

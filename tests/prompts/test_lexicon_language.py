@@ -111,12 +111,14 @@ def test_embedded_llm_expands_deterministically():
     assert a.step("expand").backend == "local:smollm2-135m"
 
 
-def test_korean_base_forms_drop_particles_only_from_known_nouns():
+def test_korean_base_forms_come_from_the_analyser_for_unknown_nouns_too():
     ko = lexicon.load_lexicon("ko")
     assert ko.base_form("고양이가") == "고양이" and ko.base_form("바닷가에서") == "바닷가"
-    assert ko.base_form("해변을") == "해변"
+    # Nouns no lexicon entry knows lose their particles (and plural) too.
+    assert ("수달",) not in ko.terms and ("너구리",) not in ko.terms
+    assert ko.base_form("수달들이") == "수달" and ko.base_form("너구리를") == "너구리"
     # Nouns that end like a particle stay whole.
-    for word in ("고양이", "사과", "바닷가", "가을", "미지의말이"):
+    for word in ("고양이", "사과", "바닷가", "가을"):
         assert ko.base_form(word) == word
 
 
@@ -126,3 +128,6 @@ def test_korean_keywords_without_particles():
     assert words_found
     assert not {"고양이가", "바닷가에서", "해변을"} & set(words_found)
     assert len({k for k, _ in found}) == len(found)  # merged forms are not repeated
+    unknown = extract_keywords(["수달들이 강가에서 하얀 너구리를 본다"], language="ko", top_n=6)
+    assert {"수달", "너구리"} <= {k for k, _ in unknown}  # nouns the lexicon does not know
+    assert "하얗다" in {k for k, _ in unknown}  # adjectives as stems (dictionary form)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fakes.openai_server import FakeOpenAIServer
 
-from bildwerk.core.errors import InvalidRequestError, PromptBackendError
+from bildwerk.core.errors import InvalidRequestError, PromptAnswerRejected, PromptBackendError
 from bildwerk.core.prompt import PromptOptions
 from bildwerk.core.weights import parse_weighted
 from bildwerk.prompts.llm import OpenAIChat
@@ -146,7 +146,9 @@ def test_korean_team_flow_paraphrase_then_weighted_keywords():
                                                             translate="off"))
     assert rec.language == "ko" and len(rec.variants) == 3
     kw = rec.step("keywords")
-    assert kw.backend == "keybert:use" and kw.details["keywords"]
+    assert kw.backend == "keybert:use+kiwi" and kw.details["keywords"]
+    # Kiwi's words: no particles ("고양이가"), stems in dictionary form.
+    assert all(not k.endswith(("에서", "가", "를")) for k, _ in kw.details["keywords"])
     segs = parse_weighted(rec.prompt)
     assert max(s.weight for s in segs) == pytest.approx(1.4)  # the best keyword carries the top weight
     assert any("고양이" in s.text for s in segs)
@@ -215,3 +217,93 @@ def test_language_without_lexicon_is_left_untranslated_with_warning():
     assert any("no lexicon" in w for w in rec.warnings)
     with pytest.raises(PromptBackendError, match="no lexicon"):
         PromptPipeline().run("il gatto nero", options=PromptOptions(language="it", fallback=False))
+
+
+# -- issue 17: the Korean team's order, unusable model answers, edits in the user's language --
+
+def _ko_team_llm():
+    """Rewords in Korean; "translates" by a fixed table (a stand-in for a real LLM)."""
+    english = {"바닷가에서 노는 고양이": "a cat playing at the seaside",
+               "해변에서 노는 작은 고양이": "a small cat playing on the beach"}
+
+    def answer(system, user, seed):
+        if "Rewrite" in system:
+            return "해변에서 노는 작은 고양이"
+        return english[user.split(": ", 1)[1]]
+
+    return ScriptedLLM(answer)
+
+
+def test_paraphrase_first_rewords_in_the_source_language_then_translates_each():
+    llm = _ko_team_llm()
+    opts = PromptOptions(order="paraphrase-first", paraphrase=1, translate="llm")
+    rec = PromptPipeline(llm=llm).run("바닷가에서 노는 고양이", options=opts)
+    assert [s.step for s in rec.steps] == ["language", "paraphrase", "translate", "translate"]
+    assert rec.step("paraphrase").details["variants"] == ["해변에서 노는 작은 고양이"]  # made in Korean
+    assert rec.prompt == "a cat playing at the seaside"
+    assert rec.variants == ["a small cat playing on the beach"] and rec.steps[-1].details["variant"] == 0
+    default = PromptPipeline(llm=_ko_team_llm()).run("바닷가에서 노는 고양이",
+                                                     options=PromptOptions(paraphrase=1, translate="llm"))
+    assert [s.step for s in default.steps] == ["language", "translate", "paraphrase"]
+    with pytest.raises(ValueError, match="paraphrase-first"):
+        PromptOptions(order="keywords-first")
+
+
+def test_nonsense_paraphrase_is_left_out_with_a_warning_or_fails_strict():
+    llm = ScriptedLLM(lambda s, u, seed: "The legendary king of the sea.")
+    rec = PromptPipeline(llm=llm).run("a cat by the sea", options=PromptOptions(paraphrase=1))
+    step = rec.step("paraphrase")
+    assert rec.variants == [] and step.details["rejected"] == "The legendary king of the sea."
+    assert "subject" in step.details["reason"] and step.details["similarity"] < 0.45
+    assert any("subject" in w for w in rec.warnings)
+    with pytest.raises(PromptAnswerRejected, match="subject") as err:
+        PromptPipeline(llm=llm).run("a cat by the sea", options=PromptOptions(paraphrase=1, fallback=False))
+    assert err.value.code == "prompt_answer_rejected"
+    good = ScriptedLLM(lambda s, u, seed: "a kitten at the seaside")
+    assert PromptPipeline(llm=good).run("a cat by the sea", options=PromptOptions(paraphrase=1)).variants
+
+
+def test_translation_that_echoes_the_input_falls_back_to_the_lexicon_or_fails_strict():
+    for echo in ("ein See", "Ein See!", "ein schöner See"):  # the input, or still German
+        llm = ScriptedLLM(lambda s, u, seed, echo=echo: echo)
+        rec = PromptPipeline(llm=llm).run("ein See", options=PromptOptions(translate="llm"))
+        t = rec.step("translate")
+        assert rec.prompt == "a lake" and t.backend == "lexicon:de" and t.details["rejected"] == echo
+        assert any("not used" in w for w in rec.warnings)
+        with pytest.raises(PromptAnswerRejected, match="translat"):
+            PromptPipeline(llm=llm).run("ein See", options=PromptOptions(translate="llm", fallback=False))
+
+
+def test_expansion_that_drowns_the_subject_is_left_out():
+    llm = ScriptedLLM(lambda s, u, seed: "The legendary king of the sea rules over an endless kingdom of "
+                                         "mermaids, golden palaces and sunken treasure ships")
+    rec = PromptPipeline(llm=llm).run("ein See", options=PromptOptions(expand=True), multilingual_model=True)
+    assert rec.prompt == "ein See" and rec.step("expand").details["reason"]
+
+
+@pytest.mark.parametrize(("edit", "merged"), [
+    ("mets le chat sur une plage", "a photo of a cat, on a beach"),
+    ("en aquarelle", "a cat, as a watercolor"),
+    ("als Aquarell", "a cat, as a watercolor"),
+    ("setze die Katze an einen Strand und füge einen Hut hinzu", "a photo of a cat, at a beach, with a hat"),
+])
+def test_design_team_edits_in_their_language_merge_into_one_language(edit, merged):
+    from PIL import Image
+
+    img = Image.new("RGB", (64, 64), "white")
+    opts = PromptOptions(description="a photo of a cat")
+    rec = PromptPipeline().run(edit, options=opts, image=img, multilingual_model=True)
+    merge = rec.step("merge")
+    assert rec.prompt == merged and merge.details["edit"]["phrases"]
+    assert rec.step("translate").details["skipped"]  # translated once, by the merge
+
+
+def test_enhancement_matches_german_prompts_left_untranslated_for_the_default_model():
+    rec = run_prompt_pipeline("ein See zwischen Hochhäusern", options=PromptOptions(enhance=True))
+    lexicon = rec.step("lexicon")
+    assert rec.step("translate").details["skipped"] and lexicon.backend == "lexicon:de"
+    assert "lake" in lexicon.details["terms"] and rec.prompt.startswith("ein See zwischen Hochhäusern, ")
+    assert not rec.warnings
+    nothing = run_prompt_pipeline("ein Quxlbach", options=PromptOptions(enhance=True))
+    assert nothing.step("lexicon").details["terms"] == []
+    assert any("enhancement" in w for w in nothing.warnings)

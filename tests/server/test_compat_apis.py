@@ -127,6 +127,11 @@ def test_openai_sdk_edit_with_alpha_mask_and_variation(server, photo, box_mask):
     outside = np.asarray(box_mask) == 0
     assert np.array_equal(out[outside], np.asarray(photo)[outside])
     assert not np.array_equal(out[~outside], np.asarray(photo)[~outside])
+    # Without a mask, a local model gets the picture described and merged with the edit (French here).
+    edit = client.images.edit(image=("in.png", png_bytes(photo), "image/png"), prompt="en aquarelle", n=1,
+                              size="64x64")
+    assert edit.data[0].revised_prompt.endswith(", as a watercolor")
+    assert edit.data[0].revised_prompt != "en aquarelle"
     var = client.images.create_variation(image=("in.png", png_bytes(photo), "image/png"), n=1, size="64x64")
     assert _img(var.data[0].b64_json).size == (64, 64)
     with pytest.raises(openai.BadRequestError) as exc:

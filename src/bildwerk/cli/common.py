@@ -60,7 +60,8 @@ KeywordsOpt = Annotated[bool, typer.Option("--keywords", help="Append KeyBERT's 
 ParaphraseOpt = Annotated[int, typer.Option("--paraphrase", help="Make N rewordings (they feed --keywords).", rich_help_panel="Prompt")]
 LlmOpt = Annotated[str | None, typer.Option("--llm", help="Chat backend: local (SmolLM2), openai, openai:MODEL (BILDWERK_LLM_BASE_URL for vLLM/Ollama).", rich_help_panel="Prompt")]
 DescribeOpt = Annotated[str | None, typer.Option("--describe", help="Describe the input image first and merge it with the prompt: local, openai, azure.", rich_help_panel="Prompt")]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail when a prompt backend fails instead of using the documented fallback.", rich_help_panel="Prompt")]
+OrderOpt = Annotated[str, typer.Option("--order", help="translate-first, or paraphrase-first: reword in the prompt's language, then translate each rewording.", rich_help_panel="Prompt")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail when a prompt backend fails or answers unusably (lost subject, untranslated) instead of using the documented fallback.", rich_help_panel="Prompt")]
 
 
 def _fail(exc: BildwerkError) -> None:
@@ -71,7 +72,7 @@ def _fail(exc: BildwerkError) -> None:
 def _prompt_options(translate: str = "auto", lang: str | None = None, style: str | None = None,
                     enhance: bool = False, expand: bool = False, keywords: bool = False, paraphrase: int = 0,
                     llm: str | None = None, describe: str | None = None, strict: bool = False,
-                    seed: int | None = None):
+                    seed: int | None = None, order: str = "translate-first"):
     from pydantic import ValidationError
 
     from bildwerk.core.prompt import PromptOptions
@@ -79,7 +80,7 @@ def _prompt_options(translate: str = "auto", lang: str | None = None, style: str
 
     fields: dict[str, Any] = dict(translate=translate, language=lang, style=style, enhance=enhance, expand=expand,
                                   keywords=keywords, paraphrase=paraphrase, llm=llm, describe=describe,
-                                  fallback=not strict)
+                                  fallback=not strict, order=order)
     if seed is not None:
         fields["seed"] = seed
     try:

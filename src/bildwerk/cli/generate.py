@@ -32,6 +32,7 @@ from bildwerk.cli.common import (
     ModelOpt,
     NegativeOpt,
     NumOpt,
+    OrderOpt,
     OutOpt,
     ParaphraseOpt,
     SchedOpt,
@@ -130,11 +131,13 @@ def generate(
     expand: ExpandOpt = False,
     keywords: KeywordsOpt = False,
     paraphrase: ParaphraseOpt = 0,
+    order: OrderOpt = "translate-first",
     llm: LlmOpt = None,
     strict: StrictOpt = False,
 ) -> None:
     """Text to image."""
-    opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, None, strict)
+    opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, None, strict,
+                           order=order)
     _run(
         dict(mode="text-to-image", prompt=prompt, negative_prompt=negative, model=model, seed=seed,
              steps=steps, guidance=guidance, width=width, height=height, num_images=num_images,
@@ -167,13 +170,15 @@ def vary(
     expand: ExpandOpt = False,
     keywords: KeywordsOpt = False,
     paraphrase: ParaphraseOpt = 0,
+    order: OrderOpt = "translate-first",
     llm: LlmOpt = None,
     describe: DescribeOpt = None,
     strict: StrictOpt = False,
 ) -> None:
     """Image to image: variations of IMAGE guided by PROMPT (an edit such as "as a watercolor")."""
     img = _load(image, "image")
-    opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, describe, strict)
+    opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, describe, strict,
+                           order=order)
     _run(
         dict(mode="image-to-image", image=img, prompt=prompt, negative_prompt=negative, strength=strength,
              model=model, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
@@ -244,6 +249,7 @@ def prompt(
     expand: ExpandOpt = False,
     keywords: KeywordsOpt = False,
     paraphrase: ParaphraseOpt = 0,
+    order: OrderOpt = "translate-first",
     llm: LlmOpt = None,
     describe: DescribeOpt = None,
     strict: StrictOpt = False,
@@ -253,7 +259,7 @@ def prompt(
     from bildwerk.prompts.pipeline import run_prompt_pipeline
 
     opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, describe, strict,
-                           seed=seed)
+                           seed=seed, order=order)
     img = _load(image, "image") if image is not None else None
     if describe and img is None:
         _fail(BildwerkError("--describe needs --image"))

@@ -64,6 +64,21 @@ class PromptBackendError(BildwerkError):
     code = "prompt_backend"
 
 
+class PromptAnswerRejected(PromptBackendError):
+    """A model answered, but not usably: the answer lost the prompt's subject, or a
+    "translation" echoed the input or stayed in its language (prompts/answer.py)."""
+
+    code = "prompt_answer_rejected"
+
+    def __init__(self, message: str, *, answer: str = "", reason: str = "", checks: dict | None = None) -> None:
+        super().__init__(message)
+        self.answer, self.reason, self.checks = answer, reason, dict(checks or {})
+
+    def details(self) -> dict:
+        """What a prompt step records about the answer it threw away."""
+        return {"rejected": self.answer, "reason": self.reason, **self.checks}
+
+
 class RemoteError(BildwerkError):
     """A remote image service (e.g. the OpenAI Images API) failed or could not be reached."""
 

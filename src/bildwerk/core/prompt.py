@@ -47,6 +47,10 @@ class PromptRecord(BaseModel):
 
 
 TranslateMode = Literal["auto", "llm", "lexicon", "off"]
+# Two orders, not any permutation of step names: the other steps depend on each other in one
+# way only (wildcards before everything, style last), and what users differ on is whether
+# rewordings are made before or after translation (the Korean team paraphrases first).
+StepOrder = Literal["translate-first", "paraphrase-first"]
 
 
 class PromptOptions(BaseModel):
@@ -68,6 +72,10 @@ class PromptOptions(BaseModel):
     keyword_backend: Literal["use", "minilm"] = "use"
     keyword_count: int = Field(default=5, ge=1, le=20)
     paraphrase: int = Field(default=0, ge=0, le=8, description="How many rewordings to make.")
+    order: StepOrder = Field(
+        default="translate-first",
+        description="translate-first: translate, then reword the translation; paraphrase-first: "
+                    "reword in the prompt's own language, then translate the prompt and each rewording.")
     expand: bool = False
     describe: str | None = Field(default=None, max_length=MAX_NAME_CHARS,
                                  description="Describer for the input image: local, openai, azure.")

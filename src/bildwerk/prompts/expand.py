@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from bildwerk.core.errors import PromptBackendError
-from bildwerk.prompts.answer import clean_answer
+from bildwerk.core.errors import PromptAnswerRejected, PromptBackendError
+from bildwerk.prompts.answer import check_answer, clean_answer
 from bildwerk.prompts.llm import ChatBackend
 
 # This framing gave the embedded SmolLM2-135M its most usable answers (lists and few-shot
@@ -41,26 +41,43 @@ def tidy_addition(prompt: str, answer: str) -> str:
     return text.strip(" ,.;:")
 
 
-def expand(prompt: str, llm: ChatBackend, *, seed: int | None = None) -> tuple[str, str]:
-    """(expanded prompt, the added text)."""
+def expand(prompt: str, llm: ChatBackend, *, seed: int | None = None,
+           language: str | None = None) -> tuple[str, str]:
+    """(expanded prompt, the added text). An addition that drowns the subject is rejected
+    (:class:`PromptAnswerRejected`)."""
     answer = clean_answer(llm.complete(EXPAND_SYSTEM, EXPAND_USER.format(prompt=prompt), seed=seed,
                                        max_tokens=60, temperature=0.5))
     added = tidy_addition(prompt, answer)
     if not added:
         raise PromptBackendError(f"the expansion backend {llm.name} answered nothing for {prompt!r}")
-    return f"{prompt.rstrip(' ,.;')}, {added}", added
+    expanded = f"{prompt.rstrip(' ,.;')}, {added}"
+    check_answer(prompt, expanded, kind="expand", backend=llm.name, source_language=language)
+    return expanded, added
 
 
-def paraphrase(prompt: str, llm: ChatBackend, count: int, *, seed: int = 0) -> list[str]:
-    """Up to ``count`` distinct rewordings (seed, seed+1, ...); the prompt itself excluded."""
+def paraphrase(prompt: str, llm: ChatBackend, count: int, *, seed: int = 0, language: str | None = None,
+               rejected: list[PromptAnswerRejected] | None = None) -> list[str]:
+    """Up to ``count`` distinct rewordings (seed, seed+1, ...); the prompt itself excluded.
+
+    Rewordings that lost the subject are left out and appended to ``rejected`` (the caller
+    decides whether that is a warning or a failure); none left is a PromptBackendError.
+    """
     out: list[str] = []
     for i in range(count * 2):  # small models repeat themselves: a few extra tries
         if len(out) >= count:
             break
         answer = clean_answer(llm.complete(PARAPHRASE_SYSTEM, prompt, seed=seed + i, max_tokens=80,
                                            temperature=0.9))
-        if answer and answer.lower() != prompt.lower() and answer not in out:
-            out.append(answer)
+        if not answer or answer.lower() == prompt.lower() or answer in out:
+            continue
+        try:
+            check_answer(prompt, answer, kind="paraphrase", backend=llm.name, source_language=language)
+        except PromptAnswerRejected as exc:
+            if rejected is not None:
+                rejected.append(exc)
+            continue
+        out.append(answer)
     if not out:
-        raise PromptBackendError(f"the paraphrase backend {llm.name} gave no variant of {prompt!r}")
+        why = f": {'; '.join(str(e) for e in rejected)}" if rejected else ""
+        raise PromptBackendError(f"the paraphrase backend {llm.name} gave no usable variant of {prompt!r}{why}")
     return out

@@ -83,31 +83,34 @@ def stop_words(language: str | None) -> str | list[str] | None:
 
 def extract_keywords(texts: Sequence[str], *, top_n: int = 5, max_ngram: int = 2,
                      backend: str = "use", language: str | None = None) -> list[tuple[str, float]]:
-    """Keywords of the texts taken together, best first, with KeyBERT's similarity scores."""
+    """Keywords of the texts taken together, best first, with KeyBERT's similarity scores.
+
+    Korean candidates come from the morphological analyser (:mod:`bildwerk.prompts.korean`):
+    nouns and the dictionary forms of verbs and adjectives, particles removed, also for
+    nouns no lexicon knows. The document KeyBERT compares them with stays the text as written.
+    """
     doc = " . ".join(t.strip() for t in texts if t.strip())
     if not doc:
         return []
     kw = _keybert(backend)
-    found = kw.extract_keywords(doc, keyphrase_ngram_range=(1, max_ngram), top_n=top_n,
-                                stop_words=stop_words(language), use_mmr=True, diversity=0.5)
-    keywords = [(str(k), float(s)) for k, s in found]
-    return _without_particles(keywords) if language == "ko" else keywords
+    if language == "ko":
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        from bildwerk.prompts.korean import content_words
+
+        # One weight per word, as the team's step 4 gives them (pairs of stems read oddly).
+        vectorizer = CountVectorizer(tokenizer=content_words, token_pattern=None, lowercase=False)
+        found = kw.extract_keywords(doc, vectorizer=vectorizer, top_n=top_n, use_mmr=True, diversity=0.5)
+    else:
+        found = kw.extract_keywords(doc, keyphrase_ngram_range=(1, max_ngram), top_n=top_n,
+                                    stop_words=stop_words(language), use_mmr=True, diversity=0.5)
+    return [(str(k), float(s)) for k, s in found]
 
 
-def _without_particles(keywords: list[tuple[str, float]]) -> list[tuple[str, float]]:
-    """Korean keywords without their case particles ("고양이가" -> "고양이"), where the Korean
-    lexicon knows the bare noun (no morphological analyser ships offline). Keywords that
-    become equal are merged, keeping the better score."""
-    from bildwerk.prompts.lexicon import load_lexicon
-
-    lex = load_lexicon("ko")
-    if lex is None:
-        return keywords
-    out: dict[str, float] = {}
-    for phrase, score in keywords:
-        bare = " ".join(lex.base_form(w) for w in phrase.split())
-        out.setdefault(bare, score)  # best first already
-    return list(out.items())
+def keyword_backend_name(backend: str, language: str | None) -> str:
+    """What the record names as the keyword step's backend: KeyBERT's embedder, and Kiwi where
+    it chose the Korean candidates."""
+    return f"keybert:{backend}" + ("+kiwi" if language == "ko" else "")
 
 
 def weighted_keywords(keywords: Sequence[tuple[str, float]], *, max_weight: float = 1.4) -> list[tuple[str, float]]:

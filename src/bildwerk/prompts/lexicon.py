@@ -26,8 +26,8 @@ _SUFFIXES: dict[str, tuple[str, ...]] = {
     "es": ("es", "s"),
     "it": ("i", "e"),
     "ru": ("ами", "ями", "ов", "ев", "ей", "ом", "ем", "ой", "ей", "ам", "ах", "ы", "и", "а", "я", "у", "ю", "е"),
-    "ko": ("에서", "으로", "에게", "은", "는", "이", "가", "을", "를", "의", "에", "와", "과", "도", "로"),
 }
+# Korean particles are not a suffix table: the analyser tells them apart (prompts/korean.py).
 
 
 def words(text: str) -> list[str]:
@@ -72,8 +72,13 @@ class Lexicon:
 
     def base_form(self, word: str) -> str:
         """The word without its ending or particle when what is left is itself a known term
-        ("고양이가" -> "고양이", "바닷가에서" -> "바닷가"); otherwise the word as written, so
-        nouns that merely end like a particle ("고양이", "사과", "바닷가") stay whole."""
+        ("Katzen" -> "katze"); otherwise the word as written. Korean goes through the
+        morphological analyser instead, which knows a particle from a noun's last syllable
+        ("고양이가" -> "고양이", "펭귄들이" -> "펭귄", "사과" stays), for unknown nouns too."""
+        if self.language == "ko":
+            from bildwerk.prompts.korean import strip_particles
+
+            return strip_particles(word)
         for suffix in _SUFFIXES.get(self.language, ()):
             stem = word[: -len(suffix)]
             if word.endswith(suffix) and len(stem) >= 2 and (stem,) in self.terms:
@@ -158,13 +163,19 @@ def _enhancements() -> dict[tuple[str, ...], str]:
     return table  # type: ignore[return-value]
 
 
-def enhance(text: str) -> tuple[str, list[str]]:
+def enhance(text: str, language: str | None = None) -> tuple[str, list[str]]:
     """Append each known term's addition once: "a lake" -> "a lake, calm blue lake, ...".
 
-    Returns the new text and the terms that matched (longest first, no overlaps).
+    Returns the new text and the terms that matched (longest first, no overlaps). The table
+    is keyed in English; a prompt in another ``language`` (left untranslated for a model that
+    reads it) is matched through that language's lexicon ("ein See" matches "lake") and keeps
+    its own words, with the curated additions after them.
     """
     table = _enhancements()
     ws = words(text)
+    if language not in (None, "en"):
+        lex = load_lexicon(language)
+        ws = words(lex.translate(text).text) if lex else []
     longest = max((len(k) for k in table), default=1)
     applied: list[str] = []
     additions: list[str] = []

@@ -1,7 +1,8 @@
 """The prompt pipeline: the user's words -> the model's prompt, every step recorded.
 
 Order: wildcards -> language -> translate -> describe + merge -> lexicon enhancement ->
-paraphrase -> keywords -> expand -> style. Every step is optional; each one that runs
+paraphrase -> keywords -> expand -> style; with ``order="paraphrase-first"`` the rewordings
+are made before translation, in the prompt's language, and each is translated. Every step is optional; each one that runs
 (or is skipped for a reason worth knowing) leaves a ``PromptStep`` with its input,
 output, backend and time. The use case (app/generate.py) runs it for every face.
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from PIL import Image
 
-from bildwerk.core.errors import PromptBackendError
+from bildwerk.core.errors import PromptAnswerRejected, PromptBackendError
 from bildwerk.core.prompt import PromptOptions, PromptRecord, PromptStep
 
 
@@ -116,35 +117,43 @@ class PromptPipeline:
         if prompt:
             rec.language = step("language", prompt, _detect) or None
 
-        # 3. Translation.
-        prompt = self._translate(prompt, rec, o, multilingual_model, step)
+        # 3. Paraphrase first (the Korean team's order): variants in the prompt's own language.
+        paraphrase_first = o.order == "paraphrase-first"
+        if paraphrase_first and o.paraphrase and prompt:
+            rec.variants = self._variants(prompt, rec, o, step)
 
-        # 4. Describe the input image and merge it with the edit prompt.
-        if (o.describe is not None or o.description) and image is not None:
-            prompt = self._describe(prompt, image, rec, o, step)
+        # 4. Translation (of the variants too, when they came first). With an image to describe,
+        # the edit is translated by the merge instead, which knows edit phrasing per language.
+        describing = (o.describe is not None or o.description is not None) and image is not None
+        edit = prompt
+        if describing and o.merge == "rules" and rec.language not in (None, "en"):
+            rec.steps.append(PromptStep(step="translate", input=prompt, output=prompt, backend=None,
+                                        details={"skipped": "the edit is translated by the merge"}))
+        else:
+            prompt = self._translate(prompt, rec, o, multilingual_model, step)
+            if paraphrase_first and rec.variants:
+                rec.variants = self._translate_variants(rec, o, multilingual_model, step)
 
-        # 5. The museum's lexicon enhancement.
+        # 5. Describe the input image and merge it with the edit prompt.
+        if describing:
+            prompt = self._describe(edit if o.merge == "rules" else prompt, image, rec, o, step)
+
+        # 6. The museum's lexicon enhancement.
         if o.enhance and prompt:
-            from bildwerk.prompts.lexicon import enhance
+            prompt = step("lexicon", prompt, lambda: self._enhance(prompt, rec))
 
-            def _enhance():
-                out, terms = enhance(prompt)
-                return out, "lexicon", {"terms": terms}
-
-            prompt = step("lexicon", prompt, _enhance)
-
-        # 6. Paraphrase (variants), 7. keywords over the prompt and its variants.
-        if o.paraphrase and prompt:
-            rec.variants = self._optional(rec, o, "paraphrase", prompt, step, lambda: self._paraphrase(prompt, o)) or []
+        # 7. Paraphrase after translation (the default), 8. keywords over the prompt and its variants.
+        if not paraphrase_first and o.paraphrase and prompt:
+            rec.variants = self._variants(prompt, rec, o, step)
         if o.keywords and prompt:
             prompt = step("keywords", prompt, lambda: self._keywords(prompt, rec, o))
 
-        # 8. Expansion (appends detail, never rewrites).
+        # 9. Expansion (appends detail, never rewrites).
         if o.expand and prompt:
-            expanded = self._optional(rec, o, "expand", prompt, step, lambda: self._expand(prompt, o))
+            expanded = self._optional(rec, o, "expand", prompt, step, lambda: self._expand(prompt, rec, o))
             prompt = expanded or prompt
 
-        # 9. Style template and its negative prompt, last, so it wraps the final words.
+        # 10. Style template and its negative prompt, last, so it wraps the final words.
         negative = negative.strip()
         if o.style:
             from bildwerk.prompts.styles import get_style
@@ -191,7 +200,12 @@ class PromptPipeline:
         def _llm():
             try:
                 r = translate_llm(prompt, lang, self.llm(o), seed=o.seed)
-                return r.text, r.backend, {}
+                return r.text, r.backend, {"checks": r.checks}
+            except PromptAnswerRejected as exc:
+                if not o.fallback:
+                    raise
+                rec.warnings.append(f"the LLM's translation was not used: {exc}; used the lexicon instead")
+                return _lexicon({"fallback": str(exc), **exc.details()})
             except PromptBackendError as exc:
                 if not o.fallback:
                     raise
@@ -200,8 +214,33 @@ class PromptPipeline:
 
         return step("translate", prompt, _llm if mode == "llm" else _lexicon)
 
+    def _variants(self, prompt: str, rec: PromptRecord, o: PromptOptions, step) -> list[str]:
+        return self._optional(rec, o, "paraphrase", prompt, step, lambda: self._paraphrase(prompt, rec, o)) or []
+
+    def _translate_variants(self, rec: PromptRecord, o: PromptOptions, multilingual: bool, step) -> list[str]:
+        """Each rewording translated as the prompt was, when the prompt was (one step each)."""
+        ran = rec.steps[-1] if rec.steps and rec.steps[-1].step == "translate" else None
+        if ran is None or ran.details.get("skipped") or ran.backend is None:
+            return rec.variants
+        out = []
+        for i, variant in enumerate(rec.variants):
+            out.append(self._translate(variant, rec, o, multilingual, step))
+            rec.steps[-1].details["variant"] = i
+        return out
+
+    def _enhance(self, prompt: str, rec: PromptRecord):
+        """The enhancement lexicon is keyed in English; a prompt left in its own language (the
+        default model reads it) is matched through that language's lexicon."""
+        from bildwerk.prompts.lexicon import enhance
+
+        language = self._text_language(rec)
+        out, terms = enhance(prompt, language=language)
+        if not terms:
+            rec.warnings.append("the enhancement lexicon knows none of the prompt's terms: nothing was added")
+        return out, "lexicon" if language in (None, "en") else f"lexicon:{language}", {"terms": terms}
+
     def _describe(self, prompt: str, image: Image.Image, rec: PromptRecord, o: PromptOptions, step) -> str:
-        from bildwerk.prompts.describe import merge_description, merge_with_llm
+        from bildwerk.prompts.describe import merge_with_llm
 
         def _run():
             if o.description:  # the user's own words for the picture: no describer asked
@@ -227,38 +266,102 @@ class PromptPipeline:
                     if not o.fallback:
                         raise
                     rec.warnings.append(f"LLM merge failed ({exc}); merged by rules")
-                    return merge_description(description, prompt), "rules", {"fallback": str(exc)}
-            return merge_description(description, prompt), "rules", {}
+                    merged, details = self._merge_by_rules(description, prompt, rec)
+                    return merged, "rules", {"fallback": str(exc), **details}
+            merged, details = self._merge_by_rules(description, prompt, rec)
+            return merged, "rules", details
 
         return step("merge", f"{description} | {prompt}", _merge)
 
-    def _paraphrase(self, prompt: str, o: PromptOptions):
+    def _merge_by_rules(self, description: str, edit: str, rec: PromptRecord) -> tuple[str, dict]:
+        """The rules read English: an edit (or a user's description) in another language is put
+        into English first, so the merged prompt reads in one language."""
+        from bildwerk.core.weights import plain_text
+        from bildwerk.prompts.describe import merge_description
+        from bildwerk.prompts.describe.merge import edit_in_english
+        from bildwerk.prompts.language import detect_language
+        from bildwerk.prompts.translate import translate_lexicon
+
+        details: dict = {"language": "en"}
+        language = self._text_language(rec)
+        if edit and language not in (None, "en"):
+            english = edit_in_english(edit, language)
+            details["edit"] = {"language": language, "english": english.text, "phrases": english.phrases,
+                               "untranslated": english.untranslated}
+            if english.untranslated:
+                rec.warnings.append(f"the merge did not know these words of the edit: "
+                                    f"{', '.join(english.untranslated)} (kept as written)")
+            edit = english.text
+        described_in = detect_language(plain_text(description)).language if description else None
+        if described_in not in (None, "en"):
+            try:
+                t = translate_lexicon(description, described_in)
+            except PromptBackendError as exc:
+                rec.warnings.append(f"the description stays in {described_in!r} ({exc}): the merged prompt "
+                                    "mixes languages")
+            else:
+                details["description"] = {"language": described_in, "english": t.text,
+                                          "untranslated": t.untranslated}
+                description = t.text
+        return merge_description(description, edit), details
+
+    def _paraphrase(self, prompt: str, rec: PromptRecord, o: PromptOptions):
         from bildwerk.prompts.expand import paraphrase
 
         llm = self.llm(o)
-        variants = paraphrase(prompt, llm, o.paraphrase, seed=o.seed)
-        return " | ".join(variants), llm.name, {"variants": variants}
+        rejected: list[PromptAnswerRejected] = []
+        try:
+            variants = paraphrase(prompt, llm, o.paraphrase, seed=o.seed, language=self._text_language(rec),
+                                  rejected=rejected)
+        except PromptBackendError:
+            if rejected:  # every answer was thrown away: say why (the step records it)
+                raise rejected[0] from None
+            raise
+        if rejected:
+            if not o.fallback:
+                raise rejected[0]
+            rec.warnings.append(f"{len(rejected)} rewording(s) were left out: "
+                                + "; ".join(str(e) for e in rejected))
+        return " | ".join(variants), llm.name, {"variants": variants,
+                                                "rejected": [e.details() for e in rejected]}
+
+    @staticmethod
+    def _text_language(rec: PromptRecord) -> str | None:
+        """The language the prompt is in now: English once a translation ran, the merge's
+        language once a merge ran (it may translate the edit)."""
+        language = rec.language
+        for s in rec.steps:
+            if s.step == "translate" and s.backend and "variant" not in s.details:
+                language = "en"
+            elif s.step == "merge" and s.details.get("language"):
+                language = s.details["language"]
+        return language
 
     def _keywords(self, prompt: str, rec: PromptRecord, o: PromptOptions):
         from bildwerk.core.weights import plain_text
-        from bildwerk.prompts.keywords import extract_keywords, keyword_prompt, weighted_keywords
+        from bildwerk.prompts.keywords import (
+            extract_keywords,
+            keyword_backend_name,
+            keyword_prompt,
+            weighted_keywords,
+        )
 
         # Keywords come from the prompt's words (and the variants'): weights already there are kept out.
         texts = [plain_text(prompt), *rec.variants]
-        english = rec.language == "en" or any(s.step == "translate" and s.backend for s in rec.steps)
-        found = extract_keywords(texts, top_n=o.keyword_count, backend=o.keyword_backend,
-                                 language="en" if english else rec.language)
+        language = self._text_language(rec)
+        found = extract_keywords(texts, top_n=o.keyword_count, backend=o.keyword_backend, language=language)
+        backend = keyword_backend_name(o.keyword_backend, language)
         weighted = keyword_prompt(found)
         if not weighted:
-            return prompt, f"keybert:{o.keyword_backend}", {"keywords": []}
+            return prompt, backend, {"keywords": []}
         out = weighted if o.keyword_mode == "replace" else f"{prompt.rstrip(' ,.;')}, {weighted}"
-        return out, f"keybert:{o.keyword_backend}", {"keywords": found, "weights": weighted_keywords(found)}
+        return out, backend, {"keywords": found, "weights": weighted_keywords(found)}
 
-    def _expand(self, prompt: str, o: PromptOptions):
+    def _expand(self, prompt: str, rec: PromptRecord, o: PromptOptions):
         from bildwerk.prompts.expand import expand
 
         llm = self.llm(o)
-        out, added = expand(prompt, llm, seed=o.seed)
+        out, added = expand(prompt, llm, seed=o.seed, language=self._text_language(rec))
         return out, llm.name, {"added": added}
 
     def _optional(self, rec: PromptRecord, o: PromptOptions, name: str, prompt: str, step, fn):
@@ -269,8 +372,9 @@ class PromptPipeline:
             if not o.fallback:
                 raise
             rec.warnings.append(f"{name} failed and was left out: {exc}")
+            extra = exc.details() if isinstance(exc, PromptAnswerRejected) else {}
             rec.steps.append(PromptStep(step=name, input=prompt, output=prompt, backend=None,
-                                        details={"failed": str(exc)}))
+                                        details={"failed": str(exc), **extra}))
             return None
         if name == "paraphrase":
             return rec.steps[-1].details["variants"]

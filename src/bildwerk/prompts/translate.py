@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from bildwerk.core.errors import PromptBackendError
 from bildwerk.core.weights import format_weighted, is_weighted, parse_weighted
-from bildwerk.prompts.answer import clean_answer
+from bildwerk.prompts.answer import check_answer, clean_answer
 from bildwerk.prompts.lexicon import load_lexicon
 from bildwerk.prompts.llm import ChatBackend
 
@@ -30,6 +30,7 @@ class TranslationResult:
     backend: str
     untranslated: list[str] = field(default_factory=list)
     matched: list[tuple[str, str]] = field(default_factory=list)
+    checks: dict = field(default_factory=dict)  # what the answer check measured (LLM answers)
 
 
 def translate_lexicon(text: str, language: str) -> TranslationResult:
@@ -59,4 +60,7 @@ def translate_llm(text: str, language: str, llm: ChatBackend, *, seed: int | Non
     answer = clean_answer(llm.complete(SYSTEM, f"{name}: {text}", seed=seed, max_tokens=200, temperature=0.0))
     if not answer:
         raise PromptBackendError(f"the translation backend {llm.name} answered nothing for {text!r}")
-    return TranslationResult(answer, llm.name)
+    # An echo or a "translation" about something else is not used (PromptAnswerRejected).
+    checks = check_answer(text, answer, kind="translate", backend=llm.name, source_language=language,
+                          target_language="en")
+    return TranslationResult(answer, llm.name, checks=checks)

@@ -26,6 +26,7 @@ STATUS = {
     "cancelled": 409,
     "queue_full": 429,
     "prompt_backend": 502,
+    "prompt_answer_rejected": 502,
     "remote_rate_limited": 429,
     "remote_auth": 502,
     "remote_timeout": 504,

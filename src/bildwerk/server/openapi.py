@@ -58,7 +58,7 @@ ERRORS: dict[int, str] = {
     429: "The queue is full (`queue_full`, with Retry-After), the remote service rate-limits, or too many "
          "wrong keys at login (`rate_limited`).",
     500: "An unexpected error (`internal`) or a job interrupted too often; details in the server log.",
-    502: "A remote service or prompt backend failed (`remote_error`, `remote_auth`, `prompt_backend`).",
+    502: "A remote service or prompt backend failed (`remote_error`, `remote_auth`, `prompt_backend`, `prompt_answer_rejected`).",
     503: "Out of memory while generating (`out_of_memory`), or the server is stopping (`shutting_down`).",
     504: "The job did not end within the sync timeout (`job_timeout`, the job id to follow) "
          "or the remote service timed out (`remote_timeout`).",

@@ -4,7 +4,10 @@
 ``openai:MODEL`` for the real remote API; OpenAI's own names (dall-e-2, dall-e-3,
 gpt-image-*) and none mean the server's default model, since SDKs send them by default. Edits follow OpenAI's convention: the
 mask's transparent pixels (alpha 0) are the ones to change; without a mask, the image's
-own transparency is the mask.
+own transparency is the mask. An edit without a mask on a local model is a variation guided
+by words such as "make it a watercolor": the input is described by the offline describer and
+the description merged with the edit (the prompt record shows both steps), as the native
+vary does with ``describe``; a remote model sees the picture itself.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pydantic import ConfigDict, Field
 
 from bildwerk.core.bounds import MAX_IMAGES, MAX_MODEL_REF_CHARS, MAX_PROMPT_CHARS, MAX_SEED
 from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.prompt import PromptOptions
+from bildwerk.core.refs import is_remote_model
 from bildwerk.core.spec import JobSpec
 from bildwerk.server.app import state
 from bildwerk.server.common import decode_upload, result_pngs, submit_and_wait, upload_bytes
@@ -107,6 +112,10 @@ async def edits(request: Request, image: UploadFile | None = File(None),
             fields.update(mode="inpaint", mask_source="alpha")
         else:
             fields.update(mode="image-to-image")
+            if not is_remote_model(fields["model"]):
+                # A local model cannot read the instruction off the picture: say what is in it.
+                return JobSpec.build(origin="openai", image=img.convert("RGB"),
+                                     options=PromptOptions(describe="local"), **fields)
         return JobSpec.build(origin="openai", image=img.convert("RGB"), mask=msk, **fields)
 
     row = await submit_and_wait(st, spec, api="openai")

@@ -1,9 +1,18 @@
 """Merging an image description and an edit instruction into one generation prompt:
-by rule (:func:`merge_description`) or by asking a chat model (:func:`merge_with_llm`)."""
+by rule (:func:`merge_description`) or by asking a chat model (:func:`merge_with_llm`).
+
+The rules read English instructions. An edit in another language is first put into English
+(:func:`edit_in_english`): its edit phrasing through the language's phrase table
+(``data/merge/<lang>.tsv``: "mets" -> "put", "en aquarelle" -> "as a watercolor", "füge *
+hinzu" -> "add *"), every other word through the language's lexicon. So the merged prompt
+reads in one language, English, which every model reads.
+"""
 
 from __future__ import annotations
 
 import re
+import threading
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from bildwerk.core.errors import BildwerkError, PromptBackendError
@@ -191,6 +200,88 @@ def merge_description(description: str, edit: str) -> str:
     if restyled:
         desc = _MEDIUM.sub("", desc, count=1) or desc
     return ", ".join([desc, *fragments])
+
+
+@dataclass
+class EnglishEdit:
+    text: str
+    phrases: list[tuple[str, str]] = field(default_factory=list)  # (as written, English instruction)
+    untranslated: list[str] = field(default_factory=list)
+
+
+_phrase_cache: dict[str, list[tuple[re.Pattern[str], str]]] = {}
+_phrase_lock = threading.Lock()
+
+
+def _phrase_rules(language: str) -> list[tuple[re.Pattern[str], str]]:
+    """The language's edit phrasing as (pattern, English template); ``*`` is a gap."""
+    from bildwerk.core.paths import data_files
+
+    with _phrase_lock:
+        if language in _phrase_cache:
+            return _phrase_cache[language]
+        rules: list[tuple[re.Pattern[str], str]] = []
+        for path in data_files("merge", f"{language}.tsv"):  # the user's file after the package's
+            lines = path.read_text("utf-8").splitlines()
+            entries = [ln.split("\t", 1) for ln in lines if "\t" in ln and not ln.lstrip().startswith("#")]
+            mine = []
+            for phrase, english in entries:
+                alts = []
+                for alt in phrase.strip().lower().split("|"):
+                    parts = [r"(.+?)" if w == "*" else re.escape(w) for w in alt.split()]
+                    if parts and parts[-1] == r"(.+?)":
+                        parts[-1] = r"([^,;.]+)"  # a gap at the end runs to the clause's end
+                    alts.append(r"\s+".join(parts))
+                pattern = rf"(?<![\w'-])(?:{'|'.join(alts)})(?![\w'-])"
+                mine.append((re.compile(pattern, re.IGNORECASE), english.strip()))
+            rules = mine + rules  # the user's entries are tried first
+        _phrase_cache[language] = rules
+        return rules
+
+
+def edit_in_english(edit: str, language: str) -> EnglishEdit:
+    """An edit instruction in ``language`` as the English instruction the rules read:
+    "mets le chat sur une plage" -> "put the cat on a beach". Words neither the phrase table
+    nor the lexicon knows are kept as written and reported."""
+    from bildwerk.prompts.lexicon import load_lexicon
+
+    lex = load_lexicon(language)
+    result = EnglishEdit("")
+
+    def words_in_english(text: str) -> str:
+        if lex is None or not text.strip():
+            return text.strip()
+        t = lex.translate(text)
+        result.untranslated.extend(t.untranslated)
+        return t.text
+
+    # Pieces: (English, True) for phrases already put into English, (source text, False) else.
+    pieces: list[tuple[str, bool]] = [(_one_line(edit), False)]
+    for pattern, english in _phrase_rules(language):
+        out: list[tuple[str, bool]] = []
+        for text, done in pieces:
+            if done:
+                out.append((text, done))
+                continue
+            pos = 0
+            for m in pattern.finditer(text):
+                gaps = iter(g for g in m.groups() if g is not None)
+                instruction = re.sub(r"\*", lambda _, g=gaps: words_in_english(next(g, "")), english)
+                result.phrases.append((m.group(0), instruction))
+                out += [(text[pos:m.start()], False), (instruction, True)]
+                pos = m.end()
+            out.append((text[pos:], False))
+        pieces = [(t, d) for t, d in out if t.strip()]
+    # Separators (",", ";") survive the lexicon's word split only if kept apart from the words.
+    parts = []
+    for text, done in pieces:
+        if done:
+            parts.append(text)
+            continue
+        for chunk in re.split(r"([,;])", text):
+            parts.append(chunk if chunk in (",", ";") else words_in_english(chunk))
+    result.text = re.sub(r"\s+([,;])", r"\1", " ".join(p for p in parts if p.strip())).strip()
+    return result
 
 
 class _ChatLike(Protocol):
