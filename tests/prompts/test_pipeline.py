@@ -52,9 +52,20 @@ def test_hochhaeuser_and_unknown_words_are_reported():
 
 
 def test_multilingual_model_skips_translation_and_keeps_original():
-    rec = PromptPipeline().run("ein roter Apfel", multilingual_model=True)
+    rec = PromptPipeline().run("ein roter Apfel", model_languages=None)
     assert rec.prompt == "ein roter Apfel"
     assert rec.step("translate").details["skipped"]
+
+
+def test_a_model_trained_on_german_keeps_german_prompts_and_translates_others():
+    de_en = ("de", "en")
+    rec = PromptPipeline().run("ein roter Apfel", model_languages=de_en)
+    assert rec.prompt == "ein roter Apfel" and rec.step("translate").details["model_languages"] == ["de", "en"]
+    rec = PromptPipeline().run("une pomme rouge", model_languages=de_en, options=PromptOptions(language="fr"))
+    assert rec.step("translate").backend == "lexicon:fr" and rec.prompt != "une pomme rouge"
+    off = PromptOptions(translate="off", language="fr")
+    assert "only de, en" in PromptPipeline().run("une pomme", model_languages=de_en, options=off).warnings[0]
+    assert not PromptPipeline().run("ein Apfel", model_languages=de_en, options=PromptOptions(translate="off")).warnings
 
 
 def test_translation_off_warns_for_english_only_models():

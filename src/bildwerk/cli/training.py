@@ -130,7 +130,7 @@ def prepare(
     out: Annotated[Path, typer.Option("--out", "-o", help="The file to write (.safetensors).")],
     base: Annotated[str | None, typer.Option("--base", help="Prepare for fine-tuning this model.")] = None,
     vae: Annotated[Path | None, typer.Option("--vae", help="VAE folder (from scratch).")] = None,
-    resolution: Annotated[int, typer.Option("--resolution")] = 512,
+    resolution: Annotated[int | None, typer.Option("--resolution", help="Size in px (default: the base model's own; 64 from scratch).")] = None,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Also encode mirror images (flip augmentation).")] = True,
     compact: Annotated[bool, typer.Option("--compact", help="8-bit latents (means only) and caption vectors: a quarter of the size, for carrying a run to another machine.")] = False,
     device: DeviceOpt = None,
@@ -159,8 +159,9 @@ def train(
     steps: Annotated[int, typer.Option("--steps")] = 1000,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step: the effective batch is --batch-size x this, in the memory of one.")] = 1,
-    learning_rate: Annotated[float, typer.Option("--lr")] = 1e-4,
-    resolution: Annotated[int | None, typer.Option("--resolution", help="Training size (default 512; a prepared file's own).")] = None,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate, reached after the warm-up.")] = 1e-4,
+    warmup: Annotated[int | None, typer.Option("--warmup", min=0, help="Warm-up steps (default: a tenth of --steps, at most 200).")] = None,
+    resolution: Annotated[int | None, typer.Option("--resolution", help="Training size in px (default: the base model's own, a prepared file's, 64 from scratch).")] = None,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Mirror images at random (not those whose caption names text or signs).")] = True,
     lora_rank: Annotated[int, typer.Option("--lora-rank")] = 8,
     prediction_type: Annotated[str | None, typer.Option("--prediction-type", help="epsilon or v_prediction; default: epsilon from scratch, the base model's when fine-tuning (a different one converts it).")] = None,
@@ -172,25 +173,29 @@ def train(
 ) -> None:
     """Train or fine-tune on an imagefolder; checks the folder first and resumes if interrupted."""
     from bildwerk.train.config import TrainConfig
-    from bildwerk.train.prepared import is_prepared_file, read_meta
+    from bildwerk.train.prepared import is_prepared_file
     from bildwerk.train.unet import train_unet
 
-    if is_prepared_file(data_dir):
-        if resolution is None:
-            try:
-                resolution = int(read_meta(data_dir)["resolution"])
-            except BildwerkError as exc:
-                _fail(exc)
-    else:
+    if not is_prepared_file(data_dir):
         _check_folder(data_dir)
     extra = {"sample_prompts": sample_prompt} if sample_prompt else {}
     final = _run_training(lambda: TrainConfig(
         data=data_dir, out=out, base_model=base, method=method, vae=vae, steps=steps,
         batch_size=batch_size, gradient_accumulation=grad_accum, learning_rate=learning_rate,
-        resolution=resolution or 512, flip=flip, lora_rank=lora_rank, prediction_type=prediction_type,
-        checkpoint_every=checkpoint_every, sample_every=sample_every,
+        warmup_steps=warmup, resolution=resolution, flip=flip, lora_rank=lora_rank,
+        prediction_type=prediction_type, checkpoint_every=checkpoint_every, sample_every=sample_every,
         device=device, precision=precision, **extra), train_unet)
-    out_console.print(f"model: {final}  (use it: bildwerk generate \"...\" --model {final})")
+    name = _suggested_name(out)
+    out_console.print(f"model: {final}")
+    out_console.print(f"install it: bildwerk models add {final} --name {name}")
+    out_console.print(f"then use it: bildwerk generate \"...\" --model {name}")
+
+
+def _suggested_name(run: Path) -> str:
+    """A models-folder name for a run: its folder's name, made a plain name."""
+    import re
+
+    return re.sub(r"[^\w.-]+", "-", run.resolve().name).strip(".-") or "my-model"
 
 
 @app.command("default-model")

@@ -40,6 +40,12 @@ class ModelNotFoundError(BildwerkError):
     code = "model_not_found"
 
 
+class ModelExistsError(BildwerkError):
+    """Installing a model under a name that is taken (replacing it needs ``force``)."""
+
+    code = "model_exists"
+
+
 class UnsafeModelError(BildwerkError):
     """A model whose weights are not safetensors (pickle checkpoints can run code)."""
 

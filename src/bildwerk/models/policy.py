@@ -47,7 +47,7 @@ class ModelPolicy:
             return True
         if ref in self.registered:  # exactly as the operator wrote it: nothing is resolved first
             return True
-        return _plain_name(ref) and ref in _installed()
+        return is_plain_name(ref) and ref in _installed()
 
     def check(self, ref: str | None) -> None:
         """Raise the one ``model_not_found`` a refused reference gets (a 404 on every surface)."""
@@ -60,7 +60,7 @@ class ModelPolicy:
         return installed + sorted(r for r in self.registered if r not in installed and not is_remote_model(r))
 
 
-def _plain_name(ref: str) -> bool:
+def is_plain_name(ref: str) -> bool:
     """A name, not a path: no separators, not ``.``/``..``, nothing ``~`` expands."""
     return bool(ref) and not any(c in ref for c in _NOT_IN_A_NAME) and not ref.startswith((".", "~"))
 

@@ -38,7 +38,8 @@ def sniff_weight_format(path: Path) -> WeightFormat:
     return "unknown"
 
 
-def _components(folder: Path) -> list[str]:
+def model_components(folder: Path) -> list[str]:
+    """The components model_index.json of a diffusers folder names with a class (not null)."""
     index = folder / "model_index.json"
     try:
         data = json.loads(index.read_text("utf-8"))
@@ -54,7 +55,7 @@ def _components(folder: Path) -> list[str]:
 def check_model_folder(folder: Path) -> None:
     """Refuse a diffusers folder unless every weight-bearing component is real safetensors."""
     problems: list[str] = []
-    for comp in _components(folder):
+    for comp in model_components(folder):
         comp_dir = folder / comp
         if not comp_dir.is_dir():
             continue

@@ -85,7 +85,7 @@ class PromptPipeline:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, text: str, negative: str = "", *, options: PromptOptions | None = None,
-            multilingual_model: bool = False, image: Image.Image | None = None) -> PromptRecord:
+            model_languages: tuple[str, ...] | None = ("en",), image: Image.Image | None = None) -> PromptRecord:
         o = options or PromptOptions()
         rec = PromptRecord(original=text, original_negative=negative)
         prompt = text.strip()
@@ -130,9 +130,9 @@ class PromptPipeline:
             rec.steps.append(PromptStep(step="translate", input=prompt, output=prompt, backend=None,
                                         details={"skipped": "the edit is translated by the merge"}))
         else:
-            prompt = self._translate(prompt, rec, o, multilingual_model, step)
+            prompt = self._translate(prompt, rec, o, model_languages, step)
             if paraphrase_first and rec.variants:
-                rec.variants = self._translate_variants(rec, o, multilingual_model, step)
+                rec.variants = self._translate_variants(rec, o, model_languages, step)
 
         # 5. Describe the input image and merge it with the edit prompt.
         if describing:
@@ -167,18 +167,26 @@ class PromptPipeline:
         return rec
 
     # -- steps with backends ----------------------------------------------------------------
-    def _translate(self, prompt: str, rec: PromptRecord, o: PromptOptions, multilingual: bool, step) -> str:
+    def _translate(self, prompt: str, rec: PromptRecord, o: PromptOptions, languages: tuple[str, ...] | None,
+                   step) -> str:
+        """``languages``: those the model reads (``models.loader.model_languages``); None = any."""
         from bildwerk.prompts.translate import translate_lexicon, translate_llm
 
         lang = rec.language
+        reads = languages is None or lang in languages
         if not prompt or lang in (None, "en") or o.translate == "off":
-            if o.translate == "off" and lang not in (None, "en") and not multilingual:
-                rec.warnings.append(f"the prompt looks {lang!r} but the model reads English only and "
+            if o.translate == "off" and lang not in (None, "en") and not reads:
+                known = "English only" if languages == ("en",) else f"only {', '.join(languages or ())}"
+                rec.warnings.append(f"the prompt looks {lang!r} but the model reads {known} and "
                                     "translation is off")
             return prompt
-        if o.translate == "auto" and multilingual:
+        if o.translate == "auto" and reads:
+            # A multilingual model, or one trained on captions in this language: translating would lose it.
+            details: dict[str, Any] = {"skipped": "the model reads this language itself"}
+            if languages is not None:
+                details["model_languages"] = list(languages)
             rec.steps.append(PromptStep(step="translate", input=prompt, output=prompt, backend=None,
-                                        details={"skipped": "the model reads this language itself"}))
+                                        details=details))
             return prompt
         mode = o.translate
         if mode == "auto":
@@ -217,14 +225,15 @@ class PromptPipeline:
     def _variants(self, prompt: str, rec: PromptRecord, o: PromptOptions, step) -> list[str]:
         return self._optional(rec, o, "paraphrase", prompt, step, lambda: self._paraphrase(prompt, rec, o)) or []
 
-    def _translate_variants(self, rec: PromptRecord, o: PromptOptions, multilingual: bool, step) -> list[str]:
+    def _translate_variants(self, rec: PromptRecord, o: PromptOptions, languages: tuple[str, ...] | None,
+                            step) -> list[str]:
         """Each rewording translated as the prompt was, when the prompt was (one step each)."""
         ran = rec.steps[-1] if rec.steps and rec.steps[-1].step == "translate" else None
         if ran is None or ran.details.get("skipped") or ran.backend is None:
             return rec.variants
         out = []
         for i, variant in enumerate(rec.variants):
-            out.append(self._translate(variant, rec, o, multilingual, step))
+            out.append(self._translate(variant, rec, o, languages, step))
             rec.steps[-1].details["variant"] = i
         return out
 
@@ -384,8 +393,8 @@ class PromptPipeline:
 def run_prompt_pipeline(text: str, negative: str = "", *, options: PromptOptions | None = None,
                         model: str | None = None, image: Image.Image | None = None,
                         pipeline: PromptPipeline | None = None) -> PromptRecord:
-    """The one entry point the faces call: knows whether ``model`` reads every language."""
-    from bildwerk.models.loader import model_is_multilingual
+    """The one entry point the faces call: knows which languages ``model`` reads."""
+    from bildwerk.models.loader import model_languages
 
     return (pipeline or PromptPipeline()).run(text, negative, options=options,
-                                              multilingual_model=model_is_multilingual(model), image=image)
+                                              model_languages=model_languages(model), image=image)

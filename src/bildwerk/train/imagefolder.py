@@ -52,6 +52,40 @@ def caption_languages(captions: Iterable[Mapping[str, str]]) -> list[str]:
     return sorted({lang for caps in captions for lang in caps})
 
 
+# Detecting a caption's language costs a few ms: a large folder's text column is sampled.
+DETECT_AT_MOST = 1000
+
+
+def caption_language_counts(captions: list[Mapping[str, str]]) -> tuple[dict[str, int], bool]:
+    """How many captions are in each language, most first, and whether that is an estimate.
+
+    A ``text_xx`` column says its language; the ``text`` column (listed as "en") holds what
+    the folder's owner wrote, German for a German museum, so its captions are detected
+    (``prompts.language.detect_language``); past ``DETECT_AT_MOST`` rows an evenly spread
+    sample is detected and its counts scaled to the column (the second value is then True).
+    """
+    from collections import Counter
+
+    from bildwerk.prompts.language import detect_language
+
+    counts: Counter[str] = Counter()
+    texts = [caps["en"] for caps in captions if caps.get("en")]
+    for caps in captions:
+        counts.update(lang for lang in caps if lang != "en")
+    sample = texts if len(texts) <= DETECT_AT_MOST else texts[:: -(-len(texts) // DETECT_AT_MOST)]
+    detected = Counter(detect_language(t).language or "en" for t in sample)
+    scale = len(texts) / len(sample) if sample else 0.0
+    counts.update({lang: round(n * scale) for lang, n in detected.items()})
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))), len(sample) < len(texts)
+
+
+def main_languages(counts: Mapping[str, int], *, share: float = 0.05) -> list[str]:
+    """The languages of at least ``share`` of the captions, sorted: what a model trained on them
+    records (a stray misdetected caption does not make a language the model's)."""
+    total = sum(counts.values())
+    return sorted(lang for lang, n in counts.items() if total and n >= share * total)
+
+
 def metadata_path(path: str | Path) -> Path:
     """The ``metadata.csv`` of a dataset folder, or ``path`` itself when it is the CSV."""
     p = Path(path)

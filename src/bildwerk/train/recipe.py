@@ -13,11 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bildwerk.models.install import swap_in
 from bildwerk.models.loader import EMBEDDED_DEFAULT
-from bildwerk.train.config import TrainConfig, VaeTrainConfig
+from bildwerk.train.config import SCRATCH_RESOLUTION, TrainConfig, VaeTrainConfig
 
 DATA_SIZE = 128  # the dataset keeps 128 px so a larger model can be trained from it later
-RESOLUTION = 64  # the default model's output size (16x16x4 latents through a 4x VAE)
+RESOLUTION = SCRATCH_RESOLUTION  # the default model's output size (16x16x4 latents through a 4x VAE)
 
 VAE_RECIPE: dict[str, Any] = {
     "resolution": RESOLUTION,
@@ -152,12 +153,5 @@ def install_default_model(
     if guidance is not None:
         conf.setdefault("defaults", {})["guidance"] = guidance
     conf_path.write_text(json.dumps(conf, indent=2, ensure_ascii=False), "utf-8")
-    # Swap by renames: a kill at any point leaves the old model, the new one, or both beside it
-    # (".old"/".new"), never a half-deleted folder.
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, target, target.with_name(target.name + ".old"))
     return target

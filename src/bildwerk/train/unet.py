@@ -32,7 +32,8 @@ from bildwerk.core.errors import InvalidRequestError
 from bildwerk.models.loader import BILDWERK_CONFIG
 from bildwerk.models.sentence_encoder import SentenceEncoder, SentenceEncoderConfig
 from bildwerk.train.checkpoints import checkpoint_dir, latest_checkpoint, start_run
-from bildwerk.train.config import TrainConfig
+from bildwerk.train.config import SCRATCH_RESOLUTION, TrainConfig
+from bildwerk.train.imagefolder import caption_language_counts, main_languages
 from bildwerk.train.precision import MixedPrecision
 from bildwerk.train.prepared import prepare, training_data
 from bildwerk.train.prepared import save as save_prepared
@@ -74,6 +75,7 @@ class _Parts:
     pipe: Any = None  # the base pipeline when fine-tuning
     encoder: SentenceEncoder | None = None
     base_config: dict | None = None
+    languages: list[str] | None = None  # recorded in the model's bildwerk.json (model_languages reads it)
 
 
 def _load_parts(cfg: TrainConfig, device: torch.device) -> _Parts:
@@ -106,6 +108,41 @@ def _load_parts(cfg: TrainConfig, device: torch.device) -> _Parts:
             model.pipe.scheduler.config, prediction_type=cfg.prediction_type)
     return _Parts(model.unet, model.vae, sched, model.family, pipe=model.pipe,
                   encoder=model.extras.get("encoder"), base_config=model.extras.get("config") or None)
+
+
+def resolve_resolution(cfg: TrainConfig) -> tuple[TrainConfig, str]:
+    """``cfg`` with its training size filled in, and where that size came from (for the log).
+
+    Unset, the size is a prepared file's own, else the base model's own (UNet sample size x
+    VAE factor: 64 px for bildwerk's default model, where 512 px would cost ~25x as much), else
+    Stable Diffusion's 512 for a hub model not on this machine, else 64 from scratch."""
+    if cfg.resolution is not None:
+        return cfg, "--resolution"
+    from bildwerk.train.prepared import is_prepared_file, read_meta
+
+    if is_prepared_file(cfg.data):
+        size, why = int(read_meta(cfg.data)["resolution"]), "the prepared file's"
+    elif cfg.base_model is not None:
+        from bildwerk.models.loader import native_size_of
+
+        native = native_size_of(cfg.base_model)
+        size, why = (native, "the base model's own") if native else (512, "Stable Diffusion's; the base model's is unknown")
+    else:
+        size, why = SCRATCH_RESOLUTION, "the default for a new model"
+    return cfg.model_copy(update={"resolution": size}), why
+
+
+def _save_pipeline(pipe, folder: Path) -> None:
+    """``save_pretrained``, told that absent components (no text encoder: bildwerk's models are
+    conditioned by the sentence encoder) are meant to be absent, so diffusers does not warn that
+    it "cannot save" them; model_index.json still lists them as null."""
+    optional = type(pipe)._optional_components
+    absent = [name for name, part in pipe.components.items() if part is None and name not in optional]
+    pipe._optional_components = [*optional, *absent]  # this instance only
+    try:
+        pipe.save_pretrained(folder, safe_serialization=True)
+    finally:
+        del pipe._optional_components
 
 
 def _min_snr_weights(scheduler, t: torch.Tensor, gamma: float | None) -> torch.Tensor:
@@ -146,15 +183,18 @@ def _export(parts: _Parts, cfg: TrainConfig, folder: Path, unet, *, half: bool =
         pipe.unet = unet
     if half:
         pipe.unet.to(torch.float16)
-    pipe.save_pretrained(folder, safe_serialization=True)
+    _save_pipeline(pipe, folder)
     if half:
         pipe.unet.to(torch.float32)
-    if parts.base_config or parts.family == "sentence":
-        conf = dict(parts.base_config or {})
-        conf["name"] = cfg.name
-        if cfg.guidance is not None:
-            conf.setdefault("defaults", {})["guidance"] = cfg.guidance
-        (folder / BILDWERK_CONFIG).write_text(json.dumps(conf, indent=2, ensure_ascii=False), "utf-8")
+    # Every trained model gets a card: its name and the languages of its captions (a CLIP
+    # model fine-tuned on German then takes German prompts without translation).
+    conf = dict(parts.base_config or {})
+    conf["name"] = cfg.name
+    if parts.languages:
+        conf["languages"] = parts.languages
+    if cfg.guidance is not None:
+        conf.setdefault("defaults", {})["guidance"] = cfg.guidance
+    (folder / BILDWERK_CONFIG).write_text(json.dumps(conf, indent=2, ensure_ascii=False), "utf-8")
     return folder
 
 
@@ -188,6 +228,7 @@ def train_unet(
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
     """Train (or resume); returns the folder of the final exported model."""
+    cfg, size_from = resolve_resolution(cfg)
     device, out = start_run(cfg)
     amp = MixedPrecision.choose(cfg.precision, device)  # refuses an impossible choice before any work
     parts = _load_parts(cfg, device)
@@ -200,6 +241,8 @@ def train_unet(
     data, data_from = training_data(cfg, vae, parts.encoder, device, out)
     latents = data.latents
     setup_s = time.perf_counter() - t_enc
+    counts, estimated = caption_language_counts(data.captions)
+    parts.languages = _model_languages(cfg, main_languages(counts))
 
     if cfg.method == "lora":
         from peft import LoraConfig
@@ -246,13 +289,21 @@ def train_unet(
         pyrand.setstate(state["py_rng"])
 
     def lr_at(step: int) -> float:
-        return warmup_cosine(step, base=cfg.learning_rate, total=cfg.steps, warmup=cfg.warmup_steps, floor=0.05)
+        return warmup_cosine(step, base=cfg.learning_rate, total=cfg.steps, warmup=cfg.warmup, floor=0.05)
 
     n = len(data)
     progress = open_progress(out, cfg.steps, start, description="UNet", show=show_progress, callback=callback)
     if start == 0:
-        progress.note(f"{n} images ({data_from}), languages {', '.join(data.languages)}, setup {setup_s:.1f}s, "
-                      f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters")
+        shown = ", ".join(f"{lang} {'~' if estimated else ''}{k}" for lang, k in counts.items())
+        reads = ("any language (sentence encoder)" if parts.family == "sentence"
+                 else f"{', '.join(parts.languages or ['en'])} without translation")
+        progress.note(f"{n} images ({data_from}), captions: {shown}; the model will read {reads}")
+        progress.note(f"setup {setup_s:.1f}s, {sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters")
+        progress.note(f"resolution {cfg.resolution} px ({size_from}), warm-up {cfg.warmup} of {cfg.steps} steps")
+        peak = max(lr_at(s) for s in range(cfg.steps)) / cfg.learning_rate
+        if peak < 0.9:
+            progress.note(f"[yellow]warning[/]: the learning rate peaks at {peak:.0%} of --lr: the warm-up "
+                          f"({cfg.warmup} steps) is too long for {cfg.steps} steps; lower --warmup")
     progress.note(f"compute precision {amp.name} on {device}")
 
     def micro_batch_loss() -> torch.Tensor:
@@ -329,10 +380,22 @@ def train_unet(
     return final
 
 
+def _model_languages(cfg: TrainConfig, trained: list[str]) -> list[str] | None:
+    """What the model's card records: the captions' main languages and, when fine-tuning, its
+    base's (a CLIP base reads English); None when there are none to record."""
+    base: tuple[str, ...] = ()
+    if cfg.base_model is not None:
+        from bildwerk.models.loader import model_languages
+
+        base = model_languages(cfg.base_model) or ()
+    return sorted(set(base) | set(trained)) or None
+
+
 def prepare_file(cfg: TrainConfig, path: Path, *, compact: bool = False) -> Path:
     """Encode ``cfg``'s image folder for ``cfg``'s model into one file ``train_unet`` can start from."""
     from bildwerk.models.devices import choose_device
 
+    cfg, _ = resolve_resolution(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = choose_device(cfg.device)

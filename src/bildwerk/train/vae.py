@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from bildwerk.core.errors import InvalidImageError, InvalidRequestError
 from bildwerk.images.tensors import to_model_range
 from bildwerk.train.checkpoints import checkpoint_dir, latest_checkpoint, start_run
-from bildwerk.train.config import VaeTrainConfig
+from bildwerk.train.config import VaeTrainConfig, default_warmup
 from bildwerk.train.imagefolder import load_imagefolder
 from bildwerk.train.precision import MixedPrecision
 from bildwerk.train.run import RunState, open_progress, run_steps, warmup_cosine
@@ -143,7 +143,9 @@ def train_vae(
     vae.to(device).train()
 
     def lr_at(step: int) -> float:
-        return warmup_cosine(step, base=cfg.learning_rate, total=cfg.steps, warmup=100, floor=0.1)
+        # The same warm-up as before for the recipe's 1000+ steps; short trial runs get a shorter one.
+        return warmup_cosine(step, base=cfg.learning_rate, total=cfg.steps,
+                             warmup=default_warmup(cfg.steps, cap=100), floor=0.1)
 
     def train_step(step: int) -> tuple[float, dict[str, Any]]:
         idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
