@@ -184,6 +184,43 @@ def test_train_vae_then_unet_from_the_cli(tmp_path):
     assert r.exit_code != 0 and ".safetensors" in r.output
 
 
+def test_museum_fine_tunes_the_default_on_german_captions_and_installs_it(tmp_path, caplog):
+    import csv as _csv
+    import logging
+
+    root = tmp_path / "museum"
+    (root / "images").mkdir(parents=True)
+    captions = ["Holzschnitt eines Pferdes", "Porträt einer Frau mit Haube", "Ein roter Kreis auf weißem Grund"]
+    with (root / "metadata.csv").open("w", newline="", encoding="utf-8") as f:
+        w = _csv.DictWriter(f, fieldnames=["file_name", "text"])  # German in the "text" column
+        w.writeheader()
+        for i, text in enumerate(captions):
+            Image.new("RGB", (40, 40), (80 * i, 120, 200)).save(root / f"images/{i}.png")
+            w.writerow({"file_name": f"images/{i}.png", "text": text})
+    run = tmp_path / "runs" / "museum"
+    diffusers_log = logging.getLogger("diffusers")
+    diffusers_log.addHandler(caplog.handler)
+    try:
+        r = _invoke("train", str(root), "--out", str(run), "--base", "default", "--method", "lora", "--steps", "6",
+                    "--batch-size", "2", "--lr", "1e-3", "--checkpoint-every", "6", "--sample-every", "0")
+    finally:
+        diffusers_log.removeHandler(caplog.handler)
+    out = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert "cannot be saved" not in caplog.text  # no warning at each checkpoint
+    assert "resolution 64 px (the base model's own)" in out  # not 512
+    assert "captions: de 3" in out  # not "languages en"
+    assert max(e["lr"] for e in map(json.loads, (run / "train_log.jsonl").open())) >= 0.95e-3  # warm-up 1 of 6
+    assert json.loads((run / "model" / "bildwerk.json").read_text())["languages"] == ["de"]
+    assert f"bildwerk models add {run / 'model'} --name museum" in out and "--model museum" in out
+    r = _invoke("models", "add", str(run / "model"), "--name", "museum")
+    assert r.exit_code == 0, r.output
+    r = _invoke("models", "add", str(run / "model"), "--name", "museum")
+    assert r.exit_code == 2 and "--force" in r.output
+    listed = _invoke("models", "list").output
+    assert "museum" in listed and "64 px" in listed
+
+
 def test_info_shows_a1111_brackets_literally(tiny_models, tmp_path):
     out = tmp_path / "b.png"
     r = _invoke("generate", "a [cat] on (a beach:1.2)", "--model", str(tiny_models["sd"]), "--steps", "1",

@@ -170,6 +170,19 @@ def test_run_prompt_pipeline_knows_the_default_model_is_multilingual():
     assert rec.prompt == "ein roter Apfel" and rec.step("translate").details["skipped"]
 
 
+def test_run_prompt_pipeline_keeps_german_for_a_clip_model_trained_on_it(tmp_path):
+    import json
+
+    clip = tmp_path / "museum-clip"
+    clip.mkdir()
+    (clip / "model_index.json").write_text("{}")
+    (clip / "bildwerk.json").write_text(json.dumps({"languages": ["de", "en"]}))  # as `bildwerk train` writes it
+    rec = run_prompt_pipeline("ein roter Apfel", model=str(clip))
+    assert rec.prompt == "ein roter Apfel" and rec.step("translate").details["skipped"]
+    (clip / "bildwerk.json").unlink()  # without the record: an English-only CLIP model, as before
+    assert run_prompt_pipeline("ein roter Apfel", model=str(clip)).step("translate").backend == "lexicon:de"
+
+
 def test_record_is_json_on_the_request():
     from bildwerk.core.request import build_request
 

@@ -63,3 +63,19 @@ def test_training_and_evaluation_read_the_same_rows(tmp_path):
     assert count_split(root, "train") == 3 and count_split(root / "metadata.csv", "test") == 1
     assert count_split(root, None) == 4
     assert [r.file_name for r in select_rows(root / "metadata.csv", split="test")] == ["dog.png"]
+
+
+def test_caption_languages_are_detected_in_the_text_column_and_read_from_the_others(monkeypatch):
+    from bildwerk.train import imagefolder
+
+    german = ["Ein roter Kreis auf weißem Grund", "Holzschnitt eines Pferdes", "Porträt einer Frau mit Haube",
+              "Ein Hund schläft unter dem Tisch"]
+    rows = [{"en": c} for c in german] + [{"en": "a red apple on a table", "ko": "빨간 사과"}]
+    counts, estimated = imagefolder.caption_language_counts(rows)
+    assert counts == {"de": 4, "en": 1, "ko": 1} and not estimated  # the "en" column held German
+    assert imagefolder.main_languages(counts) == ["de", "en", "ko"]
+    assert imagefolder.main_languages({"de": 97, "it": 3}) == ["de"]  # a stray misdetection is no language
+    # A large folder: a spread sample of the text column is detected, its counts scaled.
+    monkeypatch.setattr(imagefolder, "DETECT_AT_MOST", 2)
+    counts, estimated = imagefolder.caption_language_counts([{"en": c} for c in german])
+    assert estimated and counts == {"de": 4}

@@ -82,3 +82,15 @@ def test_progress_is_closed_when_a_step_fails(tmp_path):
         run_steps(start=0, total=3, optimizer=opt, lr_at=lambda s: 0.1, train_step=boom,
                   progress=progress, checkpoint_every=1, checkpoint=lambda *a: None)
     assert closed == [True]
+
+
+@pytest.mark.parametrize(("steps", "warmup"), [(30, 3), (5, 1), (1000, 100), (50_000, 200)])
+def test_the_default_warm_up_is_a_tenth_of_the_run_capped(tmp_path, steps, warmup):
+    from bildwerk.train.config import TrainConfig
+
+    cfg = TrainConfig(data=tmp_path, out=tmp_path, steps=steps)
+    assert cfg.warmup == warmup
+    # The point of it: a short LoRA run reaches its learning rate (a fixed 200 gave 4% of it).
+    peak = max(warmup_cosine(s, base=1e-4, total=steps, warmup=cfg.warmup, floor=0.05) for s in range(steps))
+    assert peak >= 0.95e-4
+    assert TrainConfig(data=tmp_path, out=tmp_path, steps=steps, warmup_steps=7).warmup == 7  # --warmup wins

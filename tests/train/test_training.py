@@ -217,6 +217,26 @@ def test_lora_fine_tune_of_a_clip_model(folder, tiny_models, tmp_path):
     r = DiffusersEngine(ModelManager(device="cpu")).generate(
         build_request(prompt="red circle", model=str(model_dir), seed=1, steps=2))
     assert r.images[0].size == (64, 64)
+    # Trained on German and Korean captions too: the model says so, and takes them untranslated.
+    assert json.loads((model_dir / "bildwerk.json").read_text())["languages"] == ["de", "en", "ko"]
+    from bildwerk.prompts.pipeline import run_prompt_pipeline
+
+    rec = run_prompt_pipeline("ein roter Kreis", model=str(model_dir))
+    assert rec.prompt == "ein roter Kreis" and rec.step("translate").details["skipped"]
+
+
+def test_the_training_size_defaults_to_the_base_models_own(folder, tiny_models, tmp_path):
+    from bildwerk.train.unet import resolve_resolution
+
+    def size(**kw):
+        cfg, why = resolve_resolution(TrainConfig(data=folder, out=tmp_path, **kw))
+        return cfg.resolution, why
+
+    assert size(base_model="default") == (64, "the base model's own")  # not 512: ~25x the work
+    assert size(base_model=str(tiny_models["sd"]))[0] == load_model(str(tiny_models["sd"]), device="cpu").native_size
+    assert size(base_model="org/not-here")[0] == 512
+    assert size(vae=tmp_path) == (64, "the default for a new model")
+    assert size(base_model="default", resolution=128) == (128, "--resolution")
 
 
 def test_full_fine_tune_of_a_clip_model_changes_its_weights(folder, tiny_models, tmp_path):
