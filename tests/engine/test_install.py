@@ -8,7 +8,12 @@ import shutil
 import pytest
 import torch
 
-from bildwerk.core.errors import InvalidRequestError, ModelExistsError, ModelNotFoundError, UnsafeModelError
+from bildwerk.core.errors import (
+    InvalidRequestError,
+    ModelExistsError,
+    ModelNotFoundError,
+    UnsafeModelError,
+)
 from bildwerk.models.install import install_model, installed_models
 from bildwerk.models.loader import load_model, model_languages, native_size_of, resolve_model
 from bildwerk.models.policy import ModelPolicy

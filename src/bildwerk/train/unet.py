@@ -242,7 +242,7 @@ def train_unet(
     latents = data.latents
     setup_s = time.perf_counter() - t_enc
     counts, estimated = caption_language_counts(data.captions)
-    parts.languages = _model_languages(cfg, main_languages(counts))
+    parts.languages = _model_languages(cfg, parts, main_languages(counts))
 
     if cfg.method == "lora":
         from peft import LoraConfig
@@ -380,15 +380,15 @@ def train_unet(
     return final
 
 
-def _model_languages(cfg: TrainConfig, trained: list[str]) -> list[str] | None:
+def _model_languages(cfg: TrainConfig, parts: _Parts, trained: list[str]) -> list[str] | None:
     """What the model's card records: the captions' main languages and, when fine-tuning, its
-    base's (a CLIP base reads English); None when there are none to record."""
-    base: tuple[str, ...] = ()
+    base's (a CLIP base reads English; a base's own record carries over); None when none."""
+    base: set[str] = set((parts.base_config or {}).get("languages") or ())
     if cfg.base_model is not None:
         from bildwerk.models.loader import model_languages
 
-        base = model_languages(cfg.base_model) or ()
-    return sorted(set(base) | set(trained)) or None
+        base |= set(model_languages(cfg.base_model) or ())
+    return sorted(base | set(trained)) or None
 
 
 def prepare_file(cfg: TrainConfig, path: Path, *, compact: bool = False) -> Path:
