@@ -239,6 +239,22 @@ def test_the_training_size_defaults_to_the_base_models_own(folder, tiny_models, 
     assert size(base_model="default", resolution=128) == (128, "--resolution")
 
 
+def test_a_model_records_its_captions_languages_and_its_bases(folder, tmp_path):
+    from bildwerk.train.unet import _model_languages, _Parts
+
+    def parts(conf):
+        return _Parts(unet=None, vae=None, scheduler=None, family="sd", base_config=conf)
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "model_index.json").write_text("{}")
+    cfg = TrainConfig(data=folder, out=tmp_path, base_model=str(clip))
+    assert _model_languages(cfg, parts(None), ["de"]) == ["de", "en"]  # a CLIP base reads English too
+    again = TrainConfig(data=folder, out=tmp_path, base_model="default")
+    assert _model_languages(again, parts({"languages": ["de"]}), ["fr"]) == ["de", "fr"]  # a base's record stays
+    assert _model_languages(TrainConfig(data=folder, out=tmp_path, vae=tmp_path), parts(None), []) is None
+
+
 def test_full_fine_tune_of_a_clip_model_changes_its_weights(folder, tiny_models, tmp_path):
     cfg = TrainConfig(data=folder, out=tmp_path / "full", base_model=str(tiny_models["sd"]), method="full",
                       resolution=64, steps=2, batch_size=2, checkpoint_every=2, sample_every=100, device="cpu",
