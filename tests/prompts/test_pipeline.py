@@ -301,7 +301,7 @@ def test_translation_that_echoes_the_input_falls_back_to_the_lexicon_or_fails_st
 def test_expansion_that_drowns_the_subject_is_left_out():
     llm = ScriptedLLM(lambda s, u, seed: "The legendary king of the sea rules over an endless kingdom of "
                                          "mermaids, golden palaces and sunken treasure ships")
-    rec = PromptPipeline(llm=llm).run("ein See", options=PromptOptions(expand=True), multilingual_model=True)
+    rec = PromptPipeline(llm=llm).run("ein See", options=PromptOptions(expand=True), model_languages=None)
     assert rec.prompt == "ein See" and rec.step("expand").details["reason"]
 
 
@@ -316,7 +316,7 @@ def test_design_team_edits_in_their_language_merge_into_one_language(edit, merge
 
     img = Image.new("RGB", (64, 64), "white")
     opts = PromptOptions(description="a photo of a cat")
-    rec = PromptPipeline().run(edit, options=opts, image=img, multilingual_model=True)
+    rec = PromptPipeline().run(edit, options=opts, image=img, model_languages=None)
     merge = rec.step("merge")
     assert rec.prompt == merged and merge.details["edit"]["phrases"]
     assert rec.step("translate").details["skipped"]  # translated once, by the merge
