@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from pathlib import Path
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -137,6 +139,45 @@ def test_openai_sdk_edit_with_alpha_mask_and_variation(server, photo, box_mask):
     with pytest.raises(openai.BadRequestError) as exc:
         client.images.edit(image=("in.png", b"not an image", "image/png"), prompt="x")
     assert "image" in str(exc.value)
+
+
+def test_remote_model_without_key_is_refused_once_before_any_job(server):
+    # The SDK as users run it: default retries (408/409/429/5xx). A missing key is the
+    # server's configuration: a 4xx at submission, not a 5xx the SDK would send three times.
+    if any(os.environ.get(v) for v in ("OPENAI_API_KEY", "BILDWERK_OPENAI_API_KEY")):
+        pytest.skip("an OpenAI key in the environment reaches the test server")
+    sent: list[httpx.Request] = []
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused",
+                           http_client=httpx.Client(event_hooks={"request": [sent.append]}))
+    with server.client() as c:
+        before = c.get("/api/v1/jobs").json()["total"]
+        with pytest.raises(openai.BadRequestError) as exc:
+            client.images.generate(model="openai:gpt-image-1", prompt="a lake", size="1024x1024")
+        assert len(sent) == 1 and exc.value.response.headers["x-should-retry"] == "false"
+        assert exc.value.code == "not_configured"
+        assert "openai:gpt-image-1 needs an OpenAI API key" in exc.value.message
+        assert "OPENAI_API_KEY" in exc.value.message
+        a1111 = c.post("/sdapi/v1/txt2img", json={
+            "prompt": "x", "override_settings": {"sd_model_checkpoint": "openai:dall-e-2"}})
+        native = c.post("/api/v1/jobs", json={"prompt": "x", "model": "openai:dall-e-3"})
+        for r, model in ((a1111, "openai:dall-e-2"), (native, "openai:dall-e-3")):
+            assert r.status_code == 400 and r.json()["error"]["code"] == "not_configured"
+            assert f"model {model} needs an OpenAI API key" in r.json()["error"]["message"]
+        assert c.get("/api/v1/jobs").json()["total"] == before  # refused before a job was made
+
+
+def test_sync_answers_name_their_job(server):
+    # Success and failure alike carry X-Bildwerk-Job, the header the museum's answer has.
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    raw = client.images.with_raw_response.generate(prompt="a red apple", size="64x64")
+    with server.client() as c:
+        job = c.get(f"/api/v1/jobs/{raw.headers['x-bildwerk-job']}").json()
+        assert job["api"] == "openai" and job["status"] == "succeeded"
+        a1111 = c.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1})
+        info = json.loads(a1111.json()["info"])
+        assert a1111.headers["x-bildwerk-job"] == info["bildwerk_job"]
+        native = c.post("/api/v1/jobs", json={"prompt": "x", "steps": 1})
+        assert native.headers["x-bildwerk-job"] == native.json()["id"]
 
 
 # -- the museum ------------------------------------------------------------------------------

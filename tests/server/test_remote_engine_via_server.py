@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 
+import httpx
 import numpy as np
+import openai
+import pytest
 from fakes.openai_server import FakeOpenAIServer
 from harness.images import data_url
 from harness.server import ServerProcess
@@ -35,5 +38,24 @@ def test_museum_remote_model_composites_locally(tiny_models, tmp_path):
             edits = [q for q in fake.requests if q.path.endswith("/images/edits")]
             assert edits and edits[0].form["prompt"]  # the remote model reads German itself
             assert "See" in edits[0].form["prompt"]
+
+            # The operator's key stops working: the job fails (remote_auth, 502), and the answer
+            # names the job and tells the official SDK not to retry it (one call, one job).
+            fake.required_key = "sk-revoked"
+            sent: list[httpx.Request] = []
+            sdk = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused",
+                                http_client=httpx.Client(event_hooks={"request": [sent.append]}))
+            with srv.client() as c:
+                before = c.get("/api/v1/jobs").json()["total"]
+                with pytest.raises(openai.InternalServerError) as exc:
+                    sdk.images.generate(model="openai:gpt-image-1", prompt="a lake", size="1024x1024")
+                assert len(sent) == 1 and exc.value.response.headers["x-should-retry"] == "false"
+                failed = c.get(f"/api/v1/jobs/{exc.value.response.headers['x-bildwerk-job']}").json()
+                assert failed["status"] == "failed" and failed["error"]["code"] == "remote_auth"
+                a1111 = c.post("/sdapi/v1/txt2img", json={
+                    "prompt": "x", "override_settings": {"sd_model_checkpoint": "openai:gpt-image-1"}})
+                assert a1111.status_code == 502 and a1111.headers["x-should-retry"] == "false"
+                assert a1111.json()["error"]["job"]["id"] == a1111.headers["x-bildwerk-job"]
+                assert c.get("/api/v1/jobs").json()["total"] == before + 2
         finally:
             srv.stop()

@@ -433,8 +433,8 @@ class OpenAIImagesEngine:
         """Before the job is queued: a key is configured (the call itself can still fail)."""
         if not self.configured():
             raise NotConfiguredError(
-                f"{request.model or 'the remote model'} is not available: this server has no OpenAI "
-                "API key (the operator sets BILDWERK_OPENAI_API_KEY or OPENAI_API_KEY)"
+                f"model {request.model or 'openai:...'} needs an OpenAI API key on the server, and "
+                "this server has none (the operator sets BILDWERK_OPENAI_API_KEY or OPENAI_API_KEY)"
             )
 
     # -- remote calls -----------------------------------------------------------------------

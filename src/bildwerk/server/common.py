@@ -6,21 +6,23 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Response
 from PIL import Image
 
 from bildwerk.core.errors import BildwerkError, InvalidImageError, hide_paths
 from bildwerk.core.spec import JobSpec
 from bildwerk.images.io import decode_base64_image, decode_image
 from bildwerk.server.app import AppState
+from bildwerk.server.errors import JOB_HEADER
 
 
 class JobFailed(BildwerkError):
     """A synchronous call's job ended without images; carries the job's own error code."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, job: dict[str, str]) -> None:
         super().__init__(message)
         self.code = code
+        self.job = job  # the error answer names it (body and header), like every answer about it
 
 
 class JobTimeout(BildwerkError):
@@ -51,15 +53,20 @@ async def result_pngs_async(st: AppState, row: Any) -> list[bytes]:
     return await asyncio.to_thread(result_pngs, st, row)
 
 
-async def submit_and_wait(st: AppState, make_spec: Callable[[], JobSpec], *, api: str) -> Any:
+async def submit_and_wait(st: AppState, make_spec: Callable[[], JobSpec], *, api: str,
+                          response: Response | None = None) -> Any:
     """Queue a job like any other (so it is persisted and counted) and wait for its end.
 
     ``make_spec`` decodes the inputs and validates the request; it and the store's writes run
     in a worker thread, never on the event loop (big uploads would stall every other client).
     A call answered before its job ended (timeout, a stop, a full store) names the job in its
-    error body (``error.job``: id, status, url), so the client can follow it.
+    error body (``error.job``: id, status, url), so the client can follow it; a failed job's
+    error names it too. Every answer about the job carries its id in ``X-Bildwerk-Job``: the
+    success (set on ``response``) and the errors (server/errors.py reads ``exc.job``).
     """
     row = await asyncio.to_thread(lambda: st.service.submit(make_spec(), api=api))
+    if response is not None:
+        response.headers[JOB_HEADER] = row.id
     try:
         done = await st.service.wait(row.id, timeout=st.settings.sync_timeout)
     except BildwerkError as exc:  # ServiceStopping, StoreFullError: the job stays queued
@@ -68,7 +75,8 @@ async def submit_and_wait(st: AppState, make_spec: Callable[[], JobSpec], *, api
     if done is None or done.status != "succeeded":
         if done is not None and done.status in ("failed", "cancelled"):
             code = done.error_type or ("cancelled" if done.status == "cancelled" else "internal")
-            raise JobFailed(code, done.error_message or f"job {row.id} {done.status}")
+            raise JobFailed(code, done.error_message or f"job {row.id} {done.status}",
+                            {"id": row.id, "status": done.status})
         timeout = JobTimeout(f"job {row.id} is still {done.status if done else 'unknown'} after "
                              f"{st.settings.sync_timeout:.0f} s; follow it at /api/v1/jobs/{row.id}")
         timeout.job = {"id": row.id, "status": done.status if done else "unknown"}  # type: ignore[attr-defined]

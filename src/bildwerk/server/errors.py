@@ -50,6 +50,30 @@ STATUS = {
 }
 
 
+# The header naming the job an answer is about: on a synchronous call's image answer and on
+# its error answer alike, so a client can look the job up whichever way the call ended.
+JOB_HEADER = "X-Bildwerk-Job"
+
+# Failures a retry of the same call can cure (a full queue, a busy or slow remote, memory).
+# Every other error answer says ``x-should-retry: false``: the official openai SDK (and the
+# other Stainless SDKs) obey it before their default of retrying 408/409/429/5xx, so a
+# configuration error (a refused OpenAI key: 502) or a cancelled job (409) is one call, one
+# job, not three. An answer about a job that is still queued or running never invites a
+# retry either: the job goes on, and a retry would make a second one.
+TRANSIENT = frozenset({"queue_full", "remote_rate_limited", "remote_timeout", "remote_error",
+                       "prompt_backend", "out_of_memory", "store_unavailable", "shutting_down"})
+
+
+def retry_headers(code: str, job: dict | None = None) -> dict[str, str]:
+    """The headers of an error answer: the job it is about, and whether to retry."""
+    headers = {}
+    if job is not None:
+        headers[JOB_HEADER] = str(job["id"])
+    if code not in TRANSIENT or (job is not None and job.get("status") in ("queued", "running")):
+        headers["x-should-retry"] = "false"
+    return headers
+
+
 def error_body(code: str, message: str, status: int) -> dict:
     kind = "invalid_request_error" if status < 500 else "server_error"
     return {"error": {"code": code, "message": hide_paths(message), "type": kind}}
@@ -58,7 +82,8 @@ def error_body(code: str, message: str, status: int) -> dict:
 def error_response(code: str, message: str, status: int | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     status = status or STATUS.get(code, 500)
-    return JSONResponse(error_body(code, message, status), status_code=status, headers=headers)
+    return JSONResponse(error_body(code, message, status), status_code=status,
+                        headers={**retry_headers(code), **(headers or {})})
 
 
 def allowed_methods(request: Request) -> str:
@@ -80,7 +105,9 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BildwerkError)
     async def _bildwerk(request: Request, exc: BildwerkError) -> JSONResponse:
-        headers = {}
+        job = getattr(exc, "job", None)  # a synchronous call's job, still to follow
+        job = job if isinstance(job, dict) and "id" in job else None
+        headers = retry_headers(exc.code, job)
         if hide_paths(str(exc)) != str(exc):  # the client gets it without paths; the log in full
             log.info("%s on %s %s: %s", exc.code, request.method, request.url.path, exc)
         retry = getattr(exc, "retry_after", None)
@@ -88,11 +115,10 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Retry-After"] = str(max(1, int(round(float(retry)))))
         status = STATUS.get(exc.code, 500)
         body = error_body(exc.code, str(exc), status)
-        job = getattr(exc, "job", None)  # a synchronous call's job, still to follow
-        if isinstance(job, dict) and "id" in job:
-            base = str(request.base_url).rstrip("/")
+        if job is not None:
+            base = request.app.state.bildwerk.settings.base_url  # configured, never the Host header
             body["error"]["job"] = {**job, "url": f"{base}/api/v1/jobs/{job['id']}"}
-        return JSONResponse(body, status_code=status, headers=headers or None)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

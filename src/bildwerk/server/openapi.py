@@ -28,6 +28,7 @@ from bildwerk.core.request import MAX_SEED, MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE
 from bildwerk.jobs.sqlite.pools import POOL_ID_RE
 from bildwerk.jobs.sqlite.rows import STATUSES
 from bildwerk.jobs.sqlite.state import _JOB_ID_RE
+from bildwerk.server.errors import JOB_HEADER
 from bildwerk.server.routes_native import _SHA
 from bildwerk.server.security import UNSAFE_METHODS, is_public
 
@@ -107,14 +108,17 @@ def _status_view(*required: str) -> dict[str, Any]:
     return {"type": "object", "required": list(required), "properties": {k: TEXT for k in required}}
 
 
+# A synchronous call's job: on its image answer (and on its error answers, see server/errors.py).
+_JOB = {JOB_HEADER: {"description": "The job in the history.", "required": True, "schema": TEXT}}
+_SUBMITTED = {"Location": {"description": "The job's URL.", "required": True, "schema": TEXT}, **_JOB}
+
 OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", "/health"): Op(),
     ("get", "/ready"): Op(other={503: {
         "description": "Not ready yet (warming up) or the worker stopped.",
         "content": {"application/json": {"schema": _status_view("status", "reason")}}}}),
     ("get", "/metrics"): Op(media="text/plain", schema=TEXT),  # Prometheus text exposition
-    ("post", "/api/v1/jobs"): Op(SUBMITS, headers={"Location": {
-        "description": "The job's URL.", "required": True, "schema": TEXT}}),
+    ("post", "/api/v1/jobs"): Op(SUBMITS, headers=_SUBMITTED),
     ("get", "/api/v1/jobs"): Op(frozenset({400})),
     ("get", "/api/v1/jobs/{job_id}"): Op(frozenset({404})),
     ("delete", "/api/v1/jobs/{job_id}"): Op(frozenset({404, 409})),
@@ -124,8 +128,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", "/api/v1/images/{sha256}"): Op(frozenset({400, 404}), media="image/png"),
     ("get", "/api/v1/export"): Op(frozenset({400, 404}), media="application/zip"),
     ("get", "/api/v1/models"): Op(),
-    ("post", "/api/v1/uploads"): Op(SUBMITS, headers={"Location": {
-        "description": "The job's URL.", "required": True, "schema": TEXT}}),
+    ("post", "/api/v1/uploads"): Op(SUBMITS, headers=_SUBMITTED),
     ("get", "/api/v1/styles"): Op(),
     ("get", "/api/v1/samplers"): Op(),
     # The prompt steps may ask an LLM or a remote describer (502).
@@ -152,8 +155,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", "/api/v1/pools/{pool_id}/sheets/{kind}.png"): Op(frozenset({404}), media="image/png"),
     ("get", "/api/v1/pools/{pool_id}/report"): Op(frozenset({404})),
     ("get", "/api/v1/pools/{pool_id}/export"): Op(frozenset({400, 404}), media="application/zip"),
-    ("post", "/sdapi/v1/txt2img"): Op(WAITS),
-    ("post", "/sdapi/v1/img2img"): Op(WAITS),
+    ("post", "/sdapi/v1/txt2img"): Op(WAITS, headers=_JOB),
+    ("post", "/sdapi/v1/img2img"): Op(WAITS, headers=_JOB),
     ("get", "/sdapi/v1/progress"): Op(),
     ("post", "/sdapi/v1/interrupt"): Op(),
     ("post", "/sdapi/v1/png-info"): Op(frozenset({400})),
@@ -163,11 +166,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", "/sdapi/v1/schedulers"): Op(),
     ("get", "/sdapi/v1/options"): Op(),
     ("post", "/sdapi/v1/options"): Op(frozenset({400, 404})),
-    ("post", "/v1/images/generations"): Op(WAITS),
-    ("post", "/v1/images/edits"): Op(WAITS),
-    ("post", "/v1/images/variations"): Op(WAITS),
-    ("post", "/api/v1/museum/inpaint"): Op(WAITS, media="image/png", headers={"X-Bildwerk-Job": {
-        "description": "The job in the history.", "required": True, "schema": TEXT}}),
+    ("post", "/v1/images/generations"): Op(WAITS, headers=_JOB),
+    ("post", "/v1/images/edits"): Op(WAITS, headers=_JOB),
+    ("post", "/v1/images/variations"): Op(WAITS, headers=_JOB),
+    ("post", "/api/v1/museum/inpaint"): Op(WAITS, media="image/png", headers=_JOB),
 }
 
 # Path parameters: what the server accepts (anything else is a 400 or a 404).

@@ -12,7 +12,7 @@ import base64
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import ConfigDict, Field
 
 from bildwerk.core.bounds import (
@@ -132,16 +132,16 @@ def _answer(st, body: _A1111Base, row) -> dict:
 
 
 @router.post("/txt2img")
-async def txt2img(body: Txt2ImgIn, request: Request) -> dict:
+async def txt2img(body: Txt2ImgIn, request: Request, response: Response) -> dict:
     st = state(request)
     fields, options = _fields(st, body)
     row = await submit_and_wait(
-        st, lambda: JobSpec.build(origin="a1111", options=options, mode="text-to-image", **fields), api="a1111")
+        st, lambda: JobSpec.build(origin="a1111", options=options, mode="text-to-image", **fields), api="a1111", response=response)
     return await asyncio.to_thread(_answer, st, body, row)
 
 
 @router.post("/img2img")
-async def img2img(body: Img2ImgIn, request: Request) -> dict:
+async def img2img(body: Img2ImgIn, request: Request, response: Response) -> dict:
     st = state(request)
     if not body.init_images:
         raise InvalidRequestError("init_images needs one image (base64)")
@@ -158,7 +158,7 @@ async def img2img(body: Img2ImgIn, request: Request) -> dict:
         return JobSpec.build(origin="a1111", options=options, image=b64_image(st, body.init_images[0], "init image"),
                              mask=b64_image(st, body.mask, "mask"), **fields)
 
-    row = await submit_and_wait(st, spec, api="a1111")
+    row = await submit_and_wait(st, spec, api="a1111", response=response)
     return await asyncio.to_thread(_answer, st, body, row)
 
 

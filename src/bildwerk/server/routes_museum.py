@@ -25,6 +25,7 @@ from bildwerk.core.prompt import PromptOptions
 from bildwerk.core.spec import JobSpec
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, result_pngs_async, submit_and_wait
+from bildwerk.server.errors import JOB_HEADER
 from bildwerk.server.schemas import StrictBody
 
 router = APIRouter(prefix="/api/v1/museum", tags=["museum"])
@@ -79,4 +80,4 @@ async def museum_inpaint(body: MuseumInpaintIn, request: Request) -> Response:
     row = await submit_and_wait(st, spec, api="museum")
     png = (await result_pngs_async(st, row))[0]
     return Response(png, media_type="image/png",
-                    headers={"X-Bildwerk-Job": row.id, "X-Content-Type-Options": "nosniff"})
+                    headers={JOB_HEADER: row.id, "X-Content-Type-Options": "nosniff"})

@@ -29,7 +29,7 @@ from bildwerk.jobs.store import (
 )
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, decode_upload, job_error, job_view, upload_bytes
-from bildwerk.server.errors import error_response
+from bildwerk.server.errors import JOB_HEADER, error_response
 from bildwerk.server.schemas import JobIn, PromptPreviewIn, no_json_constant, request_fields
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
@@ -50,7 +50,7 @@ def create_job(body: JobIn, request: Request) -> JSONResponse:  # type: ignore[v
 def _accepted(request: Request, row) -> JSONResponse:
     """202 with the job and its Location: what both ways of submitting answer."""
     view = job_view(request, row)
-    return JSONResponse(view, status_code=202, headers={"Location": view["links"]["self"]})
+    return JSONResponse(view, status_code=202, headers={"Location": view["links"]["self"], JOB_HEADER: row.id})
 
 
 # The JSON body of an upload's "request" part is at most this long (no images inside it).

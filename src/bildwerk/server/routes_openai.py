@@ -18,7 +18,7 @@ import re
 import time
 from typing import Literal
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import ConfigDict, Field
 
 from bildwerk.core.bounds import MAX_IMAGES, MAX_MODEL_REF_CHARS, MAX_PROMPT_CHARS, MAX_SEED
@@ -75,17 +75,17 @@ class GenerationsIn(StrictBody):
 
 
 @router.post("/generations")
-async def generations(body: GenerationsIn, request: Request) -> dict:
+async def generations(body: GenerationsIn, request: Request, response: Response) -> dict:
     st = state(request)
     w, h = _size(body.size)
     fields = dict(mode="text-to-image", prompt=body.prompt, num_images=body.n, width=w, height=h,
                   model=_model(st, body.model), seed=body.seed)
-    row = await submit_and_wait(st, lambda: JobSpec.build(origin="openai", **fields), api="openai")
+    row = await submit_and_wait(st, lambda: JobSpec.build(origin="openai", **fields), api="openai", response=response)
     return await asyncio.to_thread(_answer, st, row, body.response_format)
 
 
 @router.post("/edits")
-async def edits(request: Request, image: UploadFile | None = File(None),
+async def edits(request: Request, response: Response, image: UploadFile | None = File(None),
                 image_list: list[UploadFile] | None = File(None, alias="image[]"),
                 mask: UploadFile | None = File(None), prompt: str = Form(..., max_length=MAX_PROMPT_CHARS),
                 model: str | None = Form(None, max_length=MAX_MODEL_REF_CHARS),
@@ -118,12 +118,12 @@ async def edits(request: Request, image: UploadFile | None = File(None),
                                      options=PromptOptions(describe="local"), **fields)
         return JobSpec.build(origin="openai", image=img.convert("RGB"), mask=msk, **fields)
 
-    row = await submit_and_wait(st, spec, api="openai")
+    row = await submit_and_wait(st, spec, api="openai", response=response)
     return await asyncio.to_thread(_answer, st, row, response_format)
 
 
 @router.post("/variations")
-async def variations(request: Request, image: UploadFile = File(...),
+async def variations(request: Request, response: Response, image: UploadFile = File(...),
                      model: str | None = Form(None, max_length=MAX_MODEL_REF_CHARS),
                      n: int = Form(1, ge=1, le=MAX_IMAGES), size: str | None = Form(None, max_length=16),
                      response_format: Literal["b64_json", "url"] | None = Form(None)) -> dict:
@@ -135,5 +135,5 @@ async def variations(request: Request, image: UploadFile = File(...),
     def spec() -> JobSpec:
         return JobSpec.build(origin="openai", image=decode_upload(st, data, "image").convert("RGB"), **fields)
 
-    row = await submit_and_wait(st, spec, api="openai")
+    row = await submit_and_wait(st, spec, api="openai", response=response)
     return await asyncio.to_thread(_answer, st, row, response_format)
