@@ -241,6 +241,19 @@ def test_base64_image_bytes_checks_only_the_encoding() -> None:
         base64_image_bytes(base64.b64encode(b"x" * 2000).decode(), limits=ImageLimits(max_bytes=1000))
 
 
+@pytest.mark.parametrize("text", ["https://example.org/map.png", "HTTP://x", "file:///etc/passwd",
+                                  "s3://bucket/key.png", "C:\\Users\\map.png"])
+def test_a_link_is_refused_as_a_link(text: str) -> None:
+    # Images are never fetched (SSRF): the message says so and how to send the picture,
+    # instead of "not valid base64". base64_image_bytes is what every JSON face decodes with.
+    for decode in (base64_image_bytes, decode_base64_image):
+        with pytest.raises(InvalidImageError) as exc:
+            decode(text, what="init image")
+        msg = str(exc.value)
+        assert "does not fetch images from links" in msg and "base64" in msg and "not valid" not in msg
+        assert msg.startswith("The init image is a link") and "/etc/passwd" not in msg
+
+
 @pytest.mark.parametrize("text", ["data:image/png;base64", "data:", "DATA:image/png;base64 iVBORw0KGgo="])
 def test_data_url_without_a_comma_is_a_clear_error(text: str) -> None:
     with pytest.raises(InvalidImageError, match="no ',' before its data"):

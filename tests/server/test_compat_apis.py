@@ -49,6 +49,7 @@ def test_a1111_txt2img(server):
         assert _img(body["images"][0]).size == (64, 64)
         assert body["parameters"]["prompt"] == "a (red:1.2) apple"
         assert "Seed: 11" in info["infotexts"][0]
+        assert r.headers["x-bildwerk-job"] == info["bildwerk_job"]  # the header the museum's answer has
         png_info = c.post("/sdapi/v1/png-info", json={"image": body["images"][0]}).json()
         assert png_info["parameters"]["Seed"] == 11 and "Steps: 3" in png_info["info"]
 
@@ -109,8 +110,11 @@ def test_a1111_listings_options_progress_interrupt_interrogate(server, photo):
 
 def test_openai_sdk_generations(server):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-    res = client.images.generate(model="dall-e-2", prompt="a red apple", n=2, size="64x64",
-                                 response_format="b64_json")
+    raw = client.images.with_raw_response.generate(model="dall-e-2", prompt="a red apple", n=2, size="64x64",
+                                                   response_format="b64_json")
+    res = raw.parse()
+    with server.client() as c:  # the answer names its job, as the museum's does
+        assert c.get(f"/api/v1/jobs/{raw.headers['x-bildwerk-job']}").json()["api"] == "openai"
     assert len(res.data) == 2 and res.data[0].revised_prompt == "a red apple"
     assert _img(res.data[0].b64_json).size == (64, 64)
     url = client.images.generate(prompt="a red apple", size="64x64", response_format="url").data[0].url
@@ -166,18 +170,19 @@ def test_remote_model_without_key_is_refused_once_before_any_job(server):
         assert c.get("/api/v1/jobs").json()["total"] == before  # refused before a job was made
 
 
-def test_sync_answers_name_their_job(server):
-    # Success and failure alike carry X-Bildwerk-Job, the header the museum's answer has.
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-    raw = client.images.with_raw_response.generate(prompt="a red apple", size="64x64")
+def test_image_links_are_refused_as_links_on_every_face(server, box_mask):
+    link = "https://example.org/map.png"
     with server.client() as c:
-        job = c.get(f"/api/v1/jobs/{raw.headers['x-bildwerk-job']}").json()
-        assert job["api"] == "openai" and job["status"] == "succeeded"
-        a1111 = c.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1})
-        info = json.loads(a1111.json()["info"])
-        assert a1111.headers["x-bildwerk-job"] == info["bildwerk_job"]
-        native = c.post("/api/v1/jobs", json={"prompt": "x", "steps": 1})
-        assert native.headers["x-bildwerk-job"] == native.json()["id"]
+        before = c.get("/api/v1/jobs").json()["total"]
+        answers = [
+            c.post("/api/v1/museum/inpaint", json={"image": link, "mask": data_url(box_mask), "prompt": "ein See"}),
+            c.post("/sdapi/v1/img2img", json={"prompt": "x", "init_images": [link]}),
+            c.post("/api/v1/jobs", json={"prompt": "x", "mode": "image-to-image", "image": link}),
+        ]
+        for r in answers:
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_image", r.text
+            assert "does not fetch images from links" in r.json()["error"]["message"]
+        assert c.get("/api/v1/jobs").json()["total"] == before
 
 
 # -- the museum ------------------------------------------------------------------------------

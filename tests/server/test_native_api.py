@@ -33,6 +33,7 @@ def test_job_lifecycle_events_result_and_record(server):
         assert r.status_code == 202, r.text
         job = r.json()
         assert r.headers["location"].endswith(job["id"]) and job["status"] == "queued"
+        assert r.headers["x-bildwerk-job"] == job["id"]
         events = []
         with c.stream("GET", f"/api/v1/jobs/{job['id']}/events") as stream:
             for line in stream.iter_lines():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
@@ -207,6 +208,10 @@ def _upright_copy(im: Image.Image) -> Image.Image:
     return upright if upright is not None else im.copy()
 
 
+# A URL scheme (RFC 3986) before a ':': what a link or a drive letter starts with.
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+
+
 def _split_data_url(text: str, what: str, limits: ImageLimits) -> str:
     header, sep, payload = text.partition(",")
     if not sep:
@@ -244,6 +249,15 @@ def base64_image_bytes(
     text = text.strip()
     if text[:5].lower() == "data:":
         text = _split_data_url(text, what, limits)
+    elif (scheme := _URL_SCHEME.match(text)) is not None:
+        # No base64 has a ':', so this is a link (https:, file:, s3:, C:\...): say why it is
+        # not followed, not merely "not base64".
+        raise InvalidImageError(
+            f"The {what} is a link ({scheme.group(1).lower()[:16]}:...), and this server does not "
+            "fetch images from links (by design: no server-side requests). Send the picture itself: "
+            "its file's bytes base64-encoded, or a data:image/png;base64,<data> URL (or, where an "
+            "API takes files: POST /api/v1/uploads, /v1/images/edits, upload it as multipart form data)."
+        )
     compact = "".join(text.split())
     if not compact:
         raise InvalidImageError(f"The {what} is empty; send base64-encoded image data.")
