@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bildwerk.core.refs import LOCAL
 from bildwerk.core.spec import JobSpec
 from bildwerk.engines.base import (
     BatchEngine,
@@ -28,7 +29,8 @@ from bildwerk.engines.base import (
     step_to_end,
 )
 from bildwerk.engines.registry import EngineRouter
-from bildwerk.models.loader import ModelManager, ModelSource
+from bildwerk.engines.sizing import size_warnings
+from bildwerk.models.loader import ModelManager, ModelSource, native_size_of
 from bildwerk.models.policy import ModelPolicy
 from bildwerk.prompts.pipeline import PromptPipeline, run_prompt_pipeline
 
@@ -89,6 +91,23 @@ class Generator:
         (self.pipeline or PromptPipeline()).check(spec.request.prompt, spec.options)
         return source
 
+    def advise(self, spec: JobSpec, source: Any = None) -> JobSpec:
+        """The spec with the use case's warnings in its request (``request.warnings``): the
+        size a local model works at when it is not the picture's, a size far from the model's.
+        Read from the model's folder, without loading it, so a face can show them before the
+        long run and a job's record has them from submission on. Idempotent (a stored job
+        advised at submission comes back unchanged)."""
+        req = spec.request
+        if spec.engine_kind != LOCAL:
+            return spec  # remote engines map sizes themselves and say so in their notes
+        native = native_size_of(source if isinstance(source, ModelSource) else req.model)
+        if native is None:
+            return spec
+        new = [w for w in size_warnings(req, native) if w not in req.warnings]
+        if not new:
+            return spec
+        return spec.model_copy(update={"request": req.model_copy(update={"warnings": [*req.warnings, *new]})})
+
     def check_model(self, ref: str | None) -> Any:
         """A model reference the policy permits and that names a model; returns it resolved.
         The policy comes first, so a refused reference is never looked up."""
@@ -129,7 +148,7 @@ class Generator:
         """Prompt steps, then the engine: prepared for stepping, or run to the end where the
         engine has no steps to share (the remote Images API)."""
         source = source if source is not None else self.resolve(spec)
-        spec = self.with_prompt(spec, source=source)
+        spec = self.with_prompt(self.advise(spec, source), source=source)
         engine = self.router.engine_for(spec.request.model)
         if isinstance(engine, BatchEngine):
             prepared = engine.prepare(spec.request, on_progress=on_progress,

@@ -64,6 +64,9 @@ def _run(fields: dict[str, Any], out: Path, device: str | None, dtype: str | Non
         generator = Generator(models=ModelManager(device=device, dtype=dtype))
         spec = JobSpec.build(origin="cli", options=prompt_options, **fields)
         source = generator.check(spec)
+        spec = generator.advise(spec, source)
+        for w in spec.request.warnings:  # before the prompt steps and the long run
+            console.print(f"[yellow]warning:[/] {escape(w)}")
         spec = generator.with_prompt(spec, source=source)
         _show_record(spec.request.prompt_record)
         with Progress(

@@ -73,31 +73,56 @@ def history(
     model: Annotated[str | None, typer.Option("--model", "-m")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n")] = 20,
     store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per job, one a line (for scripts).")] = False,
 ) -> None:
-    """List the service's jobs, newest first (the same history as GET /api/v1/jobs)."""
+    """List the service's jobs, newest first (the same history as GET /api/v1/jobs).
+
+    The ids shown are whole, as `bildwerk export --id` takes them (a unique start of one
+    works too)."""
     import datetime as dt
+    import json
 
     try:
         rows = _open_store(store).list_jobs(status=status, text=q, model=model, limit=limit)
     except BildwerkError as exc:
         _fail(exc)
         raise
+    if as_json:
+        for r in rows:
+            out_console.print_json(json.dumps(_history_entry(r), ensure_ascii=False), indent=None)
+        return
     table = Table()
-    for col in ("job", "when", "status", "api"):
-        table.add_column(col, no_wrap=True)
-    for col in ("mode", "prompt", "images"):
+    # The id is what other commands take: never cut or wrapped; the prompt wraps instead.
+    table.add_column("job", no_wrap=True, min_width=len(rows[0].id) if rows else None)
+    for col in ("when", "status", "api", "mode"):
         table.add_column(col)
+    table.add_column("prompt", overflow="fold", ratio=1, min_width=12)
+    table.add_column("images", justify="right")
     for r in rows:
         when = dt.datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M")
-        prompt = r.original_prompt or r.prompt or ""
-        table.add_row(r.id[:12], when, r.status, r.api or "", r.mode or "", escape(prompt[:60]), str(len(r.results)))
+        table.add_row(r.id, when, r.status, r.api or "", r.mode or "", escape(_shown_prompt(r)), str(len(r.results)))
     out_console.print(table)
+
+
+def _shown_prompt(row) -> str:
+    return row.original_prompt or row.prompt or ""
+
+
+def _history_entry(row) -> dict:
+    """A job as `history --json` gives it: the listing's columns, whole, plus its error and
+    warnings, and what the client sent in its own API's words (e.g. the museum's text fidelity)."""
+    request = row.request or {}
+    return {"id": row.id, "created_at": row.created_at, "status": row.status, "api": row.api,
+            "mode": row.mode, "model": row.model, "prompt": row.prompt, "original_prompt": row.original_prompt,
+            "seed": row.seed, "images": len(row.results),
+            "error": {"code": row.error_type, "message": row.error_message} if row.error_type else None,
+            "warnings": request.get("warnings", []), "origin_inputs": request.get("origin_inputs", {})}
 
 
 @app.command()
 def export(
     out: Annotated[Path, typer.Argument(help="A new (or empty) folder for images/ and metadata.csv.")],
-    ids: Annotated[list[str] | None, typer.Option("--id", help="A job id; repeat for several.")] = None,
+    ids: Annotated[list[str] | None, typer.Option("--id", help="A job id as `history` shows it (or a unique start of one); repeat for several.")] = None,
     q: Annotated[str | None, typer.Option("--q", help="Words in the prompt.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m")] = None,
     api: Annotated[str | None, typer.Option("--api", help="native, a1111, openai, museum.")] = None,

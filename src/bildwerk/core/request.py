@@ -51,6 +51,9 @@ class Mode(StrEnum):
     INPAINT = "inpaint"
 
 
+# A value a face was sent (JSON scalars only: the record is JSON, and nothing here is nested).
+OriginValue = str | int | float | bool | None
+
 # How a mask says "change": white (luminance), transparent (alpha), or whichever it has (auto).
 MaskSource = Literal["auto", "luminance", "alpha"]
 
@@ -110,6 +113,14 @@ class GenerationRequest(BaseModel):
     # How the user's words became ``prompt`` (translation, styles, ...), when the prompt
     # pipeline ran; kept with the request so every result can say so.
     prompt_record: PromptRecord | None = None
+
+    # Not from clients either. What the face was sent in its own API's words where a field
+    # above holds it translated (the museum's text_fidelity, become guidance), so the record
+    # keeps what the user chose, not only what it became.
+    origin_inputs: dict[str, OriginValue] = Field(default_factory=dict)
+    # What the use case warned about before anything ran (a size far from the model's, the
+    # size image-to-image works at): in the record from submission on, and in every result's.
+    warnings: list[str] = Field(default_factory=list, max_length=16)
 
     image: Annotated[Image.Image | None, Field(exclude=True, repr=False)] = None
     mask: Annotated[Image.Image | None, Field(exclude=True, repr=False)] = None

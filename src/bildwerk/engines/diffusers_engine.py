@@ -31,7 +31,7 @@ from bildwerk.engines.conditioning import encode_prompts
 from bildwerk.engines.denoise import DenoiseState, run_unet
 from bildwerk.engines.invariance import make_batch_invariant
 from bildwerk.engines.schedulers import make_scheduler, scheduler_label
-from bildwerk.engines.sizing import input_size
+from bildwerk.engines.sizing import work_size
 from bildwerk.images.crop import CropBox, composite_full, crop_for_inpaint, paste_back
 from bildwerk.images.io import to_rgb
 from bildwerk.images.masks import feather_mask, mask_is_empty, normalize_mask
@@ -191,12 +191,12 @@ class DiffusersEngine:
     def _prepare(self, req: GenerationRequest, model: LoadedModel) -> _Work:
         native = model.native_size
         if req.mode is Mode.TEXT_TO_IMAGE:
-            return _Work(width=req.width or native, height=req.height or native)
+            return _Work(*work_size(req, native))
 
         assert req.image is not None
         original = to_rgb(req.image)
         if req.mode is Mode.IMAGE_TO_IMAGE:
-            w, h = input_size(req, original)
+            w, h = work_size(req, native)
             image = original if original.size == (w, h) else original.resize((w, h), Image.LANCZOS)
             return _Work(width=w, height=h, image=image)
 
@@ -207,10 +207,10 @@ class DiffusersEngine:
             return _Work(width=original.width, height=original.height, mask=mask, original=original)
         alpha = feather_mask(mask, req.mask_blur)
         if req.only_masked:
-            w, h = req.width or native, req.height or native
+            w, h = work_size(req, native)
             crop = crop_for_inpaint(original, mask, padding=req.only_masked_padding, work_size=(w, h))
             return _Work(w, h, image=crop.image, mask=crop.mask, original=original, alpha=alpha, box=crop.box)
-        w, h = input_size(req, original)
+        w, h = work_size(req, native)
         image = original.resize((w, h), Image.LANCZOS) if original.size != (w, h) else original
         work_mask = mask.resize((w, h), Image.NEAREST) if mask.size != (w, h) else mask
         return _Work(w, h, image=image, mask=work_mask, original=original, alpha=alpha)

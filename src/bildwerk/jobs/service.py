@@ -303,7 +303,8 @@ class JobService:
         try:
             if not isinstance(spec, JobSpec):
                 spec = JobSpec.build(origin=api, options=options, image=image, mask=mask, **spec)  # type: ignore[arg-type]
-            self.generator.check(spec)  # fail now, not in the worker
+            source = self.generator.check(spec)  # fail now, not in the worker
+            spec = self.generator.advise(spec, source)  # its warnings in the record at once
         except BildwerkError:
             self.metrics.rejected.labels("invalid").inc()
             raise

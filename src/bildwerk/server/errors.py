@@ -34,6 +34,7 @@ STATUS = {
     "remote_error": 502,
     "not_found": 404,
     "job_not_found": 404,
+    "ambiguous_job_id": 400,
     "image_not_found": 404,
     "job_exists": 409,
     "job_state": 409,

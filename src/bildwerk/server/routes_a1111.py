@@ -34,7 +34,7 @@ from bildwerk.images.io import base64_image_bytes
 from bildwerk.images.metadata import read_png_metadata
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, result_pngs, submit_and_wait
-from bildwerk.server.schemas import StrictBody
+from bildwerk.server.schemas import StrictBody, sent_fields
 
 router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"])
 
@@ -102,7 +102,9 @@ def _fields(st, body: _A1111Base) -> tuple[dict[str, Any], PromptOptions | None]
     fields = dict(prompt=body.prompt, negative_prompt=body.negative_prompt,
                   seed=None if body.seed is None or body.seed < 0 else body.seed, steps=body.steps,
                   guidance=body.cfg_scale, width=body.width, height=body.height, num_images=n,
-                  scheduler=_sampler(body), model=model)
+                  scheduler=_sampler(body), model=model,
+                  origin_inputs=sent_fields(body, "batch_size", "n_iter", "sampler_name", "sampler_index", "scheduler",
+                                      "cfg_scale"))
     options = None
     if body.styles:
         if len(body.styles) > 1:

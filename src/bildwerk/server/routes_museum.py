@@ -75,7 +75,9 @@ async def museum_inpaint(body: MuseumInpaintIn, request: Request) -> Response:
                              mask=b64_image(st, body.mask, "mask"), mode="inpaint", prompt=body.prompt,
                              model=model, guidance=guidance, seed=body.seed, steps=body.steps,
                              mask_blur=body.mask_blur, only_masked=True, only_masked_padding=body.padding,
-                             mask_source="auto")
+                             mask_source="auto",
+                             # what the visitor chose, in the museum's words (guidance is derived)
+                             origin_inputs={"model": body.model, "text_fidelity": body.text_fidelity})
 
     row = await submit_and_wait(st, spec, api="museum")
     png = (await result_pngs_async(st, row))[0]

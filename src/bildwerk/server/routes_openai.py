@@ -28,7 +28,7 @@ from bildwerk.core.refs import is_remote_model
 from bildwerk.core.spec import JobSpec
 from bildwerk.server.app import state
 from bildwerk.server.common import decode_upload, result_pngs, submit_and_wait, upload_bytes
-from bildwerk.server.schemas import StrictBody
+from bildwerk.server.schemas import StrictBody, sent_fields
 
 router = APIRouter(prefix="/v1/images", tags=["OpenAI"])
 _OPENAI_NAMES = re.compile(r"^(dall-e-\d|gpt-image.*)$")
@@ -38,6 +38,11 @@ def _model(st, name: str | None) -> str | None:
     if not name or _OPENAI_NAMES.match(name):
         return st.settings.model
     return name
+
+
+def _sent_form(**fields: str | None) -> dict[str, str]:
+    """The form fields a client set that become something else (a model name, a size)."""
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _size(size: str | None) -> tuple[int | None, int | None]:
@@ -79,7 +84,8 @@ async def generations(body: GenerationsIn, request: Request, response: Response)
     st = state(request)
     w, h = _size(body.size)
     fields = dict(mode="text-to-image", prompt=body.prompt, num_images=body.n, width=w, height=h,
-                  model=_model(st, body.model), seed=body.seed)
+                  model=_model(st, body.model), seed=body.seed,
+                  origin_inputs=sent_fields(body, "model", "size", "quality", "style"))
     row = await submit_and_wait(st, lambda: JobSpec.build(origin="openai", **fields), api="openai", response=response)
     return await asyncio.to_thread(_answer, st, row, body.response_format)
 
@@ -98,7 +104,8 @@ async def edits(request: Request, response: Response, image: UploadFile | None =
     image_data = await upload_bytes(st, upload, "image")
     mask_data = await upload_bytes(st, mask, "mask")
     w, h = _size(size)
-    fields = dict(prompt=prompt, num_images=n, width=w, height=h, model=_model(st, model))
+    fields = dict(prompt=prompt, num_images=n, width=w, height=h, model=_model(st, model),
+                  origin_inputs=_sent_form(model=model, size=size))
 
     def spec() -> JobSpec:
         img = decode_upload(st, image_data, "image")
@@ -130,7 +137,8 @@ async def variations(request: Request, response: Response, image: UploadFile = F
     st = state(request)
     data = await upload_bytes(st, image, "image")
     w, h = _size(size)
-    fields = dict(mode="image-to-image", prompt="", num_images=n, width=w, height=h, model=_model(st, model))
+    fields = dict(mode="image-to-image", prompt="", num_images=n, width=w, height=h, model=_model(st, model),
+                  origin_inputs=_sent_form(model=model, size=size))
 
     def spec() -> JobSpec:
         return JobSpec.build(origin="openai", image=decode_upload(st, data, "image").convert("RGB"), **fields)

@@ -68,7 +68,7 @@ class PromptOptionsIn(PromptOptions):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-_NOT_FROM_CLIENTS = {"image", "mask", "prompt_record"}
+_NOT_FROM_CLIENTS = {"image", "mask", "prompt_record", "origin_inputs", "warnings"}
 
 
 def _optional_request_fields() -> dict[str, Any]:
@@ -110,6 +110,15 @@ PromptPreviewIn = create_model(  # type: ignore[call-overload]
     "PromptPreviewIn", __base__=_PromptPreviewBase,
     __doc__="A prompt and its options, as a job would have them: the prompt steps without generating.",
     **{k: v for k, v in _optional_request_fields().items() if k in _PREVIEW_FIELDS})
+
+
+def sent_fields(body: BaseModel, *names: str) -> dict[str, Any]:
+    """What a client set of ``names`` in its own API's words (JSON scalars; unset ones left
+    out), for the request's ``origin_inputs``: the record keeps them beside the request fields
+    they became (A1111's batch_size x n_iter -> num_images, OpenAI's dall-e-2 -> the server's
+    model)."""
+    sent = {n: getattr(body, n, None) for n in names if n in body.model_fields_set}
+    return {k: v for k, v in sent.items() if v is None or isinstance(v, str | int | float | bool)}
 
 
 def request_fields(body: BaseModel) -> dict[str, Any]:

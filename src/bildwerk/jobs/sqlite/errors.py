@@ -41,6 +41,18 @@ class JobNotFoundError(StoreError):
         self.job_id = job_id
 
 
+class AmbiguousJobIdError(StoreError):
+    """A shortened job id that more than one job starts with."""
+
+    code = "ambiguous_job_id"
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        super().__init__(f"job id {prefix[:80]!r} is the start of several jobs ({shown}); "
+                         "give more of it, or the whole id")
+        self.job_id = prefix
+
+
 class JobExistsError(StoreError):
     code = "job_exists"
 

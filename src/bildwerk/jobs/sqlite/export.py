@@ -11,11 +11,13 @@ from typing import Any
 
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.jobs.sqlite.blobs import Blobs
-from bildwerk.jobs.sqlite.errors import ExportError, JobNotFoundError
+from bildwerk.jobs.sqlite.errors import ExportError
 from bildwerk.jobs.sqlite.rows import JOB_COLUMNS, JobRow, chunks
 from bildwerk.jobs.sqlite.search import MAX_JOB_IDS, Search
 
 _LANG_RE = re.compile(r"[a-z]{2,3}")
+# A job's inputs by role (job_inputs) and the metadata.csv column that names each one's file.
+_INPUT_COLUMNS = {"image": "input_image", "mask": "input_mask"}
 _FILTERS = frozenset({"text", "model", "api", "mode", "since", "until", "pool_id"})
 
 
@@ -27,6 +29,10 @@ class Export(Search, Blobs):
 
         ``images/<job>_<idx>.png`` plus ``metadata.csv`` (file_name, text, seed, model,
         job_id, and text_<lang> with the user's original words for non-English prompts).
+        A job's input picture and mask, when it had them, are ``inputs/<job>_image.png`` and
+        ``inputs/<job>_mask.png``, named in each of its rows' ``input_image`` / ``input_mask``
+        (outside images/ and not file_name: they are what the visitor gave, not captions'
+        pictures, so training does not take them).
         ``job_ids`` selects jobs (unknown ids raise JobNotFoundError; ones not succeeded
         are skipped); ``filters`` are list_jobs' (text, model, api, mode, since, until).
         Jobs without a prompt are skipped (a caption is required). Refuses a non-empty
@@ -48,9 +54,12 @@ class Export(Search, Blobs):
             raise ExportError("nothing to export: no succeeded job with results matches")
 
         (out / "images").mkdir(parents=True, exist_ok=True)
+        if any(name.startswith("inputs/") for name, _ in copies):
+            (out / "inputs").mkdir()
         for name, sha256 in copies:
             (out / name).write_bytes(self.read_image(sha256))  # hash-verified copy
         columns = ["file_name", "text", "seed", "model", "job_id"]
+        columns += [c for c in _INPUT_COLUMNS.values() if any(c in r for r in rows)]
         columns += [f"text_{lang}" for lang in sorted(languages)]
         tmp = out / ".metadata.csv.tmp"
         with tmp.open("w", encoding="utf-8", newline="") as f:
@@ -67,17 +76,8 @@ class Export(Search, Blobs):
             raise InvalidRequestError(f"at most {MAX_JOB_IDS} job ids at once, got {len(ids)}")
         jobs: list[JobRow] = []
         with self.transaction(write=False) as conn:
-            if ids is not None:
-                found = set()
-                for chunk in chunks(ids):
-                    marks = ",".join("?" * len(chunk))
-                    found |= {
-                        r[0]
-                        for r in conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk)
-                    }
-                missing = [i for i in ids if i not in found]
-                if missing:
-                    raise JobNotFoundError(missing[0])
+            if ids is not None:  # whole ids or unique starts of them (what a listing shows)
+                ids = list(dict.fromkeys(self._resolve_ids(conn, ids)))
             for chunk in chunks(ids) if ids is not None else [None]:
                 where, params = self._where(status="succeeded", job_ids=chunk, **filters)
                 jobs += self._rows(
@@ -107,6 +107,11 @@ def _metadata(
         record_model = (job.record or {}).get("model")
         if isinstance(record_model, dict) and isinstance(record_model.get("name"), str):
             model = record_model["name"]  # the model that actually ran
+        inputs = {}
+        for role, column in _INPUT_COLUMNS.items():
+            if role in job.inputs:
+                inputs[column] = f"inputs/{job.id}_{role}.png"
+                copies.append((inputs[column], job.inputs[role]))
         for result in job.results:
             name = f"images/{job.id}_{result.idx}.png"
             row = {
@@ -115,6 +120,7 @@ def _metadata(
                 "seed": "" if result.seed is None else str(result.seed),
                 "model": model,
                 "job_id": job.id,
+                **inputs,
             }
             if lang and lang != "en" and original:
                 row[f"text_{lang}"] = original

@@ -42,6 +42,36 @@ class Search(Database):
         )
         return rows[0] if rows else None
 
+    def resolve_ids(self, ids: Sequence[str]) -> list[str]:
+        """Full job ids for ids or unique starts of ids, as a person copies them from a
+        listing (JobNotFoundError for one that matches nothing, AmbiguousJobIdError for one
+        that starts several)."""
+        with self.transaction(write=False) as conn:
+            return self._resolve_ids(conn, ids)
+
+    def _resolve_ids(self, conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
+        from bildwerk.jobs.sqlite.errors import AmbiguousJobIdError, JobNotFoundError
+
+        exact: set[str] = set()
+        for chunk in chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            exact |= {r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk)}
+        out = []
+        for job_id in ids:
+            if job_id in exact:
+                out.append(job_id)
+                continue
+            # substr, not LIKE: case-sensitive, and no wildcard characters to escape.
+            hits = [r[0] for r in conn.execute(
+                "SELECT id FROM jobs WHERE length(?) > 0 AND substr(id, 1, length(?)) = ? ORDER BY id LIMIT 6",
+                (job_id, job_id, job_id))]
+            if not hits:
+                raise JobNotFoundError(job_id)
+            if len(hits) > 1:
+                raise AmbiguousJobIdError(job_id, hits)
+            out.append(hits[0])
+        return out
+
     def _rows(self, conn: sqlite3.Connection, cursor: Iterable[sqlite3.Row]) -> list[JobRow]:
         """Job rows with their inputs and results (two queries per 500 jobs, not per job)."""
         raw = [dict(r) for r in cursor]
