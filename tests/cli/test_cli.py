@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,10 +56,18 @@ def test_vary_and_info(tiny_models, tmp_path, inputs):
     r = _invoke("vary", str(img_path), "as a watercolor", "--model", str(tiny_models["sd"]),
                 "--strength", "0.5", "--steps", "4", "--seed", "7", "--out", str(out))
     assert r.exit_code == 0, r.output
-    assert Image.open(out).size == (128, 96)
+    # The tiny model's own side is 64 px: the 128x96 picture is worked (and returned) at about
+    # that, aspect kept, and the user is told so before the run (the line before the file's).
+    size = Image.open(out).size
+    assert size != (128, 96) and min(size) == 64 and size[0] > size[1]
+    flat = " ".join(r.output.split())  # the console wraps long lines
+    assert f"warning: image-to-image works at {size[0]}x{size[1]}" in flat and "128x96" in flat
+    assert flat.index("works at") < flat.index(str(out.name))
     info = _invoke("info", str(out), "--json")
     assert info.exit_code == 0, info.output
     data = json.loads(info.output)
+    (warning,) = data["record"]["request"]["warnings"]
+    assert f"warning: {warning}" in flat
     assert data["record"]["request"]["mode"] == "image-to-image"
     assert data["record"]["request"]["strength"] == 0.5
     plain = _invoke("info", str(out))
@@ -294,28 +304,54 @@ def test_default_model_rejects_a_bad_override_before_training(tmp_path):
     assert not (tmp_path / "work" / "vae-run").exists()
 
 
-def test_history_and_export_from_the_command_line(tmp_path):
+def test_history_and_export_from_the_command_line(tmp_path, monkeypatch):
+    from bildwerk.cli.common import out_console
     from bildwerk.images.io import encode_png
     from bildwerk.jobs.store import Store
 
     store = Store(tmp_path / "store")
-    request = {"mode": "text-to-image", "prompt": "a lake", "seed": 4, "model": "default"}
-    job = store.create_job(request=request, api="museum", engine="local")
+    words = "ein ruhiger See zwischen hohen Tannen am Rand der alten Stadtmauer bei Sonnenuntergang"
+    request = {"mode": "inpaint", "prompt": "a lake", "seed": 4, "model": "default",
+               "origin_inputs": {"model": "local", "text_fidelity": 0.7}}
+    picture, mask = encode_png(Image.new("RGB", (64, 64), "green")), encode_png(Image.new("L", (64, 64), 255))
+    job = store.create_job(request=request, api="museum", engine="local", inputs={"image": picture, "mask": mask})
     assert store.claim_next().id == job.id
-    record = {"request": {**request, "prompt_record": {"original": "ein See", "language": "de",
+    record = {"request": {**request, "prompt_record": {"original": words, "language": "de",
                                                          "prompt": "a lake", "steps": []}},
               "model": {"name": "bildwerk-default"}}
-    store.finish(job.id, [(encode_png(Image.new("RGB", (64, 64), "blue")), 4)], record)
+    result = encode_png(Image.new("RGB", (64, 64), "blue"))
+    store.finish(job.id, [(result, 4)], record)
+    for twin in ("twin-a", "twin-b"):  # two ids that start alike
+        store.create_job(request={"prompt": "x", "seed": 1}, api="native", engine="local", job_id=twin)
+
+    monkeypatch.setattr(out_console, "width", 80)  # a narrow terminal
     listed = _invoke("history", "--store", str(tmp_path / "store"), "--q", "See")
-    assert listed.exit_code == 0 and job.id[:12] in listed.stdout and "museum" in listed.stdout
+    assert listed.exit_code == 0 and "museum" in listed.stdout
+    assert job.id in listed.stdout.split()  # whole, on one line: what export --id takes
+    assert " ".join(listed.stdout.split()).count(words) == 1  # wrapped, not cut
+    as_json = _invoke("history", "--store", str(tmp_path / "store"), "--json", "-n", "5")
+    entries = [json.loads(line) for line in as_json.stdout.splitlines()]
+    mine = next(e for e in entries if e["id"] == job.id)
+    assert mine["original_prompt"] == words and mine["origin_inputs"]["text_fidelity"] == 0.7
+    assert {e["id"] for e in entries} == {job.id, "twin-a", "twin-b"}
+
     out = tmp_path / "set"
-    r = _invoke("export", str(out), "--store", str(tmp_path / "store"), "--api", "museum")
+    r = _invoke("export", str(out), "--store", str(tmp_path / "store"), "--id", job.id[:6])  # a unique start
     assert r.exit_code == 0, r.output
     assert "1 images" in r.stdout and "ready for" in r.stdout
-    meta = (out / "metadata.csv").read_text("utf-8")
-    assert "a lake" in meta and "ein See" in meta
+    with (out / "metadata.csv").open(encoding="utf-8", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["text"] == "a lake" and row["text_de"] == words
+    # The visitor's picture and mask, beside the result they belong to.
+    assert (out / row["input_image"]).read_bytes() == picture and (out / row["input_mask"]).read_bytes() == mask
+    assert (out / row["file_name"]).read_bytes() == result
+    assert {Path(row[c]).stem.split("_")[0] for c in ("file_name", "input_image", "input_mask")} == {job.id}
     again = _invoke("export", str(out), "--store", str(tmp_path / "store"))
     assert again.exit_code == 2 and "empty folder" in again.output
+    twins = _invoke("export", str(tmp_path / "t"), "--store", str(tmp_path / "store"), "--id", "twin")
+    assert twins.exit_code == 2 and "several jobs" in twins.output and "twin-a" in twins.output
+    unknown = _invoke("export", str(tmp_path / "u"), "--store", str(tmp_path / "store"), "--id", "zzz")
+    assert unknown.exit_code == 2 and "no job with id 'zzz'" in unknown.output
     missing = _invoke("history", "--store", str(tmp_path / "nowhere"))
     assert missing.exit_code == 2 and "no bildwerk store" in missing.output
 

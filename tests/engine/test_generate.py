@@ -75,7 +75,14 @@ def test_width_height_respected(engine, tiny_models):
     assert r.images[0].size == (96, 64)
 
 
-def test_image_to_image_strength_sets_steps_and_keeps_size(engine, tiny_models, photo):
+def _at_model_resolution(size: tuple[int, int], picture: tuple[int, int], native: int) -> bool:
+    """Worked at about the model's own side, the picture's aspect, in multiples of 8."""
+    w, h = size
+    return (w % 8 == h % 8 == 0 and min(w, h) >= 64 and min(w, h) <= native * 1.5
+            and abs(w / h - picture[0] / picture[1]) <= 8 / min(w, h) + 1e-9)
+
+
+def test_image_to_image_strength_sets_steps_and_works_at_the_models_size(engine, tiny_models, photo):
     events = []
     r = engine.generate(
         build_request(mode="image-to-image", prompt="x", image=photo, model=str(tiny_models["sd"]),
@@ -84,7 +91,10 @@ def test_image_to_image_strength_sets_steps_and_keeps_size(engine, tiny_models, 
     )
     denoise = [e for e in events if e.phase == "denoise"]
     assert denoise[-1].total == 3  # 30% of 10 steps repainted
-    assert r.images[0].size == photo.size
+    # No size asked for: the model's resolution (64 px for the tiny model), not the picture's
+    # 200x120 (a small model at a size far from its own makes noise).
+    native = r.model["native_size"]
+    assert r.images[0].size != photo.size and _at_model_resolution(r.images[0].size, photo.size, native)
     resized = engine.generate(
         build_request(mode="image-to-image", prompt="x", image=photo, model=str(tiny_models["sd"]),
                       seed=1, steps=2, width=64, height=64)
@@ -94,7 +104,8 @@ def test_image_to_image_strength_sets_steps_and_keeps_size(engine, tiny_models, 
 
 def test_image_to_image_odd_size_snaps_to_multiple_of_8(engine, tiny_models):
     im = Image.new("RGB", (101, 77), "white")
-    r = engine.generate(build_request(mode="image-to-image", prompt="x", image=im, model=str(tiny_models["sd"]), seed=1, steps=2))
+    r = engine.generate(build_request(mode="image-to-image", prompt="x", image=im, model=str(tiny_models["sd"]),
+                                      seed=1, steps=2, width=96))  # the height follows the picture's
     assert r.images[0].size == (96, 72)
 
 
@@ -183,7 +194,7 @@ def test_cancel_mid_run(engine, tiny_models):
 def test_sdxl_image_to_image_and_inpaint(engine, tiny_models, photo):
     model = str(tiny_models["sdxl"])
     r = engine.generate(build_request(mode="image-to-image", prompt="x", image=photo, model=model, seed=1, steps=2))
-    assert r.images[0].size == photo.size
+    assert _at_model_resolution(r.images[0].size, photo.size, r.model["native_size"])
     mask = _mask(photo.size, (10, 10, 50, 50))
     r = engine.generate(build_request(mode="inpaint", prompt="x", image=photo, mask=mask, model=model, seed=1, steps=2))
     inside = np.asarray(mask) > 127

@@ -98,6 +98,25 @@ def test_invalid_requests_are_refused_before_queueing(service):
     assert service.store.count() == 0
 
 
+def test_a_size_far_from_the_models_is_in_the_record_at_submission(service):
+    from bildwerk.models.loader import model_native_size
+
+    native = model_native_size(service.model)  # the tiny model's, from its folder's configs
+    side = 8 * native  # far: over twice the model's side
+    slow = _submit(service, "slow")  # holds the worker: the jobs below stay queued
+    assert service.engine.started.wait(10)
+    far = _submit(service, "far", width=side, height=side)
+    queued = service.store.get(far.id)
+    assert queued.status == "queued"
+    assert [w for w in queued.request["warnings"] if f"{side}x{side} is far from the model's own "
+            f"resolution ({native} px" in w]
+    assert service.store.get(_submit(service, "own size").id).request["warnings"] == []
+    service.engine.release.set()
+    assert _wait(service, slow.id).status == "succeeded"
+    done = _wait(service, far.id)
+    assert done.record["request"]["warnings"] == queued.request["warnings"]  # said once, kept
+
+
 def test_stop_hands_an_unfinished_job_back_to_the_queue(tmp_path, tiny_models):
     engine = FakeEngine()
     svc = JobService(Store(tmp_path / "s"), FakeRouter(engine), warmup_model=None, poll_interval=0.02)

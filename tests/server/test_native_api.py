@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
 import zipfile
@@ -59,8 +60,10 @@ def test_history_search_delete_and_export(server):
     from bildwerk.train.data import validate_image_folder
 
     with server.client() as c:
-        ids = [c.post("/api/v1/jobs", json={"prompt": p, "steps": 2}).json()["id"]
-               for p in ("a red zebra", "a blue zebra", "ein Apfel")]
+        picture = Image.new("RGB", (64, 64), "orange")
+        ids = [c.post("/api/v1/jobs", json={"prompt": p, "steps": 2, **extra}).json()["id"]
+               for p, extra in (("a red zebra", {}), ("a blue zebra", {}),
+                                ("ein Apfel", {"mode": "image-to-image", "image": png_b64(picture)}))]
         for i in ids:
             assert wait_job(c, i)["status"] == "succeeded"
         page = c.get("/api/v1/jobs", params={"q": "zebra", "status": "succeeded"}).json()
@@ -70,7 +73,7 @@ def test_history_search_delete_and_export(server):
         assert c.get("/api/v1/models").json()["remote_available"] is False  # no OpenAI key here
         one = c.get("/api/v1/jobs", params={"q": "zebra", "limit": 1}).json()
         assert len(one["jobs"]) == 1 and one["total"] == len(found)
-        z = c.get("/api/v1/export", params={"ids": ",".join(ids)})
+        z = c.get("/api/v1/export", params={"ids": ",".join([*ids[:2], ids[2][:10]])})  # a unique start works too
         assert z.status_code == 200
         folder = server.root / "export-check"
         zipfile.ZipFile(io.BytesIO(z.content)).extractall(folder)
@@ -78,6 +81,13 @@ def test_history_search_delete_and_export(server):
         assert report.ok, report
         rows = (folder / "metadata.csv").read_text("utf-8")
         assert "a red zebra" in rows and "text_de" in rows.splitlines()[0]
+        # The web UI's export holds the inputs too, named after their job, beside its result.
+        with (folder / "metadata.csv").open(encoding="utf-8", newline="") as f:
+            by_job = {r["job_id"]: r for r in csv.DictReader(f)}
+        assert by_job[ids[0]]["input_image"] == "" and not by_job[ids[2]].get("input_mask")
+        with Image.open(folder / by_job[ids[2]]["input_image"]) as im:
+            assert by_job[ids[2]]["input_image"].startswith(f"inputs/{ids[2]}_")
+            assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(picture))
         assert c.delete(f"/api/v1/jobs/{ids[0]}").status_code == 204
         assert c.get(f"/api/v1/jobs/{ids[0]}").status_code == 404
 

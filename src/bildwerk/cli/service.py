@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.padding import Padding
 
 from bildwerk.cli.common import (
     ModelOpt,
@@ -91,17 +91,17 @@ def history(
         for r in rows:
             out_console.print_json(json.dumps(_history_entry(r), ensure_ascii=False), indent=None)
         return
-    table = Table()
-    # The id is what other commands take: never cut or wrapped; the prompt wraps instead.
-    table.add_column("job", no_wrap=True, min_width=len(rows[0].id) if rows else None)
-    for col in ("when", "status", "api", "mode"):
-        table.add_column(col)
-    table.add_column("prompt", overflow="fold", ratio=1, min_width=12)
-    table.add_column("images", justify="right")
+    # Two lines a job, not a table: the id is what other commands take, so it is printed whole
+    # (never cut or wrapped, even in a narrow terminal), and the prompt gets the full width
+    # below it, wrapped, instead of a column's few characters.
     for r in rows:
         when = dt.datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M")
-        table.add_row(r.id, when, r.status, r.api or "", r.mode or "", escape(_shown_prompt(r)), str(len(r.results)))
-    out_console.print(table)
+        out_console.print(f"[bold]{r.id}[/]  {escape(r.status)}  [dim]{when}[/]", soft_wrap=True)
+        images = f"{len(r.results)} image{'s' if len(r.results) != 1 else ''}"
+        what = escape(", ".join(x for x in (r.api, r.mode, images) if x))
+        out_console.print(Padding(f"[dim]{what}:[/] {escape(_shown_prompt(r))}", (0, 0, 0, 4), expand=False))
+    if not rows:
+        console.print("no jobs match")
 
 
 def _shown_prompt(row) -> str:
