@@ -50,6 +50,8 @@ def test_a1111_txt2img(server):
         assert body["parameters"]["prompt"] == "a (red:1.2) apple"
         assert "Seed: 11" in info["infotexts"][0]
         assert r.headers["x-bildwerk-job"] == info["bildwerk_job"]  # the header the museum's answer has
+        sent = c.get(f"/api/v1/jobs/{info['bildwerk_job']}").json()["request"]["origin_inputs"]
+        assert sent == {"batch_size": 2, "sampler_name": "Euler a", "cfg_scale": 5}  # in A1111's words
         png_info = c.post("/sdapi/v1/png-info", json={"image": body["images"][0]}).json()
         assert png_info["parameters"]["Seed"] == 11 and "Steps: 3" in png_info["info"]
 
@@ -114,7 +116,9 @@ def test_openai_sdk_generations(server):
                                                    response_format="b64_json")
     res = raw.parse()
     with server.client() as c:  # the answer names its job, as the museum's does
-        assert c.get(f"/api/v1/jobs/{raw.headers['x-bildwerk-job']}").json()["api"] == "openai"
+        job = c.get(f"/api/v1/jobs/{raw.headers['x-bildwerk-job']}").json()
+        assert job["api"] == "openai"  # and the model it named, which meant the server's own:
+        assert job["request"]["origin_inputs"] == {"model": "dall-e-2", "size": "64x64"}
     assert len(res.data) == 2 and res.data[0].revised_prompt == "a red apple"
     assert _img(res.data[0].b64_json).size == (64, 64)
     url = client.images.generate(prompt="a red apple", size="64x64", response_format="url").data[0].url
@@ -204,6 +208,10 @@ def test_museum_inpaint_german_prompt(server, photo, box_mask):
         assert job["record"]["guidance"] > 7.5  # fidelity 0.7 is above the recommendation
         meta = read_png_metadata(r.content)
         assert meta["record"]["request"]["prompt_record"]["language"] == "de"
+        # What the visitor chose, in the museum's words, beside the guidance it became.
+        sent = {"model": "local", "text_fidelity": 0.7}
+        assert job["request"]["origin_inputs"] == sent and job["record"]["request"]["origin_inputs"] == sent
+        assert meta["record"]["request"]["origin_inputs"] == sent
         bad = c.post("/api/v1/museum/inpaint", json={"image": data_url(photo), "mask": "data:image/png;base64,AAAA",
                                                      "prompt": "ein See"})
         assert bad.status_code == 400

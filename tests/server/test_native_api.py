@@ -35,6 +35,10 @@ def test_job_lifecycle_events_result_and_record(server):
         job = r.json()
         assert r.headers["location"].endswith(job["id"]) and job["status"] == "queued"
         assert r.headers["x-bildwerk-job"] == job["id"]
+        assert job["warnings"] == []  # the server's model at its own size
+        far = c.post("/api/v1/jobs", json={"prompt": "x", "steps": 1, "width": 512, "height": 512})
+        assert far.status_code == 202 and "512x512 is far from the model's own" in far.json()["warnings"][0]
+        c.post(f"/api/v1/jobs/{far.json()['id']}/cancel")
         events = []
         with c.stream("GET", f"/api/v1/jobs/{job['id']}/events") as stream:
             for line in stream.iter_lines():

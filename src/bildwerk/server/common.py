@@ -110,6 +110,8 @@ def job_view(request: Request, row: Any, progress: dict | None = None, *, full: 
         "started_at": row.started_at,
         "finished_at": row.finished_at,
         "error": job_error(row),
+        # The use case's warnings (a size far from the model's...), from submission on.
+        "warnings": (row.request or {}).get("warnings", []),
         "pool_id": getattr(row, "pool_id", None),  # the image pool it makes a picture of, and which
         "pool_item": getattr(row, "pool_item", None),
         "results": [{"index": r.idx, "seed": r.seed, "sha256": r.sha256,

@@ -126,7 +126,7 @@ def _answer(st, body: _A1111Base, row) -> dict:
         "cfg_scale": record.get("guidance"), "sampler_name": record.get("scheduler"),
         "width": record.get("width"), "height": record.get("height"), "sd_model_name": (record.get("model") or {}).get("name"),
         "batch_size": body.batch_size, "job_timestamp": row.created_at, "infotexts": infotexts,
-        "bildwerk_job": row.id,
+        "bildwerk_job": row.id, "bildwerk_warnings": req.get("warnings", []),
     }
     parameters = body.model_dump(exclude={"init_images", "mask"})
     return {"images": [base64.b64encode(p).decode() for p in pngs], "parameters": parameters,
