@@ -99,9 +99,9 @@ def test_invalid_requests_are_refused_before_queueing(service):
 
 
 def test_a_size_far_from_the_models_is_in_the_record_at_submission(service):
-    from bildwerk.models.loader import model_native_size
+    from bildwerk.models.loader import native_size_of
 
-    native = model_native_size(service.model)  # the tiny model's, from its folder's configs
+    native = native_size_of(service.model)  # the tiny model's, from its folder's configs
     side = 8 * native  # far: over twice the model's side
     slow = _submit(service, "slow")  # holds the worker: the jobs below stay queued
     assert service.engine.started.wait(10)
