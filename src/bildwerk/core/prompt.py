@@ -62,8 +62,8 @@ class PromptOptions(BaseModel):
                                  description="The prompt's language (ISO 639-1); detected when unset.")
     translate: TranslateMode = Field(
         default="auto",
-        description="auto: translate to English only for English-only models (LLM when one is "
-        "configured, else the lexicon); llm / lexicon: always for non-English text; off.")
+        description="auto: translate to English only when the model does not read the prompt's "
+        "language (LLM when one is configured, else the lexicon); llm / lexicon: always for non-English text; off.")
     enhance: bool = Field(default=False, description="Add the lexicon's details to known terms.")
     style: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     wildcards: bool = True

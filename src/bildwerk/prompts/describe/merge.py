@@ -178,7 +178,8 @@ def merge_description(description: str, edit: str) -> str:
     like ..."), a generic leading "a photo of" / "an image of" is dropped from the
     description, since it would contradict the new medium.
 
-    Limits: English only; the result is a concatenation, so nothing in the description is
+    Limits: the edit is read in English (:func:`edit_in_english` turns French, German, Russian
+    and Korean phrasing into it first); the result is a concatenation, so nothing in the description is
     replaced or removed ("a cat on a sofa" + "put the cat on a beach" keeps both places;
     "without X" and "instead of X" still mention X, which diffusion models tend to draw).
     For those, use :func:`merge_with_llm`.

@@ -46,6 +46,8 @@ export function jobRecord(job) {
     : (job.model || asked.model);
   const width = done ? rec.width : asked.width, height = done ? rec.height : asked.height;
   const options = Object.entries(job.options || {}).map(([k, v]) => (v === true ? k : `${k}: ${v}`)).join(", ");
+  // What the client itself chose (the museum's text fidelity, A1111's cfg_scale...), beside what it became.
+  const sent = Object.entries(req.origin_inputs || asked.origin_inputs || {}).map(([k, v]) => `${k}: ${v}`).join(", ");
   const timings = Object.entries(rec.timings || {}).map(([k, v]) => `${k} ${seconds(v)}`).join(" · ");
   const rows = [
     ["common.original_prompt", pr.original ?? asked.prompt],
@@ -63,13 +65,14 @@ export function jobRecord(job) {
     ["generate.num_images", req.num_images],
     ["generate.rec_strength", job.mode && job.mode !== "text-to-image" ? req.strength : null],
     ["generate.rec_options", options],
+    ["generate.rec_sent", sent],
     ["generate.rec_timings", timings],
   ].filter(([, v]) => v !== undefined && v !== null && v !== "");
   const dl = h("dl", {}, rows.flatMap(([k, v]) => [tr(k, "dt"), h("dd", {}, v instanceof Node ? v : String(v))]));
   const inputs = Object.entries(job.inputs || {}).map(([role, img]) => h("figure", {class: "rec-input"},
     h("img", {src: localPath(img.url), alt: t(`generate.rec_input_${role}`), "data-i18n-attr": `alt:generate.rec_input_${role}`}),
     label(`generate.rec_input_${role}`, role, "figcaption")));
-  const notes = [...(pr.warnings || []), ...(rec.notes || [])];
+  const notes = [...new Set([...(job.warnings || []), ...(req.warnings || []), ...(pr.warnings || []), ...(rec.notes || [])])];
   return h("div", {class: "record"},
     job.error ? h("p", {class: "error", text: `${job.error.code}: ${job.error.message}`}) : null,
     dl,
