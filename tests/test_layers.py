@@ -23,7 +23,7 @@ import bildwerk
 SRC = Path(bildwerk.__file__).parent
 LAYER = {
     "core": 0, "images": 1, "models": 2, "engines": 3, "prompts": 3, "app": 4, "jobs": 5,
-    "train": 6, "evaluation": 6, "pool": 6, "cli": 7, "server": 7, "demo": 7, "api": 7,
+    "train": 6, "evaluation": 6, "pool": 6, "cli": 7, "server": 7, "demo": 7, "api": 7, "__main__": 7,
 }
 APART = {("engines", "prompts"), ("prompts", "engines")}
 

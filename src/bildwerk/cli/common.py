@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from bildwerk.core.errors import BildwerkError
+from bildwerk.core.errors import BildwerkError, InvalidRequestError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 app = typer.Typer(
     name="bildwerk",
@@ -28,12 +31,60 @@ def _common(
         "--threads", min=1,
         help="CPU threads for generation and training (default: BILDWERK_THREADS, else the usable "
              "cores). On a shared machine give each process its share.")] = None,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", envvar="BILDWERK_VERBOSE",
+        help="Also show what the libraries print (diffusers, transformers and Python warnings, "
+             "their logs and progress bars); bildwerk's own messages always show.")] = False,
 ) -> None:
     import os
 
     if threads is not None:
         # Read where torch is first configured (models/devices.apply_threads): no torch import here.
         os.environ["BILDWERK_THREADS"] = str(threads)
+    quiet_libraries(not verbose)
+
+
+# The libraries' own switches, as environment variables they read when imported: the CLI
+# imports none of them at start (a 13 s import of diffusers would slow `bildwerk styles`).
+_QUIET_ENV = {
+    "DIFFUSERS_VERBOSITY": "error",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # huggingface_hub's and transformers' bars
+    "TQDM_DISABLE": "1",  # diffusers' "Loading pipeline components" bar reads no variable of its own
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+}
+
+
+def quiet_libraries(quiet: bool = True) -> None:
+    """Silence (or, with ``quiet=False``, restore) the libraries' warnings, logs and progress
+    bars, so a command shows bildwerk's own progress and messages only. The command line's
+    choice alone: the Python API and the server leave the libraries as they are."""
+    import logging
+    import os
+    import sys
+    import warnings
+
+    for key, value in _QUIET_ENV.items():
+        if quiet:
+            os.environ.setdefault(key, value)  # a value the user set stays
+        elif os.environ.get(key) == value:
+            del os.environ[key]
+    if quiet:
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("default", module=r"bildwerk(\.|$)")  # ours still show
+    logging.getLogger("absl").setLevel(logging.ERROR if quiet else logging.NOTSET)
+    # Libraries already imported (the CLI called in-process) have read the variables: use
+    # their functions.
+    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
+        lib = sys.modules.get(name)
+        if lib is not None:
+            (lib.set_verbosity_error if quiet else lib.set_verbosity_warning)()
+            (lib.disable_progress_bar if quiet else lib.enable_progress_bar)()
+    hub = sys.modules.get("huggingface_hub.utils")
+    if hub is not None:
+        (hub.disable_progress_bars if quiet else hub.enable_progress_bars)()
+
 
 # Options shared by every generating command.
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Diffusers folder, registered name or hub id.")]
@@ -45,7 +96,8 @@ WidthOpt = Annotated[int | None, typer.Option("--width", "-W", help="Width (mult
 HeightOpt = Annotated[int | None, typer.Option("--height", "-H", help="Height (multiple of 8).")]
 NumOpt = Annotated[int, typer.Option("--num-images", "-n", help="Images to make (seed, seed+1, ...).")]
 SchedOpt = Annotated[str | None, typer.Option("--scheduler", help="DDIM, Euler, Euler a, DPM++ 2M, UniPC, ...")]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder, or a .png file for one image.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (files <mode>-seed<seed>.png; a name already taken gets the next free one, -v2, -v3...), or a .png file (with -n, <name>-seed<seed>.png).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing files of the same names (without it a .png --out that exists is refused).")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="auto, float32, float16, bfloat16.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="Training compute: auto (bf16 where the hardware has it), fp32, bf16, fp16.")]
@@ -64,9 +116,33 @@ OrderOpt = Annotated[str, typer.Option("--order", help="translate-first, or para
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail when a prompt backend fails or answers unusably (lost subject, untranslated) instead of using the documented fallback.", rich_help_panel="Prompt")]
 
 
-def _fail(exc: BildwerkError) -> None:
-    console.print(f"[bold red]error[/] ({exc.code}): {escape(str(exc))}", soft_wrap=True)  # one line, for logs and greps
+def _fail(exc: BildwerkError) -> NoReturn:
+    """One line (for logs and greps): what was wrong and what to do; exit code 2."""
+    from pydantic import ValidationError
+
+    message = str(exc)
+    if isinstance(exc.__cause__, ValidationError):
+        # Name the fields as this command's options (--steps, --num-images), not as the request's.
+        message = _validation_message(exc.__cause__)
+    code = f" ({exc.code})" if exc.code != BildwerkError.code else ""
+    console.print(f"[bold red]error[/]{code}: {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
+
+
+# Request and prompt-option fields whose option is called otherwise; the rest are --field-name.
+_OPTION_FOR_FIELD = {"prompt": "PROMPT", "negative_prompt": "--negative", "only_masked_padding": "--padding",
+                     "language": "--lang", "fallback": "--strict"}
+
+
+def _validation_message(exc: ValidationError) -> str:
+    """A pydantic error in the words of the command line: its options' names (--steps)."""
+    from bildwerk.core.prompt import PromptOptions
+    from bildwerk.core.request import GenerationRequest, format_validation_error
+
+    model = {m.__name__: m for m in (GenerationRequest, PromptOptions)}.get(exc.title)
+    fields = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
+    names = {f: _OPTION_FOR_FIELD.get(f, "--" + f.replace("_", "-")) for f in fields}
+    return format_validation_error(exc, model=model, names=names, prefix="")
 
 
 def _prompt_options(translate: str = "auto", lang: str | None = None, style: str | None = None,
@@ -76,7 +152,6 @@ def _prompt_options(translate: str = "auto", lang: str | None = None, style: str
     from pydantic import ValidationError
 
     from bildwerk.core.prompt import PromptOptions
-    from bildwerk.core.request import format_validation_error
 
     fields: dict[str, Any] = dict(translate=translate, language=lang, style=style, enhance=enhance, expand=expand,
                                   keywords=keywords, paraphrase=paraphrase, llm=llm, describe=describe,
@@ -86,7 +161,7 @@ def _prompt_options(translate: str = "auto", lang: str | None = None, style: str
     try:
         return PromptOptions(**fields)
     except ValidationError as exc:
-        _fail(BildwerkError(format_validation_error(exc).replace("invalid request", "invalid prompt options")))
+        _fail(InvalidRequestError(_validation_message(exc)))
 
 
 def _show_record(rec) -> None:

@@ -34,6 +34,7 @@ from bildwerk.cli.common import (
     NumOpt,
     OrderOpt,
     OutOpt,
+    OverwriteOpt,
     ParaphraseOpt,
     SchedOpt,
     SeedOpt,
@@ -55,14 +56,19 @@ from bildwerk.core.errors import BildwerkError
 
 
 def _run(fields: dict[str, Any], out: Path, device: str | None, dtype: str | None,
-         prompt_options: Any = None) -> list[Path]:
+         prompt_options: Any = None, overwrite: bool = False) -> list[Path]:
     from bildwerk.app.generate import Generator
     from bildwerk.core.spec import JobSpec
+    from bildwerk.models.devices import choose_device, choose_dtype
     from bildwerk.models.loader import ModelManager
 
     try:
-        generator = Generator(models=ModelManager(device=device, dtype=dtype))
+        # Everything that can be told from the arguments is checked before a model loads.
         spec = JobSpec.build(origin="cli", options=prompt_options, **fields)
+        if spec.engine_kind == "local":
+            choose_dtype(choose_device(device, option="--device"), dtype)
+        target = _plan_output(out, spec.request.seed, spec.request.num_images, overwrite)
+        generator = Generator(models=ModelManager(device=device, dtype=dtype))
         source = generator.check(spec)
         spec = generator.advise(spec, source)
         for w in spec.request.warnings:  # before the prompt steps and the long run
@@ -89,10 +95,9 @@ def _run(fields: dict[str, Any], out: Path, device: str | None, dtype: str | Non
                     bar.update(task, description="done")
 
             result = generator.run(spec, on_progress=on_progress, source=source)
-        paths = _save(result, out)
+        paths = _save(result, target, overwrite)
     except BildwerkError as exc:
         _fail(exc)
-        raise  # unreachable; keeps type checkers calm
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     for p, seed in zip(paths, result.seeds, strict=True):
@@ -100,16 +105,55 @@ def _run(fields: dict[str, Any], out: Path, device: str | None, dtype: str | Non
     return paths
 
 
-def _save(result, out: Path) -> list[Path]:
-    if out.suffix.lower() == ".png":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for i in range(len(result.images)):
-            p = out if len(result.images) == 1 else out.with_name(f"{out.stem}-{i}{out.suffix}")
-            p.write_bytes(result.png_bytes(i))
-            paths.append(p)
-        return paths
-    return result.save(out, stem=result.request.mode.value)
+def _file_names(out: Path, seeds: list[int]) -> list[Path]:
+    """``--out x.png``: x.png for one image; x-seed42.png, x-seed43.png... for several."""
+    from bildwerk.engines.base import image_file_name
+
+    return [out] if len(seeds) == 1 else [out.with_name(image_file_name(out.stem, s)) for s in seeds]
+
+
+def _plan_output(out: Path, seed: int | None, count: int, overwrite: bool) -> Path:
+    """Check where the images go before any work: a folder that can be made, and a file that is
+    not there already (unless --overwrite). Returns ``out``."""
+    folder = out if out.is_dir() or out.suffix.lower() != ".png" else out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BildwerkError(f"--out {out}: cannot make the folder {folder} ({exc.strerror}); "
+                            "choose another --out") from None
+    if folder is out or overwrite:
+        return out  # a folder never loses a file: taken names get the next free one
+    taken = [p for p in _file_names(out, [int(seed or 0) + i for i in range(count)]) if p.exists()]
+    if taken:
+        raise BildwerkError(f"{taken[0]} already exists; pass --overwrite to replace it, or choose "
+                            "another --out (a folder never overwrites: it picks the next free name)")
+    return out
+
+
+def _save(result, out: Path, overwrite: bool) -> list[Path]:
+    from bildwerk.engines.base import image_file_name
+
+    try:
+        if out.suffix.lower() == ".png" and not out.is_dir():
+            paths = _file_names(out, result.seeds)
+            for i, p in enumerate(paths):
+                if overwrite:
+                    p.write_bytes(result.png_bytes(i))
+                else:
+                    with p.open("xb") as fh:  # taken since the check: still never replaced
+                        fh.write(result.png_bytes(i))
+            return paths
+        paths = result.save(out, stem=result.request.mode.value, overwrite=overwrite)
+    except FileExistsError as exc:
+        raise BildwerkError(f"{exc.filename} already exists; pass --overwrite to replace it") from None
+    except OSError as exc:
+        raise BildwerkError(f"cannot write into {out} ({exc.strerror}); choose another --out") from None
+    for p, seed in zip(paths, result.seeds, strict=True):
+        wanted = image_file_name(result.request.mode.value, seed)
+        if p.name != wanted:
+            console.print(f"[yellow]note:[/] {escape(wanted)} was already there, so this one is "
+                          f"{escape(p.name)} (--overwrite replaces instead)", soft_wrap=True)
+    return paths
 
 
 @app.command()
@@ -125,6 +169,7 @@ def generate(
     num_images: NumOpt = 1,
     scheduler: SchedOpt = None,
     out: OutOpt = Path("outputs"),
+    overwrite: OverwriteOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     translate: TranslateOpt = "auto",
@@ -145,7 +190,7 @@ def generate(
         dict(mode="text-to-image", prompt=prompt, negative_prompt=negative, model=model, seed=seed,
              steps=steps, guidance=guidance, width=width, height=height, num_images=num_images,
              scheduler=scheduler),
-        out, device, dtype, opts,
+        out, device, dtype, opts, overwrite,
     )
 
 
@@ -164,6 +209,7 @@ def vary(
     num_images: NumOpt = 1,
     scheduler: SchedOpt = None,
     out: OutOpt = Path("outputs"),
+    overwrite: OverwriteOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     translate: TranslateOpt = "auto",
@@ -186,7 +232,7 @@ def vary(
         dict(mode="image-to-image", image=img, prompt=prompt, negative_prompt=negative, strength=strength,
              model=model, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
              num_images=num_images, scheduler=scheduler),
-        out, device, dtype, opts,
+        out, device, dtype, opts, overwrite,
     )
 
 
@@ -211,6 +257,7 @@ def inpaint(
     num_images: NumOpt = 1,
     scheduler: SchedOpt = None,
     out: OutOpt = Path("outputs"),
+    overwrite: OverwriteOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     translate: TranslateOpt = "auto",
@@ -234,7 +281,7 @@ def inpaint(
              invert_mask=invert_mask, mask_source=mask_source, only_masked=only_masked,
              only_masked_padding=padding, width=width, height=height, num_images=num_images,
              scheduler=scheduler),
-        out, device, dtype, opts,
+        out, device, dtype, opts, overwrite,
     )
 
 
@@ -342,10 +389,8 @@ def info(
     """Show how an image was made: its parameters and full record."""
     from bildwerk.images.metadata import read_png_metadata
 
-    if not image.is_file():
-        _fail(BildwerkError(f"file not found: {image}"))
     try:
-        meta = read_png_metadata(image)
+        meta = read_png_metadata(image)  # a missing or unreadable file: one line, as for vary
     except BildwerkError as exc:
         _fail(exc)
     if as_json:

@@ -12,6 +12,7 @@ from its JSON form: the record stores their content hashes instead.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -205,14 +206,52 @@ def build_request(**fields: Any) -> GenerationRequest:
     try:
         return GenerationRequest(**fields)
     except ValidationError as exc:
-        raise InvalidRequestError(format_validation_error(exc)) from exc
+        # The ValidationError stays as __cause__: a face may name the fields its own way.
+        raise InvalidRequestError(format_validation_error(exc, model=GenerationRequest)) from exc
 
 
-def format_validation_error(exc: ValidationError) -> str:
+# pydantic's range checks and the words for their bounds.
+_BOUND_WORDS = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+_RANGE_ERRORS = {"greater_than_equal", "greater_than", "less_than_equal", "less_than"}
+
+
+def _field_bounds(model: type[BaseModel] | None, field: str) -> dict[str, Any]:
+    """The ge/gt/le/lt bounds a model declares on a field (annotated_types metadata)."""
+    info = model.model_fields.get(field) if model is not None else None
+    bounds: dict[str, Any] = {}
+    for meta in info.metadata if info is not None else ():
+        for key in _BOUND_WORDS:
+            if getattr(meta, key, None) is not None:
+                bounds[key] = getattr(meta, key)
+    return bounds
+
+
+def _range_text(bounds: dict[str, Any]) -> str:
+    if "ge" in bounds and "le" in bounds:
+        return f"between {bounds['ge']} and {bounds['le']}"
+    return " and ".join(f"{_BOUND_WORDS[k]} {v}" for k, v in bounds.items())
+
+
+def format_validation_error(exc: ValidationError, *, model: type[BaseModel] | None = None,
+                            names: Mapping[str, str] | None = None,
+                            prefix: str = "invalid request: ") -> str:
+    """One line for all of a validation's errors. A range error names the whole range the
+    ``model`` declares ("steps must be between 1 and 150 (got 200)"); ``names`` lets a face
+    call a field as its users know it (the CLI: ``--steps``)."""
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
-        msg = err.get("msg", "invalid")
-        msg = msg.removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "invalid request: " + "; ".join(parts)
+        loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
+        where = ".".join(loc)
+        if names and where in names:
+            where = names[where]
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        if err.get("type") in _RANGE_ERRORS and loc:
+            bounds = _field_bounds(model, loc[0]) or dict(err.get("ctx") or {})
+            msg = f"must be {_range_text(bounds)} (got {err.get('input')})"
+        if not where:
+            parts.append(msg)
+        elif msg.startswith("must "):  # our validators' messages read on from the name
+            parts.append(f"{where} {msg}")
+        else:
+            parts.append(f"{where}: {msg}")
+    return prefix + "; ".join(parts)

@@ -116,20 +116,39 @@ class GenerationResult:
             self.images[index], parameters=self.parameters_text(index), record=self.record(index)
         )
 
-    def save(self, out_dir: str | Path, stem: str | None = None) -> list[Path]:
+    def save(self, out_dir: str | Path, stem: str | None = None, *, overwrite: bool = False) -> list[Path]:
+        """Write each image as ``<stem>-seed<seed>.png`` (:func:`image_file_name`) into
+        ``out_dir``. A name already taken gets the next free one (``...-seed42-v2.png``), so an
+        earlier result is never lost; ``overwrite=True`` replaces files of the same names."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         stem = stem or time.strftime("%Y%m%d-%H%M%S")
-        paths = []
-        for i, seed in enumerate(self.seeds):
-            p = out / f"{stem}-{seed}.png"
-            n = 1
-            while p.exists():  # never overwrite an earlier result
-                p = out / f"{stem}-{seed}-{n}.png"
-                n += 1
-            p.write_bytes(self.png_bytes(i))
-            paths.append(p)
-        return paths
+        return [write_image_file(out / image_file_name(stem, seed), self.png_bytes(i), overwrite=overwrite)
+                for i, seed in enumerate(self.seeds)]
+
+
+def image_file_name(stem: str, seed: int) -> str:
+    """``text-to-image-seed42.png``: what made the image and the seed that makes it again on its
+    own (image i of a batch has seed + i), with nothing that reads as a range ("0-1")."""
+    return f"{stem}-seed{seed}.png"
+
+
+def write_image_file(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` at ``path``, or, when that is taken and not ``overwrite``, at the first free
+    ``<name>-v2.png``, ``<name>-v3.png``... Returns where it went. Exclusive creation: two
+    processes writing into one folder never replace each other's files."""
+    if overwrite:
+        path.write_bytes(data)
+        return path
+    candidate, n = path, 1
+    while True:
+        try:
+            with candidate.open("xb") as fh:
+                fh.write(data)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = path.with_name(f"{path.stem}-v{n}{path.suffix}")
 
 
 class Engine(Protocol):

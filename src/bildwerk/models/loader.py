@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import re
+import textwrap
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -84,7 +85,7 @@ def _resolve_named(ref: str) -> ModelSource:
             raise ModelNotFoundError(
                 f"{p} is not a diffusers model folder (no model_index.json). "
                 "Save a pipeline with save_pretrained(), or download one with "
-                "`huggingface-cli download ORG/NAME --local-dir FOLDER`."
+                f"`{_HUB_DOWNLOAD.format(id='ORG/NAME')}`."
             )
         return ModelSource(ref, p.resolve())
     if p.is_file():
@@ -197,12 +198,40 @@ def download_hub_model(hub_id: str) -> Path:
     try:
         return Path(DiffusionPipeline.download(hub_id, use_safetensors=True))
     except Exception as exc:  # noqa: BLE001 - many transport/offline errors, one message
-        raise ModelNotFoundError(
-            f"could not fetch model {hub_id!r} from the Hugging Face Hub ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}). If this machine is offline, download it where "
-            f"there is internet (`huggingface-cli download {hub_id} --local-dir FOLDER`), copy "
-            "the folder here and pass --model FOLDER."
-        ) from exc
+        raise ModelNotFoundError(_hub_failure(hub_id, exc)) from exc
+
+
+# `hf` is huggingface_hub's own command line (a dependency); safetensors only, as we load them.
+_HUB_DOWNLOAD = "hf download {id} --exclude '*.bin' --exclude '*.ckpt' --local-dir FOLDER"
+
+
+def _hub_failure(hub_id: str, exc: BaseException) -> str:
+    """Why a hub model could not be fetched, and what to do, in one line."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    chain = []
+    while exc is not None and len(chain) < 10:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    get = f"`{_HUB_DOWNLOAD.format(id=hub_id)}`, copy FOLDER here and pass --model FOLDER"
+    if any(isinstance(e, GatedRepoError) for e in chain):
+        return (f"model {hub_id!r} is gated on the Hugging Face Hub: accept its licence on its page, "
+                f"then `hf auth login` (or set HF_TOKEN) and try again, or download it with {get}")
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain):
+        return (f"model {hub_id!r} does not exist on the Hugging Face Hub (or is private: set HF_TOKEN); "
+                "check the ORG/NAME, or pass --model FOLDER for a model on this machine")
+    deepest = next((str(e).splitlines()[0] for e in reversed(chain) if str(e).strip()), type(chain[0]).__name__)
+    reason = textwrap.shorten(deepest, 120, placeholder=" ...")  # whole words, never cut mid-word
+    if constants.HF_HUB_OFFLINE:
+        return (f"model {hub_id!r} is not on this machine and HF_HUB_OFFLINE is set, so the Hugging Face "
+                f"Hub is not asked; download it where there is internet with {get}")
+    if any(isinstance(e, (ConnectionError, TimeoutError)) or "Connect" in type(e).__name__
+           or "Timeout" in type(e).__name__ for e in chain):
+        return (f"model {hub_id!r} is not on this machine and the Hugging Face Hub cannot be reached "
+                f"({reason}); download it where there is internet with {get}, or set HF_HUB_OFFLINE=1 "
+                "on a machine without internet to skip the hub")
+    return f"could not fetch model {hub_id!r} from the Hugging Face Hub ({reason}); try again, or download it with {get}"
 
 
 @dataclass
