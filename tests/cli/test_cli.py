@@ -43,7 +43,7 @@ def test_generate_writes_png_with_metadata(tiny_models, tmp_path):
                 "--steps", "3", "-n", "2", "--out", str(out), "--scheduler", "euler_a", "--translate", "off")
     assert r.exit_code == 0, r.output
     files = sorted(out.glob("*.png"))
-    assert [f.name.split("-")[-1] for f in files] == ["42.png", "43.png"]
+    assert [f.name for f in files] == ["text-to-image-seed42.png", "text-to-image-seed43.png"]
     meta = read_png_metadata(files[0])
     assert meta["parsed"]["prompt"] == "ein See im Wald"
     assert meta["parsed"]["Seed"] == 42 and meta["parsed"]["Sampler"] == "Euler a"
@@ -103,6 +103,105 @@ def test_bad_inputs_exit_2_with_message(tiny_models, tmp_path, inputs):
     assert r.exit_code == 2 and "model_not_found" in r.output
 
 
+def _one_line_error(r, *expected: str) -> str:
+    """A bad input: exit code 2, one line (no traceback, no usage box), naming what to change."""
+    line = r.output.strip()
+    assert r.exit_code == 2 and "\n" not in line and line.startswith("error"), r.output
+    for part in expected:
+        assert part in line, line
+    return line
+
+
+def test_bad_values_are_one_line_naming_the_option(tiny_models, inputs):
+    from bildwerk.core.bounds import MAX_IMAGES, MAX_STEPS
+
+    img_path, mask_path = inputs
+    sd = str(tiny_models["sd"])
+    _one_line_error(_invoke("generate", "x", "--model", sd, "--steps", "0"), f"--steps must be between 1 and {MAX_STEPS} (got 0)")
+    _one_line_error(_invoke("generate", "x", "--model", sd, "--steps", "200"), "--steps", "(got 200)")
+    _one_line_error(_invoke("generate", "x", "--model", sd, "-n", "9"), f"--num-images must be between 1 and {MAX_IMAGES} (got 9)")
+    _one_line_error(_invoke("generate", "x", "--model", sd, "--height", "100"), "--height must be a multiple of 8")
+    _one_line_error(_invoke("inpaint", str(img_path), str(mask_path), "x", "--model", sd, "--padding", "99999"), "--padding")
+    _one_line_error(_invoke("generate", "x", "--model", sd, "--paraphrase", "99"), "--paraphrase")
+    _one_line_error(_invoke("generate", "x", "--model", sd, "--scheduler", "bogus"), "unknown scheduler 'bogus'", "Euler a")
+    _one_line_error(_invoke("generate", "x", "--model", sd, "--style", "nope"), "unknown style 'nope'", "watercolor")
+
+
+def test_missing_files_and_devices_are_one_line(tiny_models, tmp_path, inputs, monkeypatch):
+    import torch
+
+    img_path, _ = inputs
+    sd = str(tiny_models["sd"])
+    _one_line_error(_invoke("generate", "x", "--model", str(tmp_path / "missing")), "model_not_found")
+    _one_line_error(_invoke("vary", str(tmp_path / "missing.png"), "x", "--model", sd), "not found", "missing.png")
+    info = _invoke("info", str(tmp_path / "missing.png"))
+    assert "(error)" not in _one_line_error(info, "not found", "missing.png")  # no empty error code
+    (tmp_path / "notes.txt").write_text("not a picture")
+    _one_line_error(_invoke("inpaint", str(img_path), str(tmp_path / "notes.txt"), "x", "--model", sd), "invalid_image")
+    # A device that is not here, told before any model loads (no "loading model" bar).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _one_line_error(_invoke("generate", "x", "--model", sd, "--device", "cuda"),
+                    f"--device cuda: no CUDA device here (torch {torch.__version__})", "--device cpu")
+    _one_line_error(_invoke("generate", "x", "--model", sd, "--device", "gpu"), "--device gpu", "cpu")
+    _one_line_error(_invoke("generate", "x", "--model", sd, "--dtype", "fp64"), "unknown dtype 'fp64'", "float32")
+
+
+def test_out_file_is_never_overwritten_silently(tiny_models, tmp_path):
+    sd = str(tiny_models["sd"])
+    out = tmp_path / "apple.png"
+    out.write_bytes(b"my own picture")
+    r = _invoke("generate", "an apple", "--model", sd, "--steps", "1", "--seed", "5", "--out", str(out))
+    _one_line_error(r, "apple.png already exists", "--overwrite")
+    assert out.read_bytes() == b"my own picture" and "loading model" not in r.output  # refused before work
+    # Several images for one file name are named by their own seeds (image i: seed + i).
+    (tmp_path / "apple-seed6.png").write_bytes(b"mine too")
+    r = _invoke("generate", "an apple", "--model", sd, "--seed", "5", "-n", "2", "--out", str(out))
+    _one_line_error(r, "apple-seed6.png already exists")
+    r = _invoke("generate", "an apple", "--model", sd, "--steps", "1", "--seed", "5", "--out", str(out), "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert read_png_metadata(out)["parsed"]["Seed"] == 5
+
+
+def test_out_folder_keeps_earlier_files_and_says_so(tiny_models, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "text-to-image-seed8.png").write_bytes(b"an earlier result")
+    r = _invoke("generate", "an apple", "--model", str(tiny_models["sd"]), "--steps", "1", "--seed", "8", "-n", "2",
+                "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "text-to-image-seed8-v2.png", "text-to-image-seed8.png", "text-to-image-seed9.png"]
+    assert (out / "text-to-image-seed8.png").read_bytes() == b"an earlier result"
+    assert read_png_metadata(out / "text-to-image-seed8-v2.png")["parsed"]["Seed"] == 8
+    note = " ".join(r.output.split())
+    assert "text-to-image-seed8.png was already there, so this one is text-to-image-seed8-v2.png" in note
+    assert "--overwrite" in note
+
+
+def test_verbose_gives_the_libraries_their_voice_back(monkeypatch):
+    import logging
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from bildwerk.cli.common import _QUIET_ENV
+
+    for key in _QUIET_ENV:  # restored after the test, whatever the commands set
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    assert _invoke("samplers").exit_code == 0
+    assert not diffusers_logging.is_progress_bar_enabled()
+    assert transformers_logging.get_verbosity() == logging.ERROR
+    assert os.environ["TQDM_DISABLE"] == "1" and os.environ["DIFFUSERS_VERBOSITY"] == "error"
+    assert _invoke("--verbose", "samplers").exit_code == 0
+    assert diffusers_logging.is_progress_bar_enabled() and diffusers_logging.get_verbosity() == logging.WARNING
+    assert transformers_logging.get_verbosity() == logging.WARNING
+    assert not set(_QUIET_ENV) & set(os.environ)
+    assert _invoke("samplers").exit_code == 0 and not diffusers_logging.is_progress_bar_enabled()
+    monkeypatch.setenv("BILDWERK_VERBOSE", "1")  # the variable is --verbose too
+    assert _invoke("samplers").exit_code == 0 and diffusers_logging.is_progress_bar_enabled()
+
+
 def test_info_on_image_without_metadata(tmp_path):
     p = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(p)
@@ -110,17 +209,24 @@ def test_info_on_image_without_metadata(tmp_path):
     assert r.exit_code == 1 and "no generation metadata" in " ".join(r.output.split())
 
 
-def test_console_script_runs(tiny_models, tmp_path):
-    # The installed entry point, in a fresh process, as a user would call it.
+def test_console_script_runs_and_only_bildwerk_speaks(tiny_models, tmp_path):
+    # The installed entry point, in a fresh process, as a user would call it: the libraries'
+    # warnings, logs and progress bars (printed while they import and load) stay quiet.
+    from bildwerk.cli.common import _QUIET_ENV
+
     exe = os.path.join(os.path.dirname(sys.executable), "bildwerk")
     out = tmp_path / "cli.png"
+    env = {k: v for k, v in os.environ.items() if k not in _QUIET_ENV and k != "BILDWERK_VERBOSE"}
     proc = subprocess.run(
         [exe, "generate", "a red apple", "--model", str(tiny_models["sd"]), "--steps", "2", "--seed", "5", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
-        env={**os.environ, "BILDWERK_DEVICE": "cpu"},
+        env={**env, "BILDWERK_DEVICE": "cpu"},
     )
     assert proc.returncode == 0, proc.stderr
     assert out.is_file() and "seed 5" in proc.stdout
+    assert "done" in proc.stderr  # bildwerk's own progress
+    for noise in ("warning", "[transformers]", "it/s", "loading pipeline components", "traceback"):
+        assert noise not in proc.stderr.lower(), proc.stderr
 
 
 def _folder(root, n=6):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import re
 import shutil
+import sys
 
 import pytest
 import torch
@@ -58,6 +61,30 @@ def test_hub_id_offline_names_model_and_remedy():
         load_model("stabilityai/stable-diffusion-2-inpainting", device="cpu")
     msg = str(exc.value)
     assert "stabilityai/stable-diffusion-2-inpainting" in msg and "--model FOLDER" in msg
+    assert "\n" not in msg and "HF_HUB_OFFLINE" in msg
+    # The download command it names is one this installation has (huggingface_hub's own CLI).
+    tool = re.search(r"`(\S+) download stabilityai/stable-diffusion-2-inpainting", msg).group(1)
+    assert shutil.which(tool, path=os.path.dirname(sys.executable)), f"{tool} is not installed"
+
+
+def test_hub_unreachable_says_why_in_whole_words(monkeypatch):
+    from huggingface_hub import constants
+
+    from bildwerk.models import loader
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    reason = "Failed to resolve huggingface.co " + " ".join(f"word{i}" for i in range(60))
+    try:
+        try:
+            raise ConnectionError(reason)
+        except ConnectionError as inner:
+            raise OSError("Cannot load model x/y: the model is not fully cached locally") from inner
+    except OSError as outer:
+        msg = loader._hub_failure("x/y", outer)
+    assert "'x/y' is not on this machine and the Hugging Face Hub cannot be reached" in msg
+    assert "HF_HUB_OFFLINE=1" in msg and "hf download x/y" in msg
+    shown = re.search(r"\((Failed to resolve[^)]*)\)", msg).group(1).removesuffix(" ...").split()
+    assert 3 < len(shown) < 60 and set(shown) <= set(reason.split())  # shortened, never mid-word
 
 
 def test_unknown_reference():
