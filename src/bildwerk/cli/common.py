@@ -121,15 +121,18 @@ def _fail(exc: BildwerkError) -> NoReturn:
     from pydantic import ValidationError
 
     message = str(exc)
-    if isinstance(exc.__cause__, ValidationError):
-        # Name the fields as this command's options (--steps, --num-images), not as the request's.
-        message = _validation_message(exc.__cause__)
+    cause = exc.__cause__
+    if isinstance(cause, ValidationError) and cause.title in _OPTION_MODELS:
+        # A request's fields named as the command's options (--steps, --num-images).
+        message = _validation_message(cause)
     code = f" ({exc.code})" if exc.code != BildwerkError.code else ""
     console.print(f"[bold red]error[/]{code}: {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
-# Request and prompt-option fields whose option is called otherwise; the rest are --field-name.
+# The models whose fields are the generating commands' options, by the title pydantic gives
+# their errors; and the fields whose option is called otherwise (the rest are --field-name).
+_OPTION_MODELS = ("GenerationRequest", "PromptOptions")
 _OPTION_FOR_FIELD = {"prompt": "PROMPT", "negative_prompt": "--negative", "only_masked_padding": "--padding",
                      "language": "--lang", "fallback": "--strict"}
 
@@ -139,7 +142,7 @@ def _validation_message(exc: ValidationError) -> str:
     from bildwerk.core.prompt import PromptOptions
     from bildwerk.core.request import GenerationRequest, format_validation_error
 
-    model = {m.__name__: m for m in (GenerationRequest, PromptOptions)}.get(exc.title)
+    model = {m.__name__: m for m in (GenerationRequest, PromptOptions)}[exc.title]
     fields = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
     names = {f: _OPTION_FOR_FIELD.get(f, "--" + f.replace("_", "-")) for f in fields}
     return format_validation_error(exc, model=model, names=names, prefix="")
