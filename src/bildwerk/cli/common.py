@@ -103,7 +103,7 @@ DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="auto, float32, fl
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="Training compute: auto (bf16 where the hardware has it), fp32, bf16, fp16.")]
 StrengthOpt = Annotated[float | None, typer.Option("--strength", help="How much of the input is repainted (0-1]; 0.75 for vary, 1.0 for inpaint.")]
 # Prompt pipeline options (docs/prompts.md), the same on every generating command.
-TranslateOpt = Annotated[str, typer.Option("--translate", help="auto (only for English-only models), llm, lexicon or off.", rich_help_panel="Prompt")]
+TranslateOpt = Annotated[str, typer.Option("--translate", help="auto (only when the model does not read the prompt's language), llm, lexicon or off.", rich_help_panel="Prompt")]
 LangOpt = Annotated[str | None, typer.Option("--lang", help="The prompt's language (de, ko, ...); detected when unset.", rich_help_panel="Prompt")]
 StyleOpt = Annotated[str | None, typer.Option("--style", help="A style by name (`bildwerk styles`).", rich_help_panel="Prompt")]
 EnhanceOpt = Annotated[bool, typer.Option("--enhance", help="Add the lexicon's details to known terms.", rich_help_panel="Prompt")]

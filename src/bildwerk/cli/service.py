@@ -21,8 +21,8 @@ from bildwerk.core.errors import BildwerkError
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback needs --api-key.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p")] = 7860,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; anything but loopback needs --api-key (or BILDWERK_HOST).", envvar="BILDWERK_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on (or BILDWERK_PORT).", envvar="BILDWERK_PORT")] = 7860,
     api_key: Annotated[str | None, typer.Option("--api-key", help="Required from clients (or BILDWERK_API_KEY).", envvar="BILDWERK_API_KEY")] = None,
     model: ModelOpt = None,
     store: Annotated[Path | None, typer.Option("--store", help="History and queue folder; $BILDWERK_HOME/store by default.")] = None,
