@@ -2,14 +2,17 @@
 
 Order: wildcards -> language -> translate -> describe + merge -> lexicon enhancement ->
 paraphrase -> keywords -> expand -> style; with ``order="paraphrase-first"`` the rewordings
-are made before translation, in the prompt's language, and each is translated. Every step is optional; each one that runs
+are made before translation, in the prompt's language, and each is translated. With an image
+to describe and the rule-based merge, a prompt that is not English is not translated on its
+own: the merge puts the edit into English. Every step is optional; each one that runs
 (or is skipped for a reason worth knowing) leaves a ``PromptStep`` with its input,
 output, backend and time. The use case (app/generate.py) runs it for every face.
 
-Failures: a backend that fails raises ``PromptBackendError``, unless ``fallback`` is on
+Failures: a backend that fails, or an LLM answer that the checks reject (prompts/answer.py:
+``PromptAnswerRejected``), raises ``PromptBackendError``, unless ``fallback`` is on
 (the default), in which case the documented fallback runs and a warning is recorded:
-LLM translation -> lexicon; remote description -> the offline describer; expansion and
-paraphrase are left out. Nothing is replaced silently.
+LLM translation -> lexicon; remote description -> the offline describer; LLM merge -> rules;
+expansion and paraphrase are left out. Nothing is replaced silently.
 """
 
 from __future__ import annotations
