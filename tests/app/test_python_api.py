@@ -26,6 +26,7 @@ def test_generate_vary_inpaint_end_to_end(bw, tmp_path):
     assert rec["request"]["prompt_record"]["original"] == "ein roter Apfel"
     assert rec["request"]["prompt_record"]["language"] == "de"  # the prompt steps ran
     paths = r.save(tmp_path / "out")
+    assert [p.name for p in paths] == ["text-to-image-seed7.png", "text-to-image-seed8.png"]
     assert read_png_metadata(paths[0])["record"]["seed"] == 7
 
     src = tmp_path / "in.png"

@@ -21,7 +21,12 @@ import torch
 from fakes.azure_vision import FakeAzureVision, describe_body, error_body
 from PIL import Image, ImageDraw
 
-from bildwerk.core.errors import InvalidImageError, InvalidRequestError, PromptBackendError
+from bildwerk.core.errors import (
+    InvalidImageError,
+    InvalidRequestError,
+    PromptAnswerRejected,
+    PromptBackendError,
+)
 from bildwerk.prompts.describe import (
     DESCRIBE_INSTRUCTION,
     AzureDescriber,
@@ -602,6 +607,9 @@ def test_merge_with_llm_failures():
         merge_with_llm(CAT, "make it a watercolor", FakeChat(RuntimeError("connection reset")))
     with pytest.raises(PromptBackendError, match="own error"):
         merge_with_llm(CAT, "x", FakeChat(PromptBackendError("own error")))
+    # An answer that lost the picture's subject is refused like every checked model answer.
+    with pytest.raises(PromptAnswerRejected, match="lost the prompt's subject"):
+        merge_with_llm(CAT, "make it a watercolor", FakeChat("The legendary king of the sea."))
 
 
 def test_merge_with_llm_skips_the_model_when_one_side_is_empty():

@@ -143,7 +143,7 @@ def _save(result, out: Path, overwrite: bool) -> list[Path]:
                     with p.open("xb") as fh:  # taken since the check: still never replaced
                         fh.write(result.png_bytes(i))
             return paths
-        paths = result.save(out, stem=result.request.mode.value, overwrite=overwrite)
+        paths = result.save(out, overwrite=overwrite)
     except FileExistsError as exc:
         raise BildwerkError(f"{exc.filename} already exists; pass --overwrite to replace it") from None
     except OSError as exc:

@@ -122,7 +122,7 @@ class GenerationResult:
         earlier result is never lost; ``overwrite=True`` replaces files of the same names."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        stem = stem or time.strftime("%Y%m%d-%H%M%S")
+        stem = stem or self.request.mode.value  # the CLI's names: text-to-image-seed42.png
         return [write_image_file(out / image_file_name(stem, seed), self.png_bytes(i), overwrite=overwrite)
                 for i, seed in enumerate(self.seeds)]
 

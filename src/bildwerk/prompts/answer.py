@@ -102,7 +102,7 @@ def _strip_stray_quote(line: str) -> str:
 # 0.57-0.80, the nonsense above 0.43 (English input) and 0.11 (Korean input), a vaguer
 # "a beautiful landscape" for "ein See zwischen Hochhäusern" 0.26. An expansion repeats the
 # prompt, so only an addition that swamps it falls below its lower bar.
-SUBJECT_SIMILARITY = {"translate": 0.45, "paraphrase": 0.45, "expand": 0.4}
+SUBJECT_SIMILARITY = {"translate": 0.45, "paraphrase": 0.45, "expand": 0.4, "merge": 0.45}
 # A same-language answer that keeps none of the input's content words must be this close.
 _REWORDED_SIMILARITY = 0.6
 
@@ -142,7 +142,8 @@ def judge_answer(source: str, answer: str, *, kind: str, source_language: str | 
                  target_language: str | None = None) -> tuple[str | None, dict]:
     """Why a model's answer is unusable (None when it is usable), and what was measured.
 
-    ``kind`` is translate, paraphrase or expand. A translation that equals its input or is
+    ``kind`` is translate, paraphrase, expand or merge (the source then is the description and
+    the edit together). A translation that equals its input or is
     still detected as the input's language is an echo; any answer whose similarity to the
     input is below ``SUBJECT_SIMILARITY[kind]`` lost the subject, and so did a same-language
     answer that keeps none of the input's content words unless it is close in meaning.

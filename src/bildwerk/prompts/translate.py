@@ -1,4 +1,5 @@
-"""Translation to English for models that read English only (CLIP-based Stable Diffusion).
+"""Translation to English for models that do not read the prompt's language (CLIP-based Stable
+Diffusion reads English; a fine-tune also the languages of its captions).
 
 Backends: ``llm`` (any OpenAI-compatible chat endpoint, or the embedded SmolLM2, which is
 poor at it), ``lexicon`` (the curated per-language term lists: offline, word by word) and

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bildwerk.core.errors import BildwerkError, PromptBackendError
-from bildwerk.prompts.answer import clean_answer
+from bildwerk.prompts.answer import check_answer, clean_answer
 from bildwerk.prompts.describe.text import _clip, _one_line
 
 # Verbs that start an edit instruction; "X and VERB ..." splits into two edits.
@@ -305,7 +305,8 @@ def merge_with_llm(description: str, edit: str, backend: _ChatLike,
 
     An empty edit returns the description and an empty description the edit, without
     asking. The answer is cleaned to one line; an empty answer is a
-    :class:`~bildwerk.core.errors.PromptBackendError` (there is no silent fallback: call
+    :class:`~bildwerk.core.errors.PromptBackendError`, one that lost the subject a
+    :class:`~bildwerk.core.errors.PromptAnswerRejected` (there is no silent fallback: call
     :func:`merge_description` yourself if you want one).
     """
     desc, instruction = _one_line(description), _one_line(edit)
@@ -324,4 +325,7 @@ def merge_with_llm(description: str, edit: str, backend: _ChatLike,
     if not merged:
         name = getattr(backend, "name", type(backend).__name__)
         raise PromptBackendError(f"the merge model {name} answered with an empty prompt")
+    # The same check as every model answer: a merge that lost the picture's subject is not used.
+    check_answer(f"{desc}, {instruction}", merged, kind="merge",
+                 backend=str(getattr(backend, "name", type(backend).__name__)))
     return merged
