@@ -1,4 +1,5 @@
-"""Fixtures for server tests: one real server per module."""
+"""Fixtures for server tests: one real server for every module that takes `server` (the tests
+measure what they change, never absolute counts), since each start costs 10-14 s."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from harness.server import ServerProcess
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tiny_models, tmp_path_factory):
     srv = ServerProcess(tmp_path_factory.mktemp("srv"), str(tiny_models["sd"])).start()
     srv.wait_ready()

@@ -188,7 +188,7 @@ def test_unet_from_scratch_gives_a_multilingual_model_the_engine_runs(folder, va
 def test_resume_continues_from_the_last_checkpoint(folder, vae_dir, tmp_path):
     out = tmp_path / "resume"
     base = dict(data=folder, out=out, vae=vae_dir, resolution=32, batch_size=4, checkpoint_every=2,
-                sample_every=100, unet=TINY_UNET, device="cpu", warmup_steps=1)
+                sample_every=0, unet=TINY_UNET, device="cpu", warmup_steps=1)
     train_unet(TrainConfig(steps=2, precision="fp32", **base), show_progress=False)
     assert latest_checkpoint(out).name == "step-2"
     seen = []
@@ -206,7 +206,7 @@ def test_resume_continues_from_the_last_checkpoint(folder, vae_dir, tmp_path):
 def test_lora_fine_tune_of_a_clip_model(folder, tiny_models, tmp_path):
     out = tmp_path / "lora"
     cfg = TrainConfig(data=folder, out=out, base_model=str(tiny_models["sd"]), method="lora", resolution=64,
-                      steps=3, batch_size=2, checkpoint_every=3, sample_every=100, device="cpu",
+                      steps=3, batch_size=2, checkpoint_every=3, sample_every=0, device="cpu",
                       learning_rate=1e-2, warmup_steps=1)
     model_dir = train_unet(cfg, show_progress=False)
     assert (out / "checkpoints" / "step-3" / "lora" / "pytorch_lora_weights.safetensors").is_file()
@@ -257,7 +257,7 @@ def test_a_model_records_its_captions_languages_and_its_bases(folder, tmp_path):
 
 def test_full_fine_tune_of_a_clip_model_changes_its_weights(folder, tiny_models, tmp_path):
     cfg = TrainConfig(data=folder, out=tmp_path / "full", base_model=str(tiny_models["sd"]), method="full",
-                      resolution=64, steps=2, batch_size=2, checkpoint_every=2, sample_every=100, device="cpu",
+                      resolution=64, steps=2, batch_size=2, checkpoint_every=2, sample_every=0, device="cpu",
                       learning_rate=1e-2, warmup_steps=1)
     tuned = load_model(str(train_unet(cfg, show_progress=False)), device="cpu")
     base = load_model(str(tiny_models["sd"]), device="cpu")
@@ -283,7 +283,7 @@ def test_v_prediction_from_scratch_is_recorded_and_samples(folder, vae_dir, tmp_
 def test_fine_tune_the_embedded_default_model(folder, tmp_path, method):
     """The museum's path: its own captioned pictures on top of bildwerk's default model, offline."""
     cfg = TrainConfig(data=folder, out=tmp_path / method, base_model="default", method=method, resolution=64,
-                      steps=2, batch_size=2, checkpoint_every=2, sample_every=100, device="cpu",
+                      steps=2, batch_size=2, checkpoint_every=2, sample_every=0, device="cpu",
                       learning_rate=1e-3, warmup_steps=1, name="museum-model")
     model_dir = train_unet(cfg, show_progress=False)
     tuned = load_model(str(model_dir), device="cpu")
@@ -309,7 +309,7 @@ def test_gradient_accumulation_runs_micro_batches_per_step(folder, vae_dir, tmp_
     monkeypatch.setattr(unet_mod, "_min_snr_weights", lambda s, t, g: calls.append(len(t)) or real(s, t, g))
     seen = []
     cfg = TrainConfig(data=folder, out=tmp_path / "accum", vae=vae_dir, resolution=32, steps=2, batch_size=3,
-                      gradient_accumulation=4, checkpoint_every=2, sample_every=100, unet=TINY_UNET,
+                      gradient_accumulation=4, checkpoint_every=2, sample_every=0, unet=TINY_UNET,
                       device="cpu", warmup_steps=1)
     train_unet(cfg, show_progress=False, callback=seen.append)
     assert calls == [3] * 8  # 4 micro-batches of 3 for each of the 2 optimizer steps
@@ -332,7 +332,7 @@ def test_fine_tuning_converts_an_epsilon_model_to_v_prediction(folder, tmp_path)
         return real_weights(scheduler, t, gamma)
 
     cfg = TrainConfig(data=folder, out=tmp_path / "v", base_model="default", resolution=64, steps=1, batch_size=2,
-                      checkpoint_every=1, sample_every=100, device="cpu", warmup_steps=1,
+                      checkpoint_every=1, sample_every=0, device="cpu", warmup_steps=1,
                       prediction_type="v_prediction")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(unet_mod, "_min_snr_weights", spy)
