@@ -104,3 +104,14 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict:
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not end: {job}")
+
+
+def counting_openai_client(base_url: str) -> tuple[object, list[httpx.Request]]:
+    """The official openai SDK as users run it (default retries), and every HTTP request it
+    sends: how a test tells one call from a retried one."""
+    import openai
+
+    sent: list[httpx.Request] = []
+    client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused",
+                           http_client=httpx.Client(event_hooks={"request": [sent.append]}))
+    return client, sent

@@ -13,6 +13,7 @@ import numpy as np
 import openai
 import pytest
 from harness.images import data_url, png_b64, png_bytes
+from harness.server import counting_openai_client
 from PIL import Image, ImageDraw
 
 from bildwerk.images.metadata import read_png_metadata
@@ -122,7 +123,6 @@ def test_openai_sdk_generations(server):
     assert len(res.data) == 2 and res.data[0].revised_prompt == "a red apple"
     assert _img(res.data[0].b64_json).size == (64, 64)
     url = client.images.generate(prompt="a red apple", size="64x64", response_format="url").data[0].url
-    import httpx
 
     assert httpx.get(url).headers["content-type"] == "image/png"
 
@@ -154,9 +154,7 @@ def test_remote_model_without_key_is_refused_once_before_any_job(server):
     # server's configuration: a 4xx at submission, not a 5xx the SDK would send three times.
     if any(os.environ.get(v) for v in ("OPENAI_API_KEY", "BILDWERK_OPENAI_API_KEY")):
         pytest.skip("an OpenAI key in the environment reaches the test server")
-    sent: list[httpx.Request] = []
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused",
-                           http_client=httpx.Client(event_hooks={"request": [sent.append]}))
+    client, sent = counting_openai_client(server.url)
     with server.client() as c:
         before = c.get("/api/v1/jobs").json()["total"]
         with pytest.raises(openai.BadRequestError) as exc:

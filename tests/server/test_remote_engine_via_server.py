@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 
-import httpx
 import numpy as np
 import openai
 import pytest
 from fakes.openai_server import FakeOpenAIServer
 from harness.images import data_url
-from harness.server import ServerProcess
+from harness.server import ServerProcess, counting_openai_client
 from PIL import Image, ImageDraw
 
 
@@ -42,9 +41,7 @@ def test_museum_remote_model_composites_locally(tiny_models, tmp_path):
             # The operator's key stops working: the job fails (remote_auth, 502), and the answer
             # names the job and tells the official SDK not to retry it (one call, one job).
             fake.required_key = "sk-revoked"
-            sent: list[httpx.Request] = []
-            sdk = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused",
-                                http_client=httpx.Client(event_hooks={"request": [sent.append]}))
+            sdk, sent = counting_openai_client(srv.url)
             with srv.client() as c:
                 before = c.get("/api/v1/jobs").json()["total"]
                 with pytest.raises(openai.InternalServerError) as exc:
