@@ -322,6 +322,22 @@ def test_design_team_edits_in_their_language_merge_into_one_language(edit, merge
     assert rec.step("translate").details["skipped"]  # translated once, by the merge
 
 
+def test_a_users_own_description_is_translated_only_for_a_model_that_does_not_read_it():
+    from PIL import Image
+
+    img = Image.new("RGB", (64, 64), "white")
+    opts = PromptOptions(description="un chat rouge sur un fond bleu")
+    # A model that reads French (the default model) gets the user's words, the edit's phrase in English.
+    kept = PromptPipeline().run("en aquarelle", options=opts, image=img, model_languages=None)
+    assert kept.prompt == "un chat rouge sur un fond bleu, as a watercolor"
+    assert kept.step("merge").details["language"] == "fr"
+    # An English-only model gets the description in (lexicon) English too: one language it reads.
+    english = PromptPipeline().run("en aquarelle", options=opts, image=img, model_languages=("en",))
+    assert "cat" in english.prompt and "chat" not in english.prompt
+    assert english.prompt.endswith("as a watercolor")
+    assert english.step("merge").details["description"]["english"] in english.prompt
+
+
 def test_enhancement_matches_german_prompts_left_untranslated_for_the_default_model():
     rec = run_prompt_pipeline("ein See zwischen Hochhäusern", options=PromptOptions(enhance=True))
     lexicon = rec.step("lexicon")

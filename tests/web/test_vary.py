@@ -43,14 +43,14 @@ def test_describe_correct_and_vary_in_french(web_server, new_page):
     description = page.get_by_label("Ce que montre l’image")
     merged = page.locator("output.vary-merged")
     expect(description).to_have_value(re.compile(r"\w{3}"))
-    # The rules merge keeps the French edit as it is ("…, en aquarelle"): the default model
-    # reads French itself. Once French edits are merged in English this reads "watercolor".
-    expect(merged).to_have_text(re.compile(r"(watercolou?r|aquarelle)$"))
+    # The rules merge reads the French edit: "en aquarelle" becomes "as a watercolor".
+    expect(merged).to_have_text(re.compile(r", as a watercolor$"))
     described = description.input_value()
     assert described in merged.inner_text()
 
     description.fill("un chat rouge sur un fond bleu")
-    expect(merged).to_have_text(re.compile(r"^un chat rouge sur un fond bleu.*(watercolou?r|aquarelle)"))
+    # The user's French words stay as written: the default model reads French.
+    expect(merged).to_have_text("un chat rouge sur un fond bleu, as a watercolor")
 
     page.get_by_label("Variations", exact=True).fill("2")
     page.get_by_role("spinbutton", name="Étapes").fill("4")

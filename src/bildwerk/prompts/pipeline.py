@@ -139,7 +139,7 @@ class PromptPipeline:
 
         # 5. Describe the input image and merge it with the edit prompt.
         if describing:
-            prompt = self._describe(edit if o.merge == "rules" else prompt, image, rec, o, step)
+            prompt = self._describe(edit if o.merge == "rules" else prompt, image, rec, o, step, model_languages)
 
         # 6. The museum's lexicon enhancement.
         if o.enhance and prompt:
@@ -251,7 +251,8 @@ class PromptPipeline:
             rec.warnings.append("the enhancement lexicon knows none of the prompt's terms: nothing was added")
         return out, "lexicon" if language in (None, "en") else f"lexicon:{language}", {"terms": terms}
 
-    def _describe(self, prompt: str, image: Image.Image, rec: PromptRecord, o: PromptOptions, step) -> str:
+    def _describe(self, prompt: str, image: Image.Image, rec: PromptRecord, o: PromptOptions, step,
+                  languages: tuple[str, ...] | None = ("en",)) -> str:
         from bildwerk.prompts.describe import merge_with_llm
 
         def _run():
@@ -278,16 +279,19 @@ class PromptPipeline:
                     if not o.fallback:
                         raise
                     rec.warnings.append(f"LLM merge failed ({exc}); merged by rules")
-                    merged, details = self._merge_by_rules(description, prompt, rec)
+                    merged, details = self._merge_by_rules(description, prompt, rec, languages)
                     return merged, "rules", {"fallback": str(exc), **details}
-            merged, details = self._merge_by_rules(description, prompt, rec)
+            merged, details = self._merge_by_rules(description, prompt, rec, languages)
             return merged, "rules", details
 
         return step("merge", f"{description} | {prompt}", _merge)
 
-    def _merge_by_rules(self, description: str, edit: str, rec: PromptRecord) -> tuple[str, dict]:
-        """The rules read English: an edit (or a user's description) in another language is put
-        into English first, so the merged prompt reads in one language."""
+    def _merge_by_rules(self, description: str, edit: str, rec: PromptRecord,
+                        languages: tuple[str, ...] | None = ("en",)) -> tuple[str, dict]:
+        """The rules read English: an edit in another language is put into English first. A
+        description in another language (the user's own words) is translated only for a model
+        that does not read it, like the translate step: word-by-word lexicon English ("a cat
+        red on a fond blue") is worse than the user's French for a model that reads French."""
         from bildwerk.core.weights import plain_text
         from bildwerk.prompts.describe import merge_description
         from bildwerk.prompts.describe.merge import edit_in_english
@@ -305,7 +309,11 @@ class PromptPipeline:
                                     f"{', '.join(english.untranslated)} (kept as written)")
             edit = english.text
         described_in = detect_language(plain_text(description)).language if description else None
-        if described_in not in (None, "en"):
+        if described_in not in (None, "en") and (languages is None or described_in in languages):
+            # Kept as written: the picture's words lead the merged prompt, so they name its language.
+            details["language"] = described_in
+            details["description"] = {"language": described_in, "kept": "the model reads it"}
+        elif described_in not in (None, "en"):
             try:
                 t = translate_lexicon(description, described_in)
             except PromptBackendError as exc:
