@@ -110,6 +110,7 @@ async def edits(request: Request, response: Response, image: UploadFile | None =
     def spec() -> JobSpec:
         img = decode_upload(st, image_data, "image")
         msk = decode_upload(st, mask_data, "mask")
+        options = None
         if msk is None and img.mode in ("RGBA", "LA"):
             msk = img.getchannel("A")  # OpenAI: without a mask, the image's transparency is the mask
             fields.update(mode="inpaint", mask_source="luminance", invert_mask=True)
@@ -121,9 +122,8 @@ async def edits(request: Request, response: Response, image: UploadFile | None =
             fields.update(mode="image-to-image")
             if not is_remote_model(fields["model"]):
                 # A local model cannot read the instruction off the picture: say what is in it.
-                return JobSpec.build(origin="openai", image=img.convert("RGB"),
-                                     options=PromptOptions(describe="local"), **fields)
-        return JobSpec.build(origin="openai", image=img.convert("RGB"), mask=msk, **fields)
+                options = PromptOptions(describe="local")
+        return JobSpec.build(origin="openai", image=img.convert("RGB"), mask=msk, options=options, **fields)
 
     row = await submit_and_wait(st, spec, api="openai", response=response)
     return await asyncio.to_thread(_answer, st, row, response_format)
