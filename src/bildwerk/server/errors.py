@@ -21,6 +21,7 @@ STATUS = {
     "invalid_image": 400,
     "not_configured": 400,
     "model_not_found": 404,
+    "asset_not_found": 404,
     "model_exists": 409,
     "unsafe_model": 400,
     "unsupported_model": 400,
