@@ -187,6 +187,13 @@ def train(
         device=device, precision=precision, **extra), train_unet)
     name = _suggested_name(out)
     out_console.print(f"model: {final}")
+    if method == "lora" and (out / "lora").is_dir():
+        # The result of a LoRA run is the adapter: installed, it applies to its base by name.
+        out_console.print(f"LoRA: {out / 'lora'}")
+        out_console.print(f"install it: bildwerk models add {out / 'lora'} --name {name}")
+        out_console.print(f"then use it: bildwerk generate \"... <lora:{name}:1>\" --model {base}")
+        out_console.print(f"(or the merged model instead: bildwerk models add {final} --name {name}-merged)")
+        return
     out_console.print(f"install it: bildwerk models add {final} --name {name}")
     out_console.print(f"then use it: bildwerk generate \"...\" --model {name}")
 

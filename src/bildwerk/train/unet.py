@@ -363,6 +363,9 @@ def train_unet(
 
             shutil.rmtree(final, ignore_errors=True)
             shutil.copytree(model_dir, final)
+            if cfg.method == "lora":  # the adapter beside the merged model: RUN/lora/ installs as a LoRA
+                shutil.rmtree(out / "lora", ignore_errors=True)
+                shutil.copytree(model_dir.parent / "lora", out / "lora")
 
     def samples(done: int, last: bool) -> None:
         if cfg.sample_every and (done % cfg.sample_every == 0 or last):

@@ -1,0 +1,228 @@
+"""What bildwerk can use, by kind: one entry per checkpoint, LoRA, embedding, ControlNet and VAE.
+
+The entries are built from the asset listings (``models.assets``: bildwerk's own folders, then
+registered A1111/ComfyUI folders, read in place) without loading any weights: a diffusers
+folder tells its family from its configs, a single ``.safetensors`` file from its header
+(``models.inspect``). Every face (``bildwerk models``, ``/api/v1/models``, ``/sdapi/v1``) lists
+from here, so they agree on names, kinds and what each model can do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from bildwerk.core.errors import ModelNotFoundError
+from bildwerk.models.assets import (
+    ASSET_KINDS,
+    Asset,
+    AssetKind,
+    AssetNotFoundError,
+    find_asset,
+    list_assets,
+)
+from bildwerk.models.loader import (
+    EMBEDDED_DEFAULT,
+    chosen_default,
+    family_of,
+    model_languages,
+    native_size_of,
+    read_bildwerk_config,
+    recommended_guidance,
+)
+from bildwerk.models.safety import model_components
+
+Mode = Literal["text-to-image", "image-to-image", "inpaint"]
+# Every checkpoint bildwerk drives does all three (a 4-channel model inpaints by latent masking).
+CHECKPOINT_MODES: list[Mode] = ["text-to-image", "image-to-image", "inpaint"]
+EMBEDDED = "embedded"  # the source label of the model shipped inside the package
+_MAX_FILES = 200  # a show lists at most this many files of a folder
+
+
+class CatalogEntry(BaseModel):
+    """One usable model file or folder, as every listing shows it."""
+
+    name: str = Field(description="What a user writes: --model NAME, <lora:NAME:0.8>, a ControlNet's name.")
+    kind: AssetKind
+    family: str | None = Field(None, description="sd, sd2, sdxl, sentence...; for a LoRA, embedding, "
+                                                 "ControlNet or VAE the base family it fits. None: unknown.")
+    variant: str | None = Field(None, description="inpaint, v-prediction, ... when the weights say so.")
+    modes: list[Mode] = Field(default_factory=list, description="What a checkpoint can do; empty for other kinds.")
+    bytes: int = 0
+    source: str = Field(description="'bildwerk' (its own folders), 'embedded', or the registered folder.")
+    layout: str = Field("bildwerk", description="bildwerk, a1111 or comfyui: whose folder it sits in.")
+    path: Path
+    is_folder: bool = False
+    default: bool = False
+    languages: list[str] | None = Field(None, description="Prompt languages (checkpoints); None: any.")
+    native_size: int | None = None
+    guidance: float | None = None
+    details: dict[str, Any] = Field(default_factory=dict, description="What the file's header tells "
+                                                                       "(a LoRA's rank, ...).")
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+
+def _inspect(path: Path) -> Any | None:
+    """The header reading of ``models.inspect`` (kind, family, variant, details), or None."""
+    try:
+        from bildwerk.models.inspect import inspect_file
+    except ImportError:  # pragma: no cover - before the inspector is part of the package
+        return None
+    try:
+        return inspect_file(path)
+    except Exception:  # noqa: BLE001 - a file that cannot be read is listed as unknown, not fatal
+        return None
+
+
+def _folder_bytes(path: Path) -> int:
+    try:
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    except OSError:
+        return 0
+
+
+def _layout_of(source: str) -> str:
+    if source in ("bildwerk", EMBEDDED):
+        return "bildwerk"
+    from bildwerk.models.assets import sources
+
+    for s in sources():
+        if str(s.path) == source:
+            return s.layout
+    return "bildwerk"
+
+
+def _folder_variant(path: Path) -> str | None:
+    """A diffusers pipeline folder's variant from its UNet and scheduler configs."""
+    try:
+        unet = json.loads((path / "unet" / "config.json").read_text("utf-8"))
+        if int(unet.get("in_channels", 4)) == 9:
+            return "inpaint"
+        sched = json.loads((path / "scheduler" / "scheduler_config.json").read_text("utf-8"))
+        if sched.get("prediction_type") == "v_prediction":
+            return "v-prediction"
+    except (OSError, ValueError, TypeError):
+        return None
+    return None
+
+
+def _checkpoint_folder(asset: Asset, default: bool) -> CatalogEntry:
+    path = asset.path
+    try:
+        config = read_bildwerk_config(path)
+    except Exception:  # noqa: BLE001 - a broken bildwerk.json lists the model as unknown
+        config = {}
+    languages = model_languages(str(path))
+    return CatalogEntry(
+        name=asset.name, kind="checkpoint", family=family_of(config, model_components(path)),
+        variant=_folder_variant(path), modes=list(CHECKPOINT_MODES), bytes=_folder_bytes(path),
+        source=asset.source, layout=_layout_of(asset.source), path=path, is_folder=True, default=default,
+        languages=list(languages) if languages is not None else None, native_size=native_size_of(str(path)),
+        guidance=recommended_guidance(str(path)))
+
+
+def _file_entry(asset: Asset, default: bool) -> CatalogEntry:
+    info = _inspect(asset.path)
+    details = dict(getattr(info, "details", None) or {})
+    entry = CatalogEntry(
+        name=asset.name, kind=asset.kind, family=getattr(info, "family", None),
+        variant=getattr(info, "variant", None), bytes=asset.path.stat().st_size, source=asset.source,
+        layout=_layout_of(asset.source), path=asset.path, details=details, default=default)
+    if asset.kind == "checkpoint":
+        entry.modes = list(CHECKPOINT_MODES)
+        entry.languages = ["en"]  # CLIP-conditioned single files read English
+        size = details.get("native_size")
+        entry.native_size = int(size) if isinstance(size, int) else None
+    return entry
+
+
+def _entry(asset: Asset, default: bool = False) -> CatalogEntry:
+    if asset.kind == "checkpoint" and asset.is_folder:
+        return _checkpoint_folder(asset, default)
+    if asset.is_folder:  # a diffusers ControlNet or VAE folder: its config names the class
+        return CatalogEntry(name=asset.name, kind=asset.kind, bytes=_folder_bytes(asset.path), source=asset.source,
+                            layout=_layout_of(asset.source), path=asset.path, is_folder=True,
+                            details=_model_config_details(asset.path))
+    return _file_entry(asset, default)
+
+
+def _model_config_details(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((path / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {"class": config.get("_class_name")} if isinstance(config, dict) and config.get("_class_name") else {}
+
+
+def embedded_entry() -> CatalogEntry | None:
+    """The model shipped inside the package, when it is there."""
+    if not (EMBEDDED_DEFAULT / "model_index.json").is_file():
+        return None
+    asset = Asset("default", "checkpoint", EMBEDDED_DEFAULT, EMBEDDED)
+    return _checkpoint_folder(asset, default=chosen_default() is None)
+
+
+def catalog(kind: AssetKind | None = None) -> list[CatalogEntry]:
+    """Every entry of ``kind`` (all kinds when None), checkpoints first, each kind by name."""
+    chosen = chosen_default()
+    out: list[CatalogEntry] = []
+    for k in ASSET_KINDS if kind is None else (kind,):
+        if k == "checkpoint":
+            embedded = embedded_entry()
+            if embedded is not None:
+                out.append(embedded)
+        for asset in list_assets(k):
+            if k == "checkpoint" and asset.name == "default":
+                continue  # "default" always means the default model, never a file of that name
+            out.append(_entry(asset, default=k == "checkpoint" and asset.source == "bildwerk"
+                              and asset.name == chosen))
+    return out
+
+
+def find_entries(name: str, kind: AssetKind | None = None) -> list[CatalogEntry]:
+    """The entries called ``name`` (one per kind at most), or the listings' not-found error."""
+    if kind == "checkpoint" or kind is None:
+        if name.strip() == "default":
+            embedded = embedded_entry()
+            if embedded is not None:
+                return [embedded]
+    found: list[CatalogEntry] = []
+    errors: list[AssetNotFoundError] = []
+    for k in ASSET_KINDS if kind is None else (kind,):
+        try:
+            found.append(_entry(find_asset(k, name), default=False))
+        except AssetNotFoundError as exc:
+            errors.append(exc)
+    if not found:
+        if kind is not None or any("pickle" in str(e) for e in errors):
+            raise next((e for e in errors if "pickle" in str(e)), errors[0])
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        raise AssetNotFoundError(f"no model, LoRA, embedding, ControlNet or VAE named {shown!r}; "
+                                 "`bildwerk models list` lists them")
+    chosen = chosen_default()
+    for e in found:
+        e.default = e.kind == "checkpoint" and e.source == "bildwerk" and e.name == chosen
+    return found
+
+
+def folder_files(entry: CatalogEntry) -> list[tuple[str, int]]:
+    """(path relative to the entry, bytes) of its files: a folder's, or the one file."""
+    if not entry.is_folder:
+        return [(entry.path.name, entry.bytes)]
+    rows = []
+    for f in sorted(entry.path.rglob("*")):
+        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(entry.path).parts):
+            rows.append((str(f.relative_to(entry.path)), f.stat().st_size))
+            if len(rows) >= _MAX_FILES:
+                break
+    return rows
+
+
+__all__ = ["CHECKPOINT_MODES", "CatalogEntry", "ModelNotFoundError", "catalog", "embedded_entry",
+           "find_entries", "folder_files"]
