@@ -30,6 +30,7 @@ def serve(
     no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Skip the one-step readiness generation.")] = False,
     allow_model: Annotated[list[str] | None, typer.Option("--allow-model", help="A model clients may name besides --model and the models folder (a folder or hub id); repeat for several (or BILDWERK_MODELS).")] = None,
     allow_any_model: Annotated[bool, typer.Option("--allow-any-model", help="Clients may name any folder or hub id, downloads included (or BILDWERK_ALLOW_ANY_MODEL=1): trusted setups only.")] = False,
+    allow_model_admin: Annotated[bool, typer.Option("--allow-model-admin", help="Clients may install (a .safetensors upload, a hub id), remove models and choose the default over /api/v1/models (or BILDWERK_ALLOW_MODEL_ADMIN=1); with --api-key where others can reach the server.")] = False,
     allowed_host: Annotated[list[str] | None, typer.Option("--allowed-host", help="A Host name to answer to besides the loopback names and --host; repeat for several, * for any (needs --api-key) (or BILDWERK_ALLOWED_HOSTS).")] = None,
     public_url: Annotated[str | None, typer.Option("--public-url", help="Base of the URLs the server returns (or BILDWERK_PUBLIC_URL); http://HOST:PORT by default.")] = None,
 ) -> None:
@@ -42,6 +43,7 @@ def serve(
         settings = ServerSettings.from_env(host=host, port=port, api_key=api_key, model=model, store=store,
                                            max_queued=max_queue, models=allow_model or None,
                                            allow_any_model=allow_any_model or None,
+                                           allow_model_admin=allow_model_admin or None,
                                            allowed_hosts=allowed_host or None, public_url=public_url)
         if no_warmup:
             settings.warmup = False

@@ -111,6 +111,8 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
     from bildwerk.server import (
         openapi,
         routes_a1111,
+        routes_a1111_models,
+        routes_models,
         routes_museum,
         routes_native,
         routes_openai,
@@ -120,8 +122,8 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
         routes_web,
     )
 
-    for module in (routes_ops, routes_session, routes_native, routes_pools, routes_a1111, routes_openai,
-                   routes_museum):
+    for module in (routes_ops, routes_session, routes_models, routes_native, routes_pools, routes_a1111,
+                   routes_a1111_models, routes_openai, routes_museum):
         app.include_router(module.router)
     routes_web.install(app)  # the web interface at /, the API docs at /docs, from package files
     openapi.install(app)  # the document says what the routes really answer

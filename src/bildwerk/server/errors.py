@@ -23,6 +23,7 @@ STATUS = {
     "model_not_found": 404,
     "asset_not_found": 404,
     "model_exists": 409,
+    "model_admin_off": 403,
     "unsafe_model": 400,
     "unsupported_model": 400,
     "cancelled": 409,

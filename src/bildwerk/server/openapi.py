@@ -51,7 +51,8 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 ERRORS: dict[int, str] = {
     400: "Invalid request (`invalid_request`: bounds, types, unknown names) or image (`invalid_image`).",
     401: "No or a wrong API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`, or a browser's session cookie).",
-    403: "A state-changing request from a web page of another origin (`forbidden_origin`).",
+    403: "A state-changing request from a web page of another origin (`forbidden_origin`), or model "
+         "management on a server started without --allow-model-admin (`model_admin_off`).",
     404: "No such job, image, model or pool (or pool picture, sheet or report).",
     409: "The job is in the wrong state (not ended yet; cancelled while waited for), or the pool "
          "(`pool_state`: starting a running pool, editing the plan of a running one).",
@@ -128,6 +129,13 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", "/api/v1/images/{sha256}"): Op(frozenset({400, 404}), media="image/png"),
     ("get", "/api/v1/export"): Op(frozenset({400, 404}), media="application/zip"),
     ("get", "/api/v1/models"): Op(),
+    # Model management (routes_models.py): refused (403) unless the server allows it; an upload
+    # or hub model is checked (400), a name may be taken (409), a hub model not found (404).
+    ("post", "/api/v1/models"): Op(frozenset({400, 404, 409})),
+    ("post", "/api/v1/model-uploads"): Op(frozenset({400, 409})),
+    ("get", "/api/v1/models/{name}"): Op(frozenset({400, 404})),
+    ("delete", "/api/v1/models/{name}"): Op(frozenset({400, 404})),
+    ("put", "/api/v1/default-model"): Op(frozenset({400, 404})),
     ("post", "/api/v1/uploads"): Op(SUBMITS, headers=_SUBMITTED),
     ("get", "/api/v1/styles"): Op(),
     ("get", "/api/v1/samplers"): Op(),
@@ -162,6 +170,11 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("post", "/sdapi/v1/png-info"): Op(frozenset({400})),
     ("post", "/sdapi/v1/interrogate"): Op(frozenset({400, 502})),  # a remote describer may fail
     ("get", "/sdapi/v1/sd-models"): Op(),
+    ("post", "/sdapi/v1/refresh-checkpoints"): Op(),
+    ("get", "/sdapi/v1/sd-vae"): Op(),
+    ("get", "/sdapi/v1/loras"): Op(),
+    ("post", "/sdapi/v1/refresh-loras"): Op(),
+    ("get", "/sdapi/v1/embeddings"): Op(),
     ("get", "/sdapi/v1/samplers"): Op(),
     ("get", "/sdapi/v1/schedulers"): Op(),
     ("get", "/sdapi/v1/options"): Op(),
@@ -180,6 +193,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "pool_id": {"type": "string", "pattern": f"^{POOL_ID_RE.pattern}$"},
     "item_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},  # pool/plan.py item_id
     "kind": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
+    "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},  # a listed model's name
 }
 QUERY_PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/v1/jobs", "status"): {"type": "string", "enum": list(STATUSES)},

@@ -34,6 +34,7 @@ from bildwerk.images.io import base64_image_bytes
 from bildwerk.images.metadata import read_png_metadata
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, result_pngs, submit_and_wait
+from bildwerk.server.routes_a1111_models import checkpoint_from_title
 from bildwerk.server.schemas import StrictBody, sent_fields
 
 router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"])
@@ -98,7 +99,7 @@ def _fields(st, body: _A1111Base) -> tuple[dict[str, Any], PromptOptions | None]
     n = body.batch_size * body.n_iter
     if not 1 <= n <= MAX_IMAGES:
         raise InvalidRequestError(f"batch_size x n_iter must be between 1 and {MAX_IMAGES}, got {n}")
-    model = body.override_settings.sd_model_checkpoint or st.a1111_model
+    model = checkpoint_from_title(body.override_settings.sd_model_checkpoint) or st.a1111_model
     fields = dict(prompt=body.prompt, negative_prompt=body.negative_prompt,
                   seed=None if body.seed is None or body.seed < 0 else body.seed, steps=body.steps,
                   guidance=body.cfg_scale, width=body.width, height=body.height, num_images=n,
@@ -215,13 +216,6 @@ def interrogate(body: ImageIn, request: Request) -> dict:
     return {"caption": describer(spec).describe(image).text}
 
 
-@router.get("/sd-models")
-def sd_models(request: Request) -> list[dict]:
-    names = state(request).model_policy.names()
-    return [{"title": n, "model_name": n, "hash": None, "sha256": None, "filename": n, "config": None}
-            for n in names]
-
-
 @router.get("/samplers")
 def samplers() -> list[dict]:
     return [{"name": s.name, "aliases": list(s.aliases), "options": {}} for s in SAMPLERS]
@@ -245,7 +239,7 @@ def get_options(request: Request) -> dict:
 def set_options(body: A1111Options, request: Request) -> dict:
     st = state(request)
     if "sd_model_checkpoint" in body.model_fields_set:
-        ref = body.sd_model_checkpoint or None
+        ref = checkpoint_from_title(body.sd_model_checkpoint) or None  # "name [hash]" as listed
         ref = st.settings.model if ref in (None, "default") else ref  # "default": the server's model
         st.service.check_model(ref)  # refused or unknown -> 404 now, not at the next call
         st.a1111_model = ref

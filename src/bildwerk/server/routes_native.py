@@ -304,23 +304,3 @@ async def prompt_preview(body: PromptPreviewIn, request: Request) -> dict:  # ty
 
     return await asyncio.to_thread(run)
 
-
-@router.get("/models")
-def models(request: Request) -> dict:
-    """What a client may name: the models folder's models and the operator's registered ones."""
-    from bildwerk.engines.openai_engine import model_spec
-
-    st = state(request)
-    router = getattr(st.service, "router", None)
-    engine = router.engine_for(st.settings.remote_model) if router is not None else None
-    remote = ["openai:dall-e-2", "openai:dall-e-3", "openai:gpt-image-1"]
-    return {"default": st.settings.model or "default", "local": st.model_policy.names(),
-            "remote": remote,
-            # what each remote model can do (dall-e-3 makes pictures from text only)
-            "remote_modes": {name: ["text-to-image"] + (["image-to-image"] if spec.image_to_image else [])
-                             + (["inpaint"] if spec.edits else [])
-                             for name, spec in ((n, model_spec(n.removeprefix("openai:"))) for n in remote)},
-            # whether remote models can be used here (an OpenAI key is configured)
-            "remote_available": bool(getattr(engine, "configured", lambda: False)()),
-            "remote_default": st.settings.remote_model,
-            "loaded": st.service.loaded_model()}

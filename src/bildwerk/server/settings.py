@@ -45,6 +45,9 @@ class ServerSettings(BaseModel):
                               description="Model references clients may name besides the models folder and --model.")
     allow_any_model: bool = Field(default=False,
                                   description="Clients may name any folder or hub id (downloads included): trusted setups only.")
+    allow_model_admin: bool = Field(default=False,
+                                    description="Clients may install (upload, hub id), remove models and set the "
+                                                "default over /api/v1/models (with the API key where one is set).")
     warmup: bool = True
     max_batch: int = Field(default=32, ge=1, le=4096,
                            description="Rows (images, twice with guidance) one UNet call may hold; 1 = no batching.")
@@ -76,7 +79,8 @@ class ServerSettings(BaseModel):
             listed = _env(var)
             if listed:
                 env[key] = [o.strip() for o in listed.split(",") if o.strip()]
-        for key, var in (("public_url", "BILDWERK_PUBLIC_URL"), ("allow_any_model", "BILDWERK_ALLOW_ANY_MODEL")):
+        for key, var in (("public_url", "BILDWERK_PUBLIC_URL"), ("allow_any_model", "BILDWERK_ALLOW_ANY_MODEL"),
+                         ("allow_model_admin", "BILDWERK_ALLOW_MODEL_ADMIN")):
             value = _env(var)
             if value is not None:
                 env[key] = value
