@@ -47,9 +47,10 @@ class CatalogEntry(BaseModel):
 
     name: str = Field(description="What a user writes: --model NAME, <lora:NAME:0.8>, a ControlNet's name.")
     kind: AssetKind
-    family: str | None = Field(None, description="sd, sd2, sdxl, sentence...; for a LoRA, embedding, "
+    family: str | None = Field(None, description="sd1, sd2, sdxl, sentence (sd: SD 1.x or 2.x, untold); for a LoRA, embedding, "
                                                  "ControlNet or VAE the base family it fits. None: unknown.")
-    variant: str | None = Field(None, description="inpaint, v-prediction, ... when the weights say so.")
+    variant: str | None = Field(None, description="inpaint, v (v-prediction), refiner, a LoRA's layout "
+                                                  "(kohya, diffusers, peft), ... when the weights say so.")
     modes: list[Mode] = Field(default_factory=list, description="What a checkpoint can do; empty for other kinds.")
     bytes: int = 0
     source: str = Field(description="'bildwerk' (its own folders), 'embedded', or the registered folder.")
@@ -106,10 +107,20 @@ def _folder_variant(path: Path) -> str | None:
             return "inpaint"
         sched = json.loads((path / "scheduler" / "scheduler_config.json").read_text("utf-8"))
         if sched.get("prediction_type") == "v_prediction":
-            return "v-prediction"
+            return "v"  # as the header inspector names it
     except (OSError, ValueError, TypeError):
         return None
     return None
+
+
+def _sd_version(path: Path) -> str:
+    """SD 1.x (CLIP ViT-L, 768 wide) or 2.x (OpenCLIP ViT-H, 1024) from the text encoder's config;
+    "sd" when its width is neither (small test models)."""
+    try:
+        width = json.loads((path / "text_encoder" / "config.json").read_text("utf-8")).get("hidden_size")
+    except (OSError, ValueError, AttributeError):
+        return "sd"
+    return {768: "sd1", 1024: "sd2"}.get(width, "sd")
 
 
 def _checkpoint_folder(asset: Asset, default: bool) -> CatalogEntry:
@@ -119,8 +130,9 @@ def _checkpoint_folder(asset: Asset, default: bool) -> CatalogEntry:
     except Exception:  # noqa: BLE001 - a broken bildwerk.json lists the model as unknown
         config = {}
     languages = model_languages(str(path))
+    family = family_of(config, model_components(path))
     return CatalogEntry(
-        name=asset.name, kind="checkpoint", family=family_of(config, model_components(path)),
+        name=asset.name, kind="checkpoint", family=_sd_version(path) if family == "sd" else family,
         variant=_folder_variant(path), modes=list(CHECKPOINT_MODES), bytes=_folder_bytes(path),
         source=asset.source, layout=_layout_of(asset.source), path=path, is_folder=True, default=default,
         languages=list(languages) if languages is not None else None, native_size=native_size_of(str(path)),
