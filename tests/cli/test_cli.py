@@ -328,13 +328,17 @@ def test_museum_fine_tunes_the_default_on_german_captions_and_installs_it(tmp_pa
     assert "captions: de 3" in out  # not "languages en"
     assert max(e["lr"] for e in map(json.loads, (run / "train_log.jsonl").open())) >= 0.95e-3  # warm-up 1 of 6
     assert json.loads((run / "model" / "bildwerk.json").read_text())["languages"] == ["de"]
-    assert f"bildwerk models add {run / 'model'} --name museum" in out and "--model museum" in out
+    # A LoRA run's result is its adapter: the one command installs it as a LoRA by the run's name.
+    assert f"bildwerk models add {run / 'lora'} --name museum" in out and "<lora:museum:1>" in out
+    assert f"bildwerk models add {run / 'model'} --name museum-merged" in out  # the merged model, if wanted
+    r = _invoke("models", "add", str(run / "lora"), "--name", "museum")
+    assert r.exit_code == 0 and "installed LoRA museum" in " ".join(r.output.split()), r.output
     r = _invoke("models", "add", str(run / "model"), "--name", "museum")
     assert r.exit_code == 0, r.output
     r = _invoke("models", "add", str(run / "model"), "--name", "museum")
     assert r.exit_code == 2 and "--force" in r.output
     listed = _invoke("models", "list").output
-    assert "museum" in listed and "64 px" in listed
+    assert "museum" in listed and "64 px" in listed and "lora" in listed
 
 
 def test_info_shows_a1111_brackets_literally(tiny_models, tmp_path):
