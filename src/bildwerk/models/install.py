@@ -388,7 +388,8 @@ def install(target: str | Path, name: str | None = None, *, kind: AssetKind | No
             raise ModelNotFoundError(
                 f"{path} holds nothing bildwerk installs: give a diffusers model folder, a training run, a "
                 "LoRA run's lora/ folder, a ControlNet or VAE folder, or a .safetensors file")
-    elif _HUB_ID.match(text) and not text.startswith((".", "~")):
+    elif _HUB_ID.match(text) and not text.startswith((".", "~")) and not Path(text.split("/")[0]).exists():
+        # (ORG/NAME whose ORG is a folder here is a mistyped path, not a hub id)
         if not allow_hub:
             raise InvalidRequestError("installing from the Hugging Face Hub is not allowed here")
         if kind not in (None, "checkpoint"):
