@@ -70,19 +70,26 @@ def test_a_source_is_listed_in_place_and_its_files_are_never_deleted(webui, tiny
 
 def test_single_files_install_into_the_folder_of_their_kind(tmp_path, webui):
     lora = kohya_lora(tmp_path / "dl" / "Ink Pen.safetensors")
-    done = install(lora, kind="lora")
+    done = install(lora)  # the header says LoRA (models/inspect.py)
     assert done.kind == "lora" and done.name == "Ink Pen"
     assert done.path.parent.name == "loras" and done.path.read_bytes() == lora.read_bytes()
     [entry] = find_entries("ink pen", "lora")  # found as A1111 finds it: case-insensitively
-    assert entry.source == "bildwerk" and entry.kind == "lora"
+    assert entry.source == "bildwerk" and entry.family == "sd1" and entry.variant == "kohya"
+    assert entry.details["rank"] == 4
+    with pytest.raises(InvalidRequestError, match="is a LoRA file, not a VAE; pass --kind lora"):
+        install(lora, "other", kind="vae")
     with pytest.raises(ModelExistsError, match="--force"):
         install(lora, kind="lora")
     kohya_lora(lora, rank=8)
     assert install(lora, kind="lora", force=True).path.read_bytes() == lora.read_bytes()
-    emb = install(embedding(tmp_path / "dl" / "style.safetensors"), "mystyle", kind="embedding")
-    assert emb.path.parent.name == "embeddings" and emb.path.name == "mystyle.safetensors"
+    emb = install(embedding(tmp_path / "dl" / "style.safetensors"), "mystyle")
+    assert emb.kind == "embedding" and emb.path.parent.name == "embeddings" and emb.path.name == "mystyle.safetensors"
     code, out = _cli("show", "mystyle")
-    assert code == 0 and "embedding" in out and "mystyle.safetensors" in out
+    assert code == 0 and "embedding" in out and "base sd1" in out and "vectors 2" in out
+    code, out = _cli("show", "Ink Pen")
+    assert code == 0 and "rank 8" in out and "variant kohya" in out  # the replaced file
+    code, out = _cli("list", "--kind", "lora")
+    assert "for sd1" in out
     staging = [p for p in (done.path.parent / ".incoming").iterdir()]
     assert staging == []  # no part file left behind
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from bildwerk.core.errors import ModelNotFoundError
+from bildwerk.core.errors import BildwerkError, ModelNotFoundError
 from bildwerk.models.assets import (
     ASSET_KINDS,
     Asset,
@@ -24,6 +24,7 @@ from bildwerk.models.assets import (
     find_asset,
     list_assets,
 )
+from bildwerk.models.inspect import FileInfo, inspect_file
 from bildwerk.models.loader import (
     EMBEDDED_DEFAULT,
     chosen_default,
@@ -39,7 +40,10 @@ Mode = Literal["text-to-image", "image-to-image", "inpaint"]
 # Every checkpoint bildwerk drives does all three (a 4-channel model inpaints by latent masking).
 CHECKPOINT_MODES: list[Mode] = ["text-to-image", "image-to-image", "inpaint"]
 EMBEDDED = "embedded"  # the source label of the model shipped inside the package
-_MAX_FILES = 200  # a show lists at most this many files of a folder
+_MAX_FILES = 200
+# The size each family was trained at (SD 2.x's v-prediction models at 768).
+_NATIVE_SIZES = {("sd1", False): 512, ("sd1", True): 512, ("sd2", False): 512, ("sd2", True): 768,
+                 ("sdxl", False): 1024, ("sdxl", True): 1024}  # a show lists at most this many files of a folder
 
 
 class CatalogEntry(BaseModel):
@@ -69,15 +73,12 @@ class CatalogEntry(BaseModel):
         return self.path.name
 
 
-def _inspect(path: Path) -> Any | None:
-    """The header reading of ``models.inspect`` (kind, family, variant, details), or None."""
-    try:
-        from bildwerk.models.inspect import inspect_file
-    except ImportError:  # pragma: no cover - before the inspector is part of the package
-        return None
+def _inspect(path: Path) -> FileInfo | None:
+    """What the file's header says (kind, family, variant, details); None for a file that cannot
+    be read (listed, as unknown, so the user sees it and ``show`` says why)."""
     try:
         return inspect_file(path)
-    except Exception:  # noqa: BLE001 - a file that cannot be read is listed as unknown, not fatal
+    except BildwerkError:
         return None
 
 
@@ -141,16 +142,17 @@ def _checkpoint_folder(asset: Asset, default: bool) -> CatalogEntry:
 
 def _file_entry(asset: Asset, default: bool) -> CatalogEntry:
     info = _inspect(asset.path)
-    details = dict(getattr(info, "details", None) or {})
+    details = dict(info.details) if info is not None else {"unreadable": True}
+    if info is not None and info.kind is not None and info.kind != asset.kind:
+        details["looks_like"] = info.kind  # e.g. a LoRA dropped into the checkpoints folder
     entry = CatalogEntry(
-        name=asset.name, kind=asset.kind, family=getattr(info, "family", None),
-        variant=getattr(info, "variant", None), bytes=asset.path.stat().st_size, source=asset.source,
+        name=asset.name, kind=asset.kind, family=info.family if info else None,
+        variant=info.variant if info else None, bytes=asset.path.stat().st_size, source=asset.source,
         layout=_layout_of(asset.source), path=asset.path, details=details, default=default)
     if asset.kind == "checkpoint":
         entry.modes = list(CHECKPOINT_MODES)
         entry.languages = ["en"]  # CLIP-conditioned single files read English
-        size = details.get("native_size")
-        entry.native_size = int(size) if isinstance(size, int) else None
+        entry.native_size = _NATIVE_SIZES.get((entry.family or "", entry.variant == "v"))
     return entry
 
 

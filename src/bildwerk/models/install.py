@@ -25,7 +25,6 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bildwerk.core.errors import (
-    BildwerkError,
     InvalidRequestError,
     ModelExistsError,
     ModelNotFoundError,
@@ -189,18 +188,11 @@ def _kind_word(kind: str) -> str:
             "vae": "VAE"}.get(kind, kind)
 
 
-def _inspected_kind(path: Path) -> tuple[str | None, object | None]:
-    try:
-        from bildwerk.models.inspect import inspect_file
-    except ImportError:  # pragma: no cover - before the header inspector is in the package
-        return None, None
-    try:
-        info = inspect_file(path)
-    except BildwerkError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - an unreadable header is one clear line
-        raise UnsupportedModelError(f"{path}: cannot read its safetensors header ({exc})") from exc
-    return getattr(info, "kind", None), info
+def _inspected_kind(path: Path) -> str | None:
+    """The kind the file's header says it is (None: none bildwerk uses); a bad header raises."""
+    from bildwerk.models.inspect import inspect_file
+
+    return inspect_file(path).kind
 
 
 def check_safetensors_file(path: Path) -> None:
@@ -255,7 +247,7 @@ def install_file(path: Path, name: str | None = None, *, kind: AssetKind | None 
     Returns (kind, name, installed path)."""
     src = Path(path).expanduser()
     check_safetensors_file(src)
-    seen, _ = _inspected_kind(src)
+    seen = _inspected_kind(src)
     if seen in ASSET_KINDS and kind is not None and kind != seen:
         raise InvalidRequestError(f"{src.name} is a {_kind_word(seen)} file, not a {_kind_word(kind)}; "
                                   f"pass --kind {seen} (or leave --kind out)")
