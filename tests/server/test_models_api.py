@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 from fastapi.testclient import TestClient
 from harness.model_files import embedding, kohya_lora
@@ -83,7 +84,7 @@ def test_a1111_titles_carry_the_short_hash_clients_send_back(tmp_path, tiny_mode
     assert checkpoint_from_title("my model [abc]") == "my model [abc]"  # not a hash: a name as it is
 
 
-def test_management_where_the_operator_allowed_it(tmp_path, tiny_models):
+def test_management_where_the_operator_allowed_it(tmp_path, tiny_models, monkeypatch):
     c = _client(tmp_path, allow_model_admin=True)
     assert c.get("/api/v1/models").json()["admin"] is True
     lora = kohya_lora(tmp_path / "Ink.safetensors")
@@ -101,8 +102,11 @@ def test_management_where_the_operator_allowed_it(tmp_path, tiny_models):
     assert str(tmp_path) not in bad.text
     assert not [p for p in home.iterdir() if p.name.startswith(".upload-")]  # uploads cleaned up
 
-    hub = c.post("/api/v1/models", json={"hub_id": "org/not-here"})
+    shutil.copytree(tiny_models["sd"], tmp_path / "org" / "here")  # a folder the server's cwd sees as org/here
+    monkeypatch.chdir(tmp_path)
+    hub = c.post("/api/v1/models", json={"hub_id": "org/here"})  # a hub id only: never read from disk
     assert hub.status_code == 404 and "HF_HUB_OFFLINE" in hub.json()["error"]["message"]
+    assert not (home / "models" / "here").exists()
     assert c.post("/api/v1/models", json={"hub_id": "/etc/passwd"}).status_code == 400  # an id, never a path
 
     from bildwerk.models.install import install

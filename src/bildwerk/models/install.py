@@ -179,7 +179,7 @@ def _check_asset_name(name: str) -> str:
         name = name[: -len(ASSET_SUFFIX)]
     if name in DEFAULT_NAMES or not _ASSET_NAME.fullmatch(name):
         raise InvalidRequestError(f"{name!r} cannot be a name: use letters, digits, spaces, '.', '-', '_' "
-                                  "(not 'default', no '/' or ':', at most 100 characters); pass --name NAME")
+                                  "(not 'default', no '/' or ':', at most 100 characters); give another name")
     return name
 
 
@@ -387,16 +387,25 @@ def install(target: str | Path, name: str | None = None, *, kind: AssetKind | No
         if kind not in (None, "checkpoint"):
             raise InvalidRequestError("a hub id installs a diffusers model (a checkpoint); download LoRAs, "
                                       "ControlNets and VAEs as .safetensors files and add the file")
-        from bildwerk.models.loader import download_hub_model
-
-        fetched = download_hub_model(text)
-        m = install_model(fetched, name or text.split("/", 1)[1], force=force)
-        k, n, p = "checkpoint", m.name, m.path
+        done = install_hub(text, name, force=force)
+        k, n, p = done.kind, done.name, done.path
     else:
         raise ModelNotFoundError(f"{text} is no file or folder here, and no Hugging Face Hub id (ORG/NAME)")
     if make_default:
         set_default_model(n)
     return Installed(kind=k, name=n, path=p, default=k == "checkpoint" and chosen_default() == n)
+
+
+def install_hub(hub_id: str, name: str | None = None, *, force: bool = False) -> Installed:
+    """Download a diffusers model from the Hugging Face Hub (safetensors only) and install it;
+    the one-line hub failure when offline. Takes an id only: never a path on this machine."""
+    if not _HUB_ID.match(hub_id):
+        raise InvalidRequestError(f"{hub_id!r} is no Hugging Face Hub id (ORG/NAME)")
+    from bildwerk.models.loader import download_hub_model
+
+    fetched = download_hub_model(hub_id)
+    m = install_model(fetched, name or hub_id.split("/", 1)[1], force=force)
+    return Installed(kind="checkpoint", name=m.name, path=m.path, default=chosen_default() == m.name)
 
 
 class Removed(BaseModel):
@@ -414,7 +423,8 @@ def remove(name: str, kind: AssetKind | None = None) -> Removed:
     entries = find_entries(name, kind)
     if len(entries) > 1:
         kinds = ", ".join(e.kind for e in entries)
-        raise InvalidRequestError(f"{name!r} names several things ({kinds}); pass --kind KIND")
+        raise InvalidRequestError(f"{name!r} names several things ({kinds}); say which with --kind KIND "
+                                  "(?kind= over REST)")
     entry = entries[0]
     if entry.source == EMBEDDED:
         raise InvalidRequestError("the embedded default model ships with bildwerk and cannot be removed; "

@@ -157,9 +157,9 @@ def _admin(request: Request) -> None:
 async def install_from_hub(body: HubInstallIn, request: Request) -> InstalledOut:
     """Download a diffusers model from the Hugging Face Hub and install it (admin; online)."""
     _admin(request)
-    from bildwerk.models.install import install
+    from bildwerk.models.install import install_hub
 
-    done = await asyncio.to_thread(install, body.hub_id, body.name, kind="checkpoint", force=body.force)
+    done = await asyncio.to_thread(install_hub, body.hub_id, body.name, force=body.force)  # an id, never a path
     return InstalledOut(kind=done.kind, name=done.name, default=done.default)
 
 
