@@ -145,9 +145,15 @@ def install_model(path: Path, name: str | None = None, *, force: bool = False,
 
 
 def set_default_model(name: str) -> None:
-    """Make the installed model ``name`` what "default" means (BILDWERK_MODEL still wins)."""
+    """Make the installed model ``name`` what "default" means (BILDWERK_MODEL still wins): a
+    diffusers folder in the models folder, or a checkpoint listed by name (a single file there
+    or in a registered A1111/ComfyUI folder), as the loader resolves the default."""
+    if not is_plain_name(name) or name in DEFAULT_NAMES:
+        raise ModelNotFoundError(f"no model {name!r}; `bildwerk models list --kind checkpoint` shows them")
     if not (models_dir() / name / "model_index.json").is_file():
-        raise ModelNotFoundError(f"no model {name!r} in {models_dir()}; `bildwerk models list` shows them")
+        from bildwerk.models.assets import find_asset
+
+        find_asset("checkpoint", name)  # the listing's own not-found error, naming how to list them
     home = bildwerk_home()
     home.mkdir(parents=True, exist_ok=True)
     (home / DEFAULT_CHOICE_FILE).write_text(name + "\n", "utf-8")
