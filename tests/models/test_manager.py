@@ -116,7 +116,8 @@ def test_bad_files_get_one_clear_line(tmp_path):
 def test_a_lora_runs_adapter_installs_as_a_lora_and_its_merged_model_as_a_model(tmp_path, tiny_models):
     run = tmp_path / "museum-run"
     shutil.copytree(tiny_models["sd"], run / "model")
-    kohya_lora(run / "checkpoints" / "step-6" / "lora" / "pytorch_lora_weights.safetensors")
+    for step in (9, 10):
+        kohya_lora(run / "checkpoints" / f"step-{step}" / "lora" / "pytorch_lora_weights.safetensors", rank=step)
     kohya_lora(run / "lora" / "pytorch_lora_weights.safetensors", rank=2)
     code, out = _cli("add", str(run / "lora"))
     assert code == 0, out
@@ -125,6 +126,9 @@ def test_a_lora_runs_adapter_installs_as_a_lora_and_its_merged_model_as_a_model(
     assert entry.path.name == "museum-run.safetensors"
     assert entry.path.read_bytes() == (run / "lora" / "pytorch_lora_weights.safetensors").read_bytes()
     assert install(run, "museum", kind="lora").path.name == "museum.safetensors"
+    shutil.rmtree(run / "lora")  # an older run: the newest checkpoint's adapter
+    newest = install(run, "newest", kind="lora").path
+    assert newest.read_bytes() == (run / "checkpoints" / "step-10" / "lora" / "pytorch_lora_weights.safetensors").read_bytes()
     done = install(run, "museum", make_default=True)  # the run itself: its merged model
     assert done.kind == "checkpoint" and done.default and chosen_default() == "museum"
     assert resolve_model(None).path == resolve_model("museum").path

@@ -325,18 +325,19 @@ def install_asset_folder(path: Path, name: str | None = None, *, kind: AssetKind
     return chosen, name, target
 
 
+# What diffusers' save_lora_weights (so `bildwerk train --method lora`) names the adapter file.
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
 def run_lora_file(run: Path) -> Path | None:
     """The LoRA weights of a ``bildwerk train --method lora`` run: ``RUN/lora/`` (or the newest
     checkpoint's ``lora/``), or a ``lora/`` folder given itself; None when there is none."""
     run = Path(run)
-    candidates = [run, run / "lora"]
-    steps = sorted((run / "checkpoints").glob("step-*/lora"), key=lambda p: p.parent.name)
-    candidates += list(reversed(steps))
-    for folder in candidates:
-        if folder.is_dir() and not (folder / "model_index.json").is_file():
-            files = sorted(folder.glob(f"*{ASSET_SUFFIX}"))
-            if len(files) == 1:
-                return files[0]
+    steps = sorted((run / "checkpoints").glob("step-*/lora"),  # by step number: step-10 after step-9
+                   key=lambda p: int(p.parent.name[5:]) if p.parent.name[5:].isdigit() else -1)
+    for folder in [run, run / "lora", *reversed(steps)]:
+        if (folder / LORA_WEIGHTS).is_file():
+            return folder / LORA_WEIGHTS
     return None
 
 
