@@ -58,6 +58,10 @@ def test_a_source_is_listed_in_place_and_its_files_are_never_deleted(webui, tiny
     assert by[("embedding", "badhands")]["kind"] == "embedding"
     code, out = _cli("list", "--kind", "lora")
     assert code == 0 and "inkpen" in out and "tinysd" not in out and "old.ckpt" in out and "never loads" in out
+    kohya_lora(webui / "models" / "Stable-diffusion" / "misplaced.safetensors")  # a LoRA in the checkpoints folder
+    [misplaced] = find_entries("misplaced", "checkpoint")
+    assert misplaced.modes == [] and misplaced.details["looks_like"] == "lora"
+    assert "its header says LoRA" in _cli("list", "--kind", "checkpoint")[1]
 
     code, out = _cli("remove", "inkpen")
     assert code == 2 and "never deletes" in out and "sources remove" in out

@@ -150,7 +150,7 @@ def _file_entry(asset: Asset, default: bool) -> CatalogEntry:
         variant=info.variant if info else None, bytes=asset.path.stat().st_size, source=asset.source,
         layout=_layout_of(asset.source), path=asset.path, details=details, default=default)
     if asset.kind == "checkpoint":
-        entry.modes = list(CHECKPOINT_MODES)
+        entry.modes = [] if "looks_like" in details else list(CHECKPOINT_MODES)  # a LoRA in the wrong folder can do nothing
         entry.languages = ["en"]  # CLIP-conditioned single files read English
         entry.native_size = _NATIVE_SIZES.get((entry.family or "", entry.variant == "v"))
     return entry
