@@ -7,8 +7,13 @@ import json
 import pytest
 
 from bildwerk.models import assets
-from bildwerk.models.assets import AssetNotFoundError, add_source, find_asset, list_assets, remove_source
-
+from bildwerk.models.assets import (
+    AssetNotFoundError,
+    add_source,
+    find_asset,
+    list_assets,
+    remove_source,
+)
 
 
 def _safetensors(path):
