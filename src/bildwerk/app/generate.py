@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bildwerk.core.errors import InvalidRequestError
 from bildwerk.core.refs import LOCAL
 from bildwerk.core.spec import JobSpec
 from bildwerk.engines.base import (
@@ -85,11 +86,24 @@ class Generator:
         error the caller should get at submission; returns the resolved model reference (pass
         it on as ``source``)."""
         source = self.check_model(spec.request.model)
+        if spec.request.controls:
+            self._check_controls(spec, source)
         engine_check = getattr(self.router.engine_for(spec.request.model), "check", None)
         if engine_check is not None:
             engine_check(spec.request)
         (self.pipeline or PromptPipeline()).check(spec.request.prompt, spec.options)
         return source
+
+    @staticmethod
+    def _check_controls(spec: JobSpec, source: Any) -> None:
+        """ControlNets exist, are safetensors and fit the model's family: at submission."""
+        from bildwerk.models.controlnet import check_controls
+
+        if spec.engine_kind != LOCAL:
+            raise InvalidRequestError("ControlNet needs a local model; remote engines (openai:) take no control "
+                                      "images")
+        path = source.path if isinstance(source, ModelSource) else None
+        check_controls([u.model for u in spec.request.controls], path)
 
     def advise(self, spec: JobSpec, source: Any = None) -> JobSpec:
         """The spec with the use case's warnings in its request (``request.warnings``): the

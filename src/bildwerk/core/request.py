@@ -39,6 +39,7 @@ from bildwerk.core.bounds import (  # noqa: F401  (re-exported: the request's bo
     MIN_SIDE,
     SIDE_MULTIPLE,
 )
+from bildwerk.core.control import MAX_CONTROL_UNITS, ControlUnit
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.core.hashing import image_sha256
 from bildwerk.core.prompt import PromptRecord
@@ -110,6 +111,9 @@ class GenerationRequest(BaseModel):
         description="Inpaint a crop around the mask at the model's working size, then paste back.",
     )
     only_masked_padding: int = Field(default=32, ge=0, le=MAX_MASK_PADDING)
+
+    # ControlNet units (core/control.py): each a network by name and its control picture.
+    controls: list[ControlUnit] = Field(default_factory=list, max_length=MAX_CONTROL_UNITS)
 
     # How the user's words became ``prompt`` (translation, styles, ...), when the prompt
     # pipeline ran; kept with the request so every result can say so.
@@ -196,9 +200,11 @@ class GenerationRequest(BaseModel):
         return self.model_dump(mode="json")
 
     def fields(self) -> dict[str, Any]:
-        """The fields a request is built from again (``build_request(**fields, image=, mask=)``):
-        JSON-safe, without the images and their hashes. Kept in the job store."""
-        return self.model_dump(mode="json", exclude={"image_sha256", "mask_sha256"})
+        """The fields a request is built from again (``build_request(**fields, image=, mask=)``,
+        each control unit given its ``image`` back): JSON-safe, without the images and their
+        hashes. Kept in the job store."""
+        return self.model_dump(mode="json", exclude={"image_sha256": True, "mask_sha256": True,
+                                                     "controls": {"__all__": {"image_sha256"}}})
 
 
 def build_request(**fields: Any) -> GenerationRequest:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from bildwerk.core.control import control_role
 from bildwerk.core.prompt import PromptOptions
 from bildwerk.core.refs import reference_kind
 from bildwerk.core.request import GenerationRequest, build_request
@@ -56,8 +57,22 @@ class JobSpec(BaseModel):
         return {"request": self.request.fields(),
                 "options": self.options.model_dump(mode="json", exclude_unset=True)}
 
+    def inputs(self) -> dict[str, Image.Image]:
+        """The pictures the job store keeps apart, by role: image, mask, control0, ..."""
+        req = self.request
+        out = {role: im for role, im in (("image", req.image), ("mask", req.mask)) if im is not None}
+        out.update({control_role(i): u.image for i, u in enumerate(req.controls) if u.image is not None})
+        return out
+
     @classmethod
     def from_stored(cls, request: dict[str, Any], options: dict[str, Any] | None, *, origin: Origin,
-                    image: Image.Image | None = None, mask: Image.Image | None = None) -> JobSpec:
-        req = build_request(**{k: v for k, v in request.items() if v is not None}, image=image, mask=mask)
+                    image: Image.Image | None = None, mask: Image.Image | None = None,
+                    **controls: Image.Image) -> JobSpec:
+        """The spec again from ``stored()`` and its pictures by role (``inputs()``); each control
+        unit gets its ``control<i>`` picture back."""
+        fields = {k: v for k, v in request.items() if v is not None}
+        units = fields.get("controls") or []
+        if units:
+            fields["controls"] = [{**u, "image": controls.get(control_role(i))} for i, u in enumerate(units)]
+        req = build_request(**fields, image=image, mask=mask)
         return cls(request=req, options=PromptOptions(**(options or {})), origin=origin)

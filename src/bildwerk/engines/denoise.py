@@ -18,6 +18,7 @@ import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from bildwerk.engines.conditioning import Conditioning
+from bildwerk.engines.control import ControlSlot, control_residuals
 from bildwerk.engines.schedulers import step_accepts_generator
 
 
@@ -27,6 +28,11 @@ class UNetInputs:
     timestep: torch.Tensor  # (b,) one timestep per sample
     encoder_hidden_states: torch.Tensor
     added_cond_kwargs: dict[str, torch.Tensor] | None = None
+    # ControlNet (engines/control.py): per unit, the networks (equal across a call: batch_key),
+    # the control maps and the conditioning scale per row (0 outside the unit's window).
+    control_nets: tuple[Any, ...] = ()
+    control_cond: list[torch.Tensor] = field(default_factory=list)
+    control_scale: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass
@@ -43,6 +49,7 @@ class DenoiseState:
     image_latents: torch.Tensor | None = None
     noise: torch.Tensor | None = None
     unet_in_channels: int = 4
+    controls: list[ControlSlot] = field(default_factory=list)
     index: int = 0
     # The scheduler's estimate of the clean latents after the last step, where it gives one
     # (DDIM, Euler, ...): what a progress preview shows. None before the first step.
@@ -85,7 +92,14 @@ class DenoiseState:
             else:
                 added = c.added
         tvec = t.reshape(1).expand(lat.shape[0]).to(lat.device)
-        return UNetInputs(lat, tvec, ehs, added)
+        rows = lat.shape[0]
+        return UNetInputs(
+            lat, tvec, ehs, added,
+            control_nets=tuple(s.net for s in self.controls),
+            control_cond=[s.cond.expand(rows, -1, -1, -1) for s in self.controls],
+            control_scale=[torch.full((rows,), s.scale_at(self.index, self.total), device=lat.device)
+                           for s in self.controls],
+        )
 
     def advance(self, noise_pred: torch.Tensor) -> None:
         t = self.timesteps[self.index]
@@ -122,12 +136,19 @@ def run_unet(unet: torch.nn.Module, batch: list[UNetInputs]) -> list[torch.Tenso
     added = batch[0].added_cond_kwargs
     if added is not None and len(batch) > 1:
         added = {k: torch.cat([b.added_cond_kwargs[k] for b in batch]) for k in added}  # type: ignore[index]
+    nets = batch[0].control_nets
+    conds = [torch.cat([b.control_cond[k] for b in batch]) for k in range(len(nets))]
+    scales = [torch.cat([b.control_scale[k] for b in batch]) for k in range(len(nets))]
     pad = sample.shape[0] == 1
     if pad:
         sample, timestep, ehs = sample.repeat(2, 1, 1, 1), timestep.repeat(2), ehs.repeat(2, 1, 1)
         if added is not None:
             added = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in added.items()}
-    out = unet(sample, timestep, encoder_hidden_states=ehs, added_cond_kwargs=added, return_dict=False)[0]
+        conds = [c.repeat(2, 1, 1, 1) for c in conds]
+        scales = [s.repeat(2) for s in scales]
+    extra = control_residuals(list(nets), conds, scales, sample, timestep, ehs, added) if nets else {}
+    out = unet(sample, timestep, encoder_hidden_states=ehs, added_cond_kwargs=added, return_dict=False,
+               **extra)[0]
     if pad:
         out = out[:1]
     return list(out.split(sizes))

@@ -28,10 +28,12 @@ from bildwerk.engines.base import (
     run_alone,
 )
 from bildwerk.engines.conditioning import encode_prompts
+from bildwerk.engines.control import ControlSlot, controlnet_for
 from bildwerk.engines.denoise import DenoiseState, run_unet
 from bildwerk.engines.invariance import make_batch_invariant
 from bildwerk.engines.schedulers import make_scheduler, scheduler_label
 from bildwerk.engines.sizing import work_size
+from bildwerk.images.control import control_map, to_control_tensor
 from bildwerk.images.crop import CropBox, composite_full, crop_for_inpaint, paste_back
 from bildwerk.images.io import to_rgb
 from bildwerk.images.masks import feather_mask, mask_is_empty, normalize_mask
@@ -85,7 +87,9 @@ class LocalJob:
         assert st is not None
         c = st.conditioning
         added = tuple(sorted((k, tuple(v.shape[1:])) for k, v in (c.added or {}).items()))
-        return (id(self.model.unet), tuple(st.latents.shape[1:]), tuple(c.cond.shape[1:]), added)
+        # ControlNets too: rows of one call go through the same networks, in the same order.
+        controls = tuple(id(slot.net) for slot in st.controls)
+        return (id(self.model.unet), tuple(st.latents.shape[1:]), tuple(c.cond.shape[1:]), added, controls)
 
     @property
     def rows(self) -> int:
@@ -139,6 +143,7 @@ class DiffusersEngine:
         if work.mask is not None and mask_is_empty(work.mask):
             return job  # nothing to repaint: finish() returns the input untouched
         job.state = self._initial_state(request, model, work, seeds)
+        job.state.controls = self._controls(request, model, work)
         timings["prepare"] = time.perf_counter() - t0 - timings["load"]
         timings["denoise"] = 0.0
         return job
@@ -184,8 +189,10 @@ class DiffusersEngine:
         job.timings["decode"] = time.perf_counter() - t2
         job.timings["total"] = time.perf_counter() - job.t0
         job.emit(ProgressEvent("done", 1, 1, job.timings["total"]))
+        notes = [f"ControlNet {s.name}: {s.unit.preprocessor}, scale {s.unit.scale:g}, "
+                 f"steps {s.unit.start:g}-{s.unit.end:g}" for s in job.state.controls]
         return self._result(job.request, model, images, job.seeds, work, job.timings,
-                            scheduler_label(job.state.scheduler), [])
+                            scheduler_label(job.state.scheduler), notes)
 
     # -- preparation ------------------------------------------------------------------------
     def _prepare(self, req: GenerationRequest, model: LoadedModel) -> _Work:
@@ -214,6 +221,20 @@ class DiffusersEngine:
         image = original.resize((w, h), Image.LANCZOS) if original.size != (w, h) else original
         work_mask = mask.resize((w, h), Image.NEAREST) if mask.size != (w, h) else mask
         return _Work(w, h, image=image, mask=work_mask, original=original, alpha=alpha)
+
+    @staticmethod
+    def _controls(req: GenerationRequest, model: LoadedModel, work: _Work) -> list[ControlSlot]:
+        """Each ControlNet unit's network (kept) and control map at the working size; with only
+        the masked region inpainted, the map is cut with the same box as the picture."""
+        slots = []
+        for unit in req.controls:
+            net, name = controlnet_for(model, unit.model)
+            crop = work.box.as_tuple() if work.box is not None else None
+            frame = work.original.size if work.original is not None else None
+            cmap = control_map(unit, (work.width, work.height), crop=crop, frame=frame)
+            cond = to_control_tensor(cmap).to(device=model.device, dtype=model.dtype)
+            slots.append(ControlSlot(net=net, cond=cond, unit=unit, name=name))
+        return slots
 
     @torch.inference_mode()
     def _encode_image(self, model: LoadedModel, image: Image.Image | torch.Tensor) -> torch.Tensor:

@@ -308,8 +308,7 @@ class JobService:
         except BildwerkError:
             self.metrics.rejected.labels("invalid").inc()
             raise
-        req = spec.request
-        inputs = {role: encode_png(im) for role, im in (("image", req.image), ("mask", req.mask)) if im is not None}
+        inputs = {role: encode_png(im) for role, im in spec.inputs().items()}
         stored = spec.stored()
         try:
             row = self.store.create_job(request=stored["request"], api=api, engine=spec.engine_kind,

@@ -12,12 +12,12 @@ from typing import Any
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.jobs.sqlite.blobs import Blobs
 from bildwerk.jobs.sqlite.errors import ExportError
-from bildwerk.jobs.sqlite.rows import JOB_COLUMNS, JobRow, chunks
+from bildwerk.jobs.sqlite.rows import INPUT_ROLES, JOB_COLUMNS, JobRow, chunks
 from bildwerk.jobs.sqlite.search import MAX_JOB_IDS, Search
 
 _LANG_RE = re.compile(r"[a-z]{2,3}")
 # A job's inputs by role (job_inputs) and the metadata.csv column that names each one's file.
-_INPUT_COLUMNS = {"image": "input_image", "mask": "input_mask"}
+_INPUT_COLUMNS = {role: f"input_{role}" for role in INPUT_ROLES}
 _FILTERS = frozenset({"text", "model", "api", "mode", "since", "until", "pool_id"})
 
 
@@ -30,7 +30,8 @@ class Export(Search, Blobs):
         ``images/<job>_<idx>.png`` plus ``metadata.csv`` (file_name, text, seed, model,
         job_id, and text_<lang> with the user's original words for non-English prompts).
         A job's input picture and mask, when it had them, are ``inputs/<job>_image.png`` and
-        ``inputs/<job>_mask.png``, named in each of its rows' ``input_image`` / ``input_mask``
+        ``inputs/<job>_mask.png`` (ControlNet pictures ``inputs/<job>_control0.png``...), named in
+        each of its rows' ``input_image`` / ``input_mask`` / ``input_control0``...
         (outside images/ and not file_name: they are what the visitor gave, not captions'
         pictures, so training does not take them).
         ``job_ids`` selects jobs (unknown ids raise JobNotFoundError; ones not succeeded

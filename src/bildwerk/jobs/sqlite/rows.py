@@ -10,12 +10,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bildwerk.core.control import MAX_CONTROL_UNITS, control_role
+
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 APIS = ("native", "a1111", "openai", "museum", "pool")
 ENGINES = ("local", "openai")
-INPUT_ROLES = ("image", "mask")
+# The request's picture and mask, and each ControlNet unit's control picture (core/control.py).
+INPUT_ROLES = ("image", "mask") + tuple(control_role(i) for i in range(MAX_CONTROL_UNITS))
 
 JOB_COLUMNS = (
     "id, created_at, started_at, finished_at, status, api, engine, model, mode, prompt, "
