@@ -32,6 +32,19 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_controlnets(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random ControlNets: for the tiny SD models as a folder and as one file, for SDXL."""
+    from bildwerk.models.tiny_controlnet import save_tiny_controlnet
+
+    root = tmp_path_factory.mktemp("tiny-controlnets")
+    return {
+        "cn-sd": save_tiny_controlnet(root / "cn-sd", "sd"),
+        "cn-sd-file.safetensors": save_tiny_controlnet(root / "cn-sd-file.safetensors", "sd", layout="file"),
+        "cn-sdxl": save_tiny_controlnet(root / "cn-sdxl", "sdxl"),
+    }
+
+
+@pytest.fixture(scope="session")
 def engine():
     from bildwerk.engines.diffusers_engine import DiffusersEngine
     from bildwerk.models.loader import ModelManager

@@ -18,18 +18,6 @@ from bildwerk.models.assets import AssetNotFoundError
 OFF = PromptOptions(wildcards=False, translate="off")
 
 
-@pytest.fixture(scope="session")
-def tiny_controlnets(tmp_path_factory):
-    from bildwerk.models.tiny_controlnet import save_tiny_controlnet
-
-    root = tmp_path_factory.mktemp("tiny-controlnets")
-    return {
-        "cn-sd": save_tiny_controlnet(root / "cn-sd", "sd"),
-        "cn-sd-file.safetensors": save_tiny_controlnet(root / "cn-sd-file.safetensors", "sd", layout="file"),
-        "cn-sdxl": save_tiny_controlnet(root / "cn-sdxl", "sdxl"),
-    }
-
-
 @pytest.fixture(autouse=True)
 def _controlnets_at_home(tiny_controlnets, tmp_path):
     home = tmp_path / "bildwerk-home" / "controlnet"

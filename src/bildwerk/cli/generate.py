@@ -156,6 +156,29 @@ def _save(result, out: Path, overwrite: bool) -> list[Path]:
     return paths
 
 
+ControlOpt = Annotated[str | None, typer.Option(
+    "--control", help="A ControlNet by name (`bildwerk models list --kind controlnet`); needs --control-image.")]
+ControlImageOpt = Annotated[Path | None, typer.Option("--control-image", help="The ControlNet's control picture.")]
+ControlPrepOpt = Annotated[str, typer.Option(
+    "--control-preprocessor", help="none (a ready control map), canny, scribble or lineart.")]
+ControlScaleOpt = Annotated[float, typer.Option("--control-scale", help="ControlNet conditioning scale (0-2).")]
+ControlStartOpt = Annotated[float, typer.Option("--control-start", help="Fraction of the steps where it starts.")]
+ControlEndOpt = Annotated[float, typer.Option("--control-end", help="Fraction of the steps where it stops.")]
+
+
+def _controls(control: str | None, image: Path | None, preprocessor: str, scale: float, start: float,
+              end: float) -> list[dict] | None:
+    """The one ControlNet unit the CLI takes, as request fields (None without --control)."""
+    if control is None:
+        if image is not None:
+            _fail(BildwerkError("--control-image needs --control NAME (the ControlNet to use)"))
+        return None
+    if image is None:
+        _fail(BildwerkError("--control needs --control-image FILE (the control picture)"))
+    return [dict(model=control, image=_load(image, "control image"), preprocessor=preprocessor, scale=scale,
+                 start=start, end=end)]
+
+
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="What the image should show, in any language.")],
@@ -182,6 +205,12 @@ def generate(
     order: OrderOpt = "translate-first",
     llm: LlmOpt = None,
     strict: StrictOpt = False,
+    control: ControlOpt = None,
+    control_image: ControlImageOpt = None,
+    control_preprocessor: ControlPrepOpt = "none",
+    control_scale: ControlScaleOpt = 1.0,
+    control_start: ControlStartOpt = 0.0,
+    control_end: ControlEndOpt = 1.0,
 ) -> None:
     """Text to image."""
     opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, None, strict,
@@ -189,7 +218,7 @@ def generate(
     _run(
         dict(mode="text-to-image", prompt=prompt, negative_prompt=negative, model=model, seed=seed,
              steps=steps, guidance=guidance, width=width, height=height, num_images=num_images,
-             scheduler=scheduler),
+             scheduler=scheduler, controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end),),
         out, device, dtype, opts, overwrite,
     )
 
@@ -223,6 +252,12 @@ def vary(
     llm: LlmOpt = None,
     describe: DescribeOpt = None,
     strict: StrictOpt = False,
+    control: ControlOpt = None,
+    control_image: ControlImageOpt = None,
+    control_preprocessor: ControlPrepOpt = "none",
+    control_scale: ControlScaleOpt = 1.0,
+    control_start: ControlStartOpt = 0.0,
+    control_end: ControlEndOpt = 1.0,
 ) -> None:
     """Image to image: variations of IMAGE guided by PROMPT (an edit such as "as a watercolor")."""
     img = _load(image, "image")
@@ -231,7 +266,7 @@ def vary(
     _run(
         dict(mode="image-to-image", image=img, prompt=prompt, negative_prompt=negative, strength=strength,
              model=model, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
-             num_images=num_images, scheduler=scheduler),
+             num_images=num_images, scheduler=scheduler, controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end),),
         out, device, dtype, opts, overwrite,
     )
 
@@ -270,6 +305,12 @@ def inpaint(
     llm: LlmOpt = None,
     describe: DescribeOpt = None,
     strict: StrictOpt = False,
+    control: ControlOpt = None,
+    control_image: ControlImageOpt = None,
+    control_preprocessor: ControlPrepOpt = "none",
+    control_scale: ControlScaleOpt = 1.0,
+    control_start: ControlStartOpt = 0.0,
+    control_end: ControlEndOpt = 1.0,
 ) -> None:
     """Inpaint: repaint the masked part of IMAGE; every pixel outside the mask stays as it was."""
     img = _load(image, "image")
@@ -280,7 +321,7 @@ def inpaint(
              model=model, seed=seed, steps=steps, guidance=guidance, mask_blur=mask_blur,
              invert_mask=invert_mask, mask_source=mask_source, only_masked=only_masked,
              only_masked_padding=padding, width=width, height=height, num_images=num_images,
-             scheduler=scheduler),
+             scheduler=scheduler, controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end),),
         out, device, dtype, opts, overwrite,
     )
 

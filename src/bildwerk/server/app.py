@@ -109,6 +109,7 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
                        max_age=600)
 
     from bildwerk.server import (
+        a1111_controlnet,
         openapi,
         routes_a1111,
         routes_a1111_models,
@@ -123,7 +124,7 @@ def create_app(settings: ServerSettings | None = None, service: Any | None = Non
     )
 
     for module in (routes_ops, routes_session, routes_models, routes_native, routes_pools, routes_a1111,
-                   routes_a1111_models, routes_openai, routes_museum):
+                   routes_a1111_models, a1111_controlnet, routes_openai, routes_museum):
         app.include_router(module.router)
     routes_web.install(app)  # the web interface at /, the API docs at /docs, from package files
     openapi.install(app)  # the document says what the routes really answer

@@ -127,3 +127,12 @@ def job_view(request: Request, row: Any, progress: dict | None = None, *, full: 
                     inputs={role: {"sha256": sha, "url": f"{base}/api/v1/images/{sha}"}
                             for role, sha in row.inputs.items()})
     return view
+
+
+def control_units(st: AppState, units: list[Any] | None) -> list[dict[str, Any]] | None:
+    """REST control units (``ControlUnitIn``) as request fields, each picture decoded with the
+    server's limits."""
+    if not units:
+        return None
+    return [{**u.model_dump(exclude={"image"}), "image": b64_image(st, u.image, f"controls[{i}].image")}
+            for i, u in enumerate(units)]

@@ -32,6 +32,7 @@ from bildwerk.core.samplers import SAMPLERS, canonical_sampler_name
 from bildwerk.core.spec import JobSpec
 from bildwerk.images.io import base64_image_bytes
 from bildwerk.images.metadata import read_png_metadata
+from bildwerk.server.a1111_controlnet import control_units_from_scripts
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, result_pngs, submit_and_wait
 from bildwerk.server.routes_a1111_models import checkpoint_from_title
@@ -66,6 +67,9 @@ class _A1111Base(StrictBody):
     sampler_index: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     scheduler: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     override_settings: A1111Options = Field(default_factory=A1111Options)
+    alwayson_scripts: dict[str, Any] = Field(
+        default_factory=dict, description="Extensions' arguments; bildwerk reads sd-webui-controlnet's "
+        "(controlnet.args: units with module, model, weight, image, guidance_start/end, threshold_a/b).")
 
 
 class Txt2ImgIn(_A1111Base):
@@ -138,8 +142,11 @@ def _answer(st, body: _A1111Base, row) -> dict:
 async def txt2img(body: Txt2ImgIn, request: Request, response: Response) -> dict:
     st = state(request)
     fields, options = _fields(st, body)
-    row = await submit_and_wait(
-        st, lambda: JobSpec.build(origin="a1111", options=options, mode="text-to-image", **fields), api="a1111", response=response)
+    def spec() -> JobSpec:
+        return JobSpec.build(origin="a1111", options=options, mode="text-to-image",
+                             controls=control_units_from_scripts(st, body.alwayson_scripts), **fields)
+
+    row = await submit_and_wait(st, spec, api="a1111", response=response)
     return await asyncio.to_thread(_answer, st, body, row)
 
 
@@ -159,7 +166,9 @@ async def img2img(body: Img2ImgIn, request: Request, response: Response) -> dict
 
     def spec() -> JobSpec:
         return JobSpec.build(origin="a1111", options=options, image=b64_image(st, body.init_images[0], "init image"),
-                             mask=b64_image(st, body.mask, "mask"), **fields)
+                             mask=b64_image(st, body.mask, "mask"),
+                             controls=control_units_from_scripts(st, body.alwayson_scripts, body.init_images[0]),
+                             **fields)
 
     row = await submit_and_wait(st, spec, api="a1111", response=response)
     return await asyncio.to_thread(_answer, st, body, row)

@@ -28,7 +28,14 @@ from bildwerk.jobs.store import (
     JobNotFoundError,
 )
 from bildwerk.server.app import state
-from bildwerk.server.common import b64_image, decode_upload, job_error, job_view, upload_bytes
+from bildwerk.server.common import (
+    b64_image,
+    control_units,
+    decode_upload,
+    job_error,
+    job_view,
+    upload_bytes,
+)
 from bildwerk.server.errors import JOB_HEADER, error_response
 from bildwerk.server.schemas import JobIn, PromptPreviewIn, no_json_constant, request_fields
 
@@ -43,7 +50,8 @@ def create_job(body: JobIn, request: Request) -> JSONResponse:  # type: ignore[v
     fields = request_fields(body)
     fields.setdefault("model", st.settings.model)
     spec = JobSpec.build(origin="native", options=body.prompt_options, image=b64_image(st, body.image, "image"),
-                         mask=b64_image(st, body.mask, "mask"), **fields)
+                         mask=b64_image(st, body.mask, "mask"), controls=control_units(st, body.controls),
+                         **fields)
     return _accepted(request, st.service.submit(spec, api="native"))
 
 
@@ -77,7 +85,8 @@ async def create_job_upload(
         values.setdefault("model", st.settings.model)
         spec = JobSpec.build(origin="native", options=body.prompt_options,
                              image=decode_upload(st, image_data, "image"),
-                             mask=decode_upload(st, mask_data, "mask"), **values)
+                             mask=decode_upload(st, mask_data, "mask"),
+                             controls=control_units(st, body.controls), **values)  # base64 in the JSON
         return st.service.submit(spec, api="native")
 
     return _accepted(request, await asyncio.to_thread(submit))

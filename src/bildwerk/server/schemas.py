@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, model_validator
 
+from bildwerk.core.control import MAX_CONTROL_UNITS, ControlUnit
 from bildwerk.core.prompt import PromptOptions
 from bildwerk.core.request import GenerationRequest
 from bildwerk.core.text import text_problem
@@ -68,7 +69,31 @@ class PromptOptionsIn(PromptOptions):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-_NOT_FROM_CLIENTS = {"image", "mask", "prompt_record", "origin_inputs", "warnings"}
+_NOT_FROM_CLIENTS = {"image", "mask", "prompt_record", "origin_inputs", "warnings", "controls"}
+
+
+def _control_unit_fields() -> dict[str, Any]:
+    """A control unit's fields as the request has them (bounds included), but its picture."""
+    fields: dict[str, Any] = {}
+    for name, info in ControlUnit.model_fields.items():
+        if name == "image":
+            continue
+        base = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation  # type: ignore[valid-type]
+        fields[name] = (base, Field(default=info.default if not info.is_required() else ...,
+                                    description=info.description))
+    return fields
+
+
+class _ControlUnitBase(StrictBody):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    image: str = Field(description="The control picture: base64 or a data: URL (a photo for canny and "
+                                   "lineart, a drawing for scribble, a ready control map for none).")
+
+
+ControlUnitIn = create_model(  # type: ignore[call-overload]
+    "ControlUnitIn", __base__=_ControlUnitBase, __doc__="One ControlNet: its name, control picture and strength.",
+    **_control_unit_fields())
 
 
 def _optional_request_fields() -> dict[str, Any]:
@@ -90,6 +115,8 @@ class _JobBase(StrictBody):
 
     image: str | None = Field(default=None, description="Input image: base64 or a data: URL.")
     mask: str | None = Field(default=None, description="Inpainting mask: white = change, or alpha 0 = change.")
+    controls: list[ControlUnitIn] | None = Field(  # type: ignore[valid-type]
+        default=None, max_length=MAX_CONTROL_UNITS, description="ControlNet units (docs/models.md).")
     prompt_options: PromptOptionsIn | None = None
 
 
@@ -123,7 +150,7 @@ def sent_fields(body: BaseModel, *names: str) -> dict[str, Any]:
 
 def request_fields(body: BaseModel) -> dict[str, Any]:
     """The request fields a client set (images and prompt options apart)."""
-    return body.model_dump(exclude={"image", "mask", "prompt_options"}, exclude_none=True)
+    return body.model_dump(exclude={"image", "mask", "prompt_options", "controls"}, exclude_none=True)
 
 
 # -- image pools ------------------------------------------------------------------------------
