@@ -33,14 +33,19 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_controlnets(tmp_path_factory) -> dict[str, Path]:
-    """Tiny random ControlNets: for the tiny SD models as a folder and as one file, for SDXL."""
+    """Tiny random ControlNets for the tiny SD and SDXL models: diffusers folders and single files
+    in diffusers' and in the original (A1111) layout."""
     from bildwerk.models.tiny_controlnet import save_tiny_controlnet
 
     root = tmp_path_factory.mktemp("tiny-controlnets")
     return {
         "cn-sd": save_tiny_controlnet(root / "cn-sd", "sd"),
         "cn-sd-file.safetensors": save_tiny_controlnet(root / "cn-sd-file.safetensors", "sd", layout="file"),
+        "cn-sd-original.safetensors": save_tiny_controlnet(root / "cn-sd-original.safetensors", "sd",
+                                                           layout="original"),
         "cn-sdxl": save_tiny_controlnet(root / "cn-sdxl", "sdxl"),
+        "cn-sdxl-original.safetensors": save_tiny_controlnet(root / "cn-sdxl-original.safetensors", "sdxl",
+                                                             layout="original"),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
@@ -11,6 +12,7 @@ from bildwerk.images.metadata import read_png_metadata
 runner = CliRunner()
 
 
+@pytest.mark.extended  # a model load of its own: the server and engine tests cover the rest
 def test_generate_with_a_controlnet(tiny_models, tiny_controlnets, tmp_path):
     home = tmp_path / "bildwerk-home" / "controlnet"
     home.mkdir(parents=True)

@@ -69,15 +69,20 @@ def test_controlnet_changes_the_picture_scale_zero_is_none_and_the_window_matter
     assert any(n.startswith("ControlNet cn-sd: canny") for n in rec["notes"])
 
 
-def test_single_file_loads_offline_like_its_folder(generator, tiny_models):
-    sd = tiny_models["sd"]
-    folder = _px(_run(generator, sd, controls=[_unit("cn-sd")])).astype(int)
-    single = _px(_run(generator, sd, controls=[_unit("cn-sd-file")])).astype(int)
-    # The same weights (the single-file loader's tensors take other kernel paths: rounding apart).
-    assert np.abs(single - folder).mean() < 1.0
-    assert not np.array_equal(single, _px(_run(generator, sd)))
+@pytest.mark.extended  # make test keeps the core ControlNet checks; these add ~10 s each
+def test_single_files_in_both_layouts_load_offline_like_their_folder(generator, tiny_models):
+    for model, folder_name, files in ((tiny_models["sd"], "cn-sd", ("cn-sd-file", "cn-sd-original")),
+                                      (tiny_models["sdxl"], "cn-sdxl", ("cn-sdxl-original",))):
+        folder = _px(_run(generator, model, controls=[_unit(folder_name)])).astype(int)
+        singles = [_px(_run(generator, model, controls=[_unit(name)])).astype(int) for name in files]
+        # The same weights under diffusers' names and the original ones: the same picture; and
+        # the folder's (diffusers' folder loader keeps its tensors otherwise: rounding apart).
+        assert all(np.array_equal(a, singles[0]) for a in singles)
+        assert np.abs(singles[0] - folder).mean() < 1.0
+        assert not np.array_equal(singles[0], _px(_run(generator, model)))
 
 
+@pytest.mark.extended  # make test keeps the core ControlNet checks; these add ~10 s each
 def test_image_to_image_and_inpaint_take_controlnets(generator, tiny_models):
     pic = _edges_picture()
     mask = Image.new("L", (64, 64), 0)
@@ -90,6 +95,7 @@ def test_image_to_image_and_inpaint_take_controlnets(generator, tiny_models):
         assert not np.array_equal(steered, plain), mode
 
 
+@pytest.mark.extended  # make test keeps the core ControlNet checks; these add ~10 s each
 def test_sdxl_controlnet_and_two_units(generator, tiny_models):
     xl = tiny_models["sdxl"]
     plain = _px(_run(generator, xl))
@@ -121,8 +127,9 @@ def test_bad_controlnets_are_clear_errors(generator, tiny_models, tmp_path):
     sd = str(tiny_models["sd"])
     with pytest.raises(AssetNotFoundError, match="no ControlNet named 'nope'"):
         generator.check(JobSpec.build(model=sd, options=OFF, prompt="x", controls=[_unit("nope")]))
-    with pytest.raises(UnsupportedModelError, match="ControlNet 'cn-sdxl' is for SDXL"):
-        generator.check(JobSpec.build(model=sd, options=OFF, prompt="x", controls=[_unit("cn-sdxl")]))
+    for name in ("cn-sdxl", "cn-sdxl-original"):
+        with pytest.raises(UnsupportedModelError, match=f"ControlNet '{name}' is for SDXL"):
+            generator.check(JobSpec.build(model=sd, options=OFF, prompt="x", controls=[_unit(name)]))
     folder = tmp_path / "bildwerk-home" / "controlnet"
     (folder / "pickled.safetensors").write_bytes(b"\x80\x04\x95" + b"\0" * 64)
     with pytest.raises(UnsafeModelError, match="safetensors only"):

@@ -3,8 +3,8 @@
 A ControlNet is an asset (models/assets.py): a diffusers ``ControlNetModel`` folder, or one
 ``.safetensors`` file in the original ``control_model.`` layout (A1111's models/ControlNet) or
 in diffusers' layout. A single file has no config; its architecture is the base model's UNet
-encoder, so the config is derived from the loaded UNet and handed to diffusers' single-file
-loader: nothing is fetched, it works offline. Before any weights are read, the file's tensor
+encoder, so the config is derived from the loaded UNet and the weights are renamed by diffusers'
+single-file conversion: nothing is fetched, it works offline. Before any weights are read, the file's tensor
 shapes are compared with the base model (text width, SDXL's added embeddings, channel widths),
 so an SDXL ControlNet on an SD 1.5 model is one clear error, not a shape trace.
 The engine keeps loaded networks (engines/control.py).
@@ -13,7 +13,6 @@ The engine keeps loaded networks (engines/control.py).
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,19 +132,42 @@ def check_fits(asset: Asset, base_unet_config: Any) -> None:
             f"has {want.first_width}; it was made for another architecture")
 
 
+def _single_file_state(path: Path, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A single file's weights under diffusers' names. diffusers' own conversion does the
+    original layout (and leaves diffusers' as it is); it skips SDXL's added embedding
+    (``label_emb``), which its own name table maps, so that is added here."""
+    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING, convert_controlnet_checkpoint
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    converted = convert_controlnet_checkpoint(state, cfg)
+    if converted is not state:  # it was in the original layout
+        plain = {k.removeprefix("control_model."): v for k, v in state.items()}
+        for table in ("addition_embed_type", "class_embed_type"):
+            for ours, theirs in DIFFUSERS_TO_LDM_MAPPING["controlnet"][table].items():
+                if cfg.get(table) and theirs in plain:
+                    converted[ours] = plain[theirs]
+    return {k: v for k, v in converted.items() if v is not None}
+
+
 def _load(asset: Asset, base_unet_config: Any, vae_scale: int, device: torch.device, dtype: torch.dtype):
     from diffusers import ControlNetModel
 
     if asset.path.is_dir():
         net = ControlNetModel.from_pretrained(str(asset.path), torch_dtype=dtype, use_safetensors=True)
-    else:
-        # The config the file lacks, from the base UNet: diffusers' single-file loader converts
-        # the original layout (or takes diffusers' as it is) without looking anything up online.
-        with tempfile.TemporaryDirectory(prefix="bildwerk-cn-") as tmp:
-            (Path(tmp) / "config.json").write_text(json.dumps(controlnet_config_from_unet(base_unet_config, vae_scale=vae_scale)))
-            net = ControlNetModel.from_single_file(str(asset.path), config=tmp, torch_dtype=dtype,
-                                                   local_files_only=True)
-    return net.to(device).eval().requires_grad_(False)
+        return net.to(device).eval().requires_grad_(False)
+    # The config the file lacks, from the base UNet: nothing is looked up online. Loaded
+    # strictly, so a file of another architecture is named, not half loaded.
+    cfg = controlnet_config_from_unet(base_unet_config, vae_scale=vae_scale)
+    state = _single_file_state(asset.path, cfg)
+    net = ControlNetModel.from_config({k: v for k, v in cfg.items() if k != "_class_name"})
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        example = (missing or unexpected)[0]
+        raise UnsupportedModelError(
+            f"ControlNet {asset.name!r} does not fit this model's architecture ({len(missing)} weights missing, "
+            f"{len(unexpected)} unknown, e.g. {example}); use a full ControlNet made for this model's family")
+    return net.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def load_controlnet(asset: Asset, base_unet_config: Any, vae_scale: int, device: torch.device,
@@ -155,7 +177,9 @@ def load_controlnet(asset: Asset, base_unet_config: Any, vae_scale: int, device:
     check_fits(asset, base_unet_config)
     try:
         return _load(asset, base_unet_config, vae_scale, device, dtype)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except UnsupportedModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a truncated or damaged file (safetensors' own error type too)
         raise UnsupportedModelError(
             f"could not load ControlNet {asset.name!r}: {str(exc).splitlines()[0][:300]}") from exc
 
