@@ -136,7 +136,10 @@ def _single_file_state(path: Path, cfg: dict[str, Any]) -> dict[str, torch.Tenso
     """A single file's weights under diffusers' names. diffusers' own conversion does the
     original layout (and leaves diffusers' as it is); it skips SDXL's added embedding
     (``label_emb``), which its own name table maps, so that is added here."""
-    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING, convert_controlnet_checkpoint
+    from diffusers.loaders.single_file_utils import (
+        DIFFUSERS_TO_LDM_MAPPING,
+        convert_controlnet_checkpoint,
+    )
     from safetensors.torch import load_file
 
     state = load_file(str(path))
