@@ -136,11 +136,24 @@ def test_bad_controlnets_are_clear_errors(generator, tiny_models, tmp_path):
         generator.check(JobSpec.build(model=sd, options=OFF, prompt="x", controls=[_unit("pickled")]))
     whole = (folder / "cn-sd-file.safetensors").read_bytes()
     (folder / "cut.safetensors").write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(UnsupportedModelError, match="could not"):
-        _run(generator, tiny_models["sd"], controls=[_unit("cut")])
+    with pytest.raises(UnsupportedModelError, match="cut.safetensors is truncated"):
+        generator.check(JobSpec.build(model=sd, options=OFF, prompt="x", controls=[_unit("cut")]))
     with pytest.raises(InvalidRequestError, match="needs a control image"):
         JobSpec.build(model=sd, prompt="x", controls=[{"model": "cn-sd"}])
     with pytest.raises(InvalidRequestError, match="start"):
         JobSpec.build(model=sd, prompt="x", controls=[_unit(start=0.8, end=0.2)])
     with pytest.raises(InvalidRequestError, match="ControlNet needs a local model"):
         generator.check(JobSpec.build(model="openai:gpt-image-1", prompt="x", controls=[_unit()]))
+
+
+def test_a_file_of_another_kind_is_no_controlnet(generator, tiny_models, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "bildwerk-home" / "controlnet"
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 32),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(32, 4)},
+              str(folder / "a-lora.safetensors"))
+    with pytest.raises(UnsupportedModelError, match="a-lora.safetensors is a lora, not a ControlNet"):
+        generator.check(JobSpec.build(model=str(tiny_models["sd"]), options=OFF, prompt="x",
+                                      controls=[_unit("a-lora")]))

@@ -21,6 +21,7 @@ import torch
 
 from bildwerk.core.errors import UnsafeModelError, UnsupportedModelError
 from bildwerk.models.assets import Asset, find_asset
+from bildwerk.models.inspect import inspect_file, read_header
 from bildwerk.models.safety import WEIGHT_SUFFIXES, sniff_weight_format
 
 # UNet config keys a ControlNet shares with the UNet it was made for (diffusers' from_unet).
@@ -70,20 +71,17 @@ def unet_shape(unet_config: Any) -> Shape:
 
 
 def _file_shape(path: Path) -> Shape:
-    """Read the shape from a single file's tensor headers (no weights are loaded)."""
-    from safetensors import safe_open
-
-    context = width = None
-    sdxl = False
-    with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
-            if context is None and key.endswith("attn2.to_k.weight"):
-                context = int(f.get_slice(key).get_shape()[1])
-            if "add_embedding." in key or "label_emb." in key:
-                sdxl = True
-            if width is None and key.removeprefix("control_model.") in ("conv_in.weight", "input_blocks.0.0.weight"):
-                width = int(f.get_slice(key).get_shape()[0])
-    return Shape(context, sdxl, width)
+    """Read the shape from a single file's header (models/inspect.py: pickle, truncated and
+    foreign files are refused there, in one line); no weights are loaded."""
+    info = inspect_file(path)
+    if info.kind != "controlnet":
+        what = f"a {info.kind}" if info.kind else "no model file bildwerk uses"
+        raise UnsupportedModelError(f"{path.name} is {what}, not a ControlNet; put ControlNets in the controlnet folder")
+    shapes = read_header(path).shapes
+    context = next((s[1] for k, s in shapes.items() if k.endswith("attn2.to_k.weight") and len(s) == 2), None)
+    sdxl = any("add_embedding." in k or "label_emb." in k for k in shapes)
+    first = shapes.get("control_model.input_blocks.0.0.weight") or shapes.get("conv_in.weight")
+    return Shape(context, sdxl, first[0] if first else None)
 
 
 def _folder_shape(folder: Path) -> Shape:
@@ -111,14 +109,7 @@ def _check_safe(asset: Asset) -> None:
 
 def check_fits(asset: Asset, base_unet_config: Any) -> None:
     """Raise UnsupportedModelError unless the ControlNet was made for the base model's family."""
-    try:
-        got = _file_shape(asset.path) if asset.path.is_file() else _folder_shape(asset.path)
-    except UnsupportedModelError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: our words
-        raise UnsupportedModelError(
-            f"ControlNet {asset.name!r} could not be read ({type(exc).__name__}); is it a whole safetensors file?"
-        ) from exc
+    got = _file_shape(asset.path) if asset.path.is_file() else _folder_shape(asset.path)
     want = unet_shape(base_unet_config)
     if got.context is None and got.first_width is None:
         raise UnsupportedModelError(f"{asset.name!r} does not look like a ControlNet (no UNet encoder weights)")
