@@ -87,7 +87,7 @@ def quiet_libraries(quiet: bool = True) -> None:
 
 
 # Options shared by every generating command.
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Diffusers folder, registered name or hub id.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Diffusers folder, .safetensors checkpoint, model name or hub id.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", "-s", help="Seed; random (and recorded) when unset.")]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Denoising steps.")]
 GuidanceOpt = Annotated[float | None, typer.Option("--guidance", "-g", help="Text fidelity (CFG scale); the model's recommended value when unset.")]

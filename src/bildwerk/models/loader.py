@@ -1,9 +1,13 @@
 """Resolve a model reference and load it once, safely.
 
 A reference is, in this order: unset (the default model), a local diffusers
-folder, a name under ``$BILDWERK_HOME/models``, or a Hugging Face Hub id. Hub
-ids are fetched with diffusers' own downloader (safetensors only) when the
-machine is online; offline, the error names the model and how to provide it.
+folder or single-file ``.safetensors`` checkpoint, a name under
+``$BILDWERK_HOME/models``, the name of a checkpoint in the models folder or a
+registered A1111/ComfyUI folder (``models/assets.py``), or a Hugging Face Hub
+id. Hub ids are fetched with diffusers' own downloader (safetensors only) when
+the machine is online; offline, the error names the model and how to provide it.
+Single files are loaded in place through diffusers' single-file loading
+(``models/single_file.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any, Literal
 
 import torch
 
-from bildwerk.core.errors import ModelNotFoundError, UnsupportedModelError
+from bildwerk.core.errors import BildwerkError, ModelNotFoundError, UnsupportedModelError
 from bildwerk.core.paths import PACKAGE_DATA, bildwerk_home  # noqa: F401 (re-exported)
 from bildwerk.core.refs import is_remote_model
 from bildwerk.models.devices import apply_threads, choose_device, choose_dtype
@@ -59,6 +63,9 @@ def resolve_model(ref: str | None | ModelSource) -> ModelSource:
         if chosen is not None:
             named = models_dir() / chosen
             if not (named / "model_index.json").is_file():
+                single = _checkpoint_asset(chosen)
+                if single is not None:
+                    return ModelSource("default", single.resolve())
                 raise ModelNotFoundError(
                     f"the default model {chosen!r} (chosen with `bildwerk models add --default`) is not in "
                     f"{models_dir()} any more; install it again, or delete {DEFAULT_CHOICE_FILE} in "
@@ -89,20 +96,52 @@ def _resolve_named(ref: str) -> ModelSource:
             )
         return ModelSource(ref, p.resolve())
     if p.is_file():
-        raise ModelNotFoundError(
-            f"{p} is a single-file checkpoint; bildwerk loads diffusers folders. Convert it once on "
-            "a machine with internet: `StableDiffusionPipeline.from_single_file(FILE)"
-            ".save_pretrained(FOLDER, safe_serialization=True)`."
-        )
+        from bildwerk.models.single_file import check_checkpoint
+
+        check_checkpoint(p)  # a pickle, a truncated file, a LoRA: refused now, from the header alone
+        return ModelSource(ref, p.resolve())
     named = models_dir() / ref
     if (named / "model_index.json").is_file():
         return ModelSource(ref, named.resolve())
+    single = _checkpoint_asset(ref)
+    if single is not None:
+        if single.is_file():
+            from bildwerk.models.single_file import check_checkpoint
+
+            check_checkpoint(single)
+        return ModelSource(ref, single.resolve())
     if _HUB_ID.match(ref):
         return ModelSource(ref, None, hub_id=ref)
     raise ModelNotFoundError(
         f"model {ref!r} not found: it is no folder, no model under {models_dir()}, "
         "and no Hugging Face Hub id (ORG/NAME)"
     )
+
+
+def _checkpoint_asset(name: str) -> Path | None:
+    """The checkpoint called ``name`` in the models folder or a registered A1111/ComfyUI folder
+    (a single file, or a diffusers folder there); None when there is none. A pickle of that
+    name is refused here, with why."""
+    from bildwerk.models.assets import AssetNotFoundError, find_asset, unsafe_files
+
+    try:
+        asset = find_asset("checkpoint", name)
+    except AssetNotFoundError:
+        if any(p.stem.lower() == name.lower() for p in unsafe_files("checkpoint")):
+            raise  # "... is a pickle file, which bildwerk never loads ..."
+        return None
+    if asset.is_folder and not (asset.path / "model_index.json").is_file():
+        return None  # a single component's folder, not a pipeline
+    return asset.path
+
+
+def checkpoint_names() -> list[str]:
+    """The single-file checkpoints (and pipeline folders) of the models folder and registered
+    sources, by the names clients may use."""
+    from bildwerk.models.assets import list_assets
+
+    return [a.name for a in list_assets("checkpoint")
+            if not a.is_folder or (a.path / "model_index.json").is_file()]
 
 
 def models_dir() -> Path:
@@ -177,6 +216,20 @@ def native_size_of(ref: str | None | ModelSource) -> int | None:
         return None
     if source.path is None:
         return None
+    if source.path.is_file():
+        from bildwerk.models.single_file import check_checkpoint, find_configs, native_size, prediction_type
+
+        try:
+            ckpt = check_checkpoint(source.path)
+            configs = find_configs(ckpt)
+        except BildwerkError:
+            return None
+        try:  # what its configs say, as for a folder; else its family's size
+            unet = json.loads((configs / "unet" / "config.json").read_text("utf-8"))
+            vae = json.loads((configs / "vae" / "config.json").read_text("utf-8"))
+            return _native_size(unet["sample_size"], vae["block_out_channels"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return native_size(ckpt, prediction_type(ckpt)[0])
     try:
         unet = json.loads((source.path / "unet" / "config.json").read_text("utf-8"))
         vae = json.loads((source.path / "vae" / "config.json").read_text("utf-8"))
@@ -285,6 +338,7 @@ class LoadedModel:
             "native_size": self.native_size,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
+            **({"single_file": self.extras["single_file"]} if "single_file" in self.extras else {}),
         }
 
 
@@ -329,6 +383,8 @@ def load_model(
     ref: str | None | ModelSource, *, device: str | None = None, dtype: str | None = None
 ) -> LoadedModel:
     source = resolve_model(ref)
+    if source.path is not None and source.path.is_file():
+        return _load_single_file(source, device=device, dtype=dtype)
     path = source.path if source.path is not None else download_hub_model(source.hub_id or "")
     check_model_folder(path)
 
@@ -351,6 +407,33 @@ def load_model(
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"could not load model from {path}: {exc}") from exc
     family = _family(pipe, config)
+    name = config.get("name") or source.hub_id or (path.name if source.ref != "default" else "default")
+    extras: dict[str, Any] = {"config": config}
+    if family == "sentence":
+        from bildwerk.models.sentence_encoder import SentenceEncoder, SentenceEncoderConfig
+
+        extras["encoder"] = SentenceEncoder(SentenceEncoderConfig(**config["conditioning"]))
+    return _ready(pipe, source, family, dev, dt, name, extras)
+
+
+def _load_single_file(source: ModelSource, *, device: str | None, dtype: str | None) -> LoadedModel:
+    """A single-file checkpoint, converted while loading, into the same LoadedModel a folder gives."""
+    from bildwerk.models.single_file import check_checkpoint, load_pipeline
+
+    assert source.path is not None
+    ckpt = check_checkpoint(source.path)
+    apply_threads()
+    dev = choose_device(device)
+    dt = choose_dtype(dev, dtype)
+    pipe, facts = load_pipeline(ckpt, dt)
+    family = _family(pipe, {})
+    name = source.path.stem if source.ref != "default" else "default"
+    return _ready(pipe, source, family, dev, dt, name, {"config": {}, "single_file": facts})
+
+
+def _ready(pipe: Any, source: ModelSource, family: Family, dev: torch.device, dt: torch.dtype, name: str,
+           extras: dict[str, Any]) -> LoadedModel:
+    """Check a built pipeline's UNet, move it to its device and freeze it for inference."""
     if int(pipe.unet.config.in_channels) not in (4, 9):
         raise UnsupportedModelError(
             f"UNet with {pipe.unet.config.in_channels} input channels; bildwerk supports 4-channel "
@@ -364,12 +447,6 @@ def load_model(
     for module in (pipe.unet, pipe.vae, getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)):
         if module is not None:
             module.eval().requires_grad_(False)
-    name = config.get("name") or source.hub_id or (path.name if source.ref != "default" else "default")
-    extras: dict[str, Any] = {"config": config}
-    if family == "sentence":
-        from bildwerk.models.sentence_encoder import SentenceEncoder, SentenceEncoderConfig
-
-        extras["encoder"] = SentenceEncoder(SentenceEncoderConfig(**config["conditioning"]))
     return LoadedModel(source=source, pipe=pipe, family=family, device=dev, dtype=dt, name=name, extras=extras)
 
 

@@ -2,7 +2,8 @@
 
 The operator (the command line, Python) may name any folder or hub id. A server's clients may
 name only what the operator made available: the default model, the models in the models
-folder (``$BILDWERK_HOME/models/NAME``), the references the operator registered when starting
+folder (``$BILDWERK_HOME/models/NAME``), the single-file checkpoints there and in registered
+A1111/ComfyUI folders (by name), the references the operator registered when starting
 the server (``--model``, ``--allow-model``, ``BILDWERK_MODELS``) and remote ``openai:`` models.
 Everything else (absolute or relative paths, ``~``, ``..``, hub ids) is refused with one and
 the same message, whatever is or is not there: the answer must not tell a client what exists
@@ -66,6 +67,7 @@ def is_plain_name(ref: str) -> bool:
 
 
 def _installed() -> list[str]:
-    from bildwerk.models.loader import local_model_names
+    from bildwerk.models.loader import checkpoint_names, local_model_names
 
-    return local_model_names()
+    folders = local_model_names()
+    return folders + sorted(set(checkpoint_names()) - set(folders))

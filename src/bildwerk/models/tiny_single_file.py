@@ -47,7 +47,13 @@ def build_tiny_single_pipeline(kind: TinySingleKind, *, seed: int = 0, tokenizer
         UNet2DConditionModel,
     )
 
-    from bildwerk.models.tiny import _scheduler, _text_encoder, _tokenizer, _vae, build_tiny_pipeline
+    from bildwerk.models.tiny import (
+        _scheduler,
+        _text_encoder,
+        _tokenizer,
+        _vae,
+        build_tiny_pipeline,
+    )
 
     if kind in ("sd", "sd-inpaint"):
         return build_tiny_pipeline(kind, seed=seed, tokenizer_dir=tokenizer_dir)
@@ -130,7 +136,7 @@ def unet_to_original(state: dict[str, torch.Tensor], config: dict[str, Any]) -> 
         elif parts[0] == "mid_block":
             rest = ".".join(parts[3:])
             new = (f"middle_block.{2 * int(parts[2])}." + _resnet(rest, _UNET_RESNET) if parts[1] == "resnets"
-                   else f"middle_block.1." + rest)
+                   else "middle_block.1." + rest)
         elif parts[0] == "up_blocks":
             level, what = int(parts[1]), parts[2]
             if what == "upsamplers":
