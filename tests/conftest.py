@@ -50,6 +50,27 @@ def tiny_controlnets(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_single_files(tmp_path_factory) -> dict[str, Path]:
+    """Tiny checkpoints in the original single-file layout (sd, sd-inpaint, sd2-v, sdxl,
+    sdxl-inpaint); the configs they need lie in ``<their folder>/configs/<type>`` (see
+    ``single_file_configs``)."""
+    from bildwerk.models.tiny_single_file import CONFIG_TYPES, write_tiny_single_file
+
+    root = tmp_path_factory.mktemp("tiny-single-files")
+    return {kind: write_tiny_single_file(root / f"tiny-{kind}.safetensors", kind, configs=root / "configs" / config)
+            for kind, config in CONFIG_TYPES.items()}
+
+
+@pytest.fixture
+def single_file_configs(tiny_single_files) -> Path:
+    """The tiny single files' configs made this test's ``$BILDWERK_HOME/configs``."""
+    home = Path(os.environ["BILDWERK_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "configs").symlink_to(next(iter(tiny_single_files.values())).parent / "configs")
+    return home / "configs"
+
+
+@pytest.fixture(scope="session")
 def engine():
     from bildwerk.engines.diffusers_engine import DiffusersEngine
     from bildwerk.models.loader import ModelManager

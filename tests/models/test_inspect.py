@@ -66,6 +66,17 @@ def test_small_checkpoints_placed_by_their_text_encoder(tmp_path):
     assert (sd2.family, xl.family) == ("sd2", "sdxl")
 
 
+def test_the_tiny_single_file_checkpoints(tiny_single_files):
+    seen = {kind: inspect_file(path) for kind, path in tiny_single_files.items()}
+    assert {k: (i.kind, i.family, i.variant) for k, i in seen.items()} == {
+        "sd": ("checkpoint", "sd1", None),
+        "sd-inpaint": ("checkpoint", "sd1", "inpaint"),
+        "sd2-v": ("checkpoint", "sd2", None),
+        "sdxl": ("checkpoint", "sdxl", None),
+        "sdxl-inpaint": ("checkpoint", "sdxl", "inpaint"),
+    }
+
+
 @pytest.mark.parametrize(
     ("shapes", "family", "variant", "rank"),
     [

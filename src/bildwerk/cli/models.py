@@ -278,3 +278,21 @@ def sources_remove(path: Annotated[Path, typer.Argument(help="A folder from `bil
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
+
+
+@models_app.command("configs")
+def configs(
+    types: Annotated[list[str] | None, typer.Argument(
+        help="Which: sd1, sd1-inpaint, sd2, sd2-inpaint, sdxl, sdxl-inpaint (default: all).")] = None,
+) -> None:
+    """Fetch the configs and tokenizers single-file checkpoints need (no weights; needs internet once)."""
+    from bildwerk.models.single_file import fetch_configs
+
+    try:
+        done = fetch_configs(list(types) if types else None)
+    except BildwerkError as exc:
+        _fail(exc)
+        raise
+    for kind, folder in done.items():
+        out_console.print(f"{kind}: {folder}")
+    out_console.print("single-file checkpoints of these types now load without internet")

@@ -217,19 +217,27 @@ def native_size_of(ref: str | None | ModelSource) -> int | None:
     if source.path is None:
         return None
     if source.path.is_file():
-        from bildwerk.models.single_file import check_checkpoint, find_configs, native_size, prediction_type
+        from bildwerk.models.single_file import (
+            check_checkpoint,
+            find_configs,
+            native_size,
+            prediction_type,
+        )
 
         try:
             ckpt = check_checkpoint(source.path)
-            configs = find_configs(ckpt)
         except BildwerkError:
             return None
         try:  # what its configs say, as for a folder; else its family's size
+            configs = find_configs(ckpt)
             unet = json.loads((configs / "unet" / "config.json").read_text("utf-8"))
             vae = json.loads((configs / "vae" / "config.json").read_text("utf-8"))
             return _native_size(unet["sample_size"], vae["block_out_channels"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return native_size(ckpt, prediction_type(ckpt)[0])
+        except (BildwerkError, OSError, ValueError, KeyError, TypeError):
+            try:
+                return native_size(ckpt, prediction_type(ckpt)[0])
+            except BildwerkError:
+                return None
     try:
         unet = json.loads((source.path / "unet" / "config.json").read_text("utf-8"))
         vae = json.loads((source.path / "vae" / "config.json").read_text("utf-8"))

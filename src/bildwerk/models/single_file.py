@@ -202,9 +202,7 @@ def _hub_cache(repo: str) -> Path | None:
 def fetch_configs(types: list[str] | None = None) -> dict[str, Path]:
     """Download each type's configs and tokenizers (no weights, about 3 MB each) into
     ``$BILDWERK_HOME/configs/<type>``; needs internet once, then single files load offline."""
-    from huggingface_hub import snapshot_download
-
-    from bildwerk.models.loader import _hub_failure
+    from huggingface_hub import constants, snapshot_download
 
     wanted = types or list(HUB_CONFIGS)
     unknown = [t for t in wanted if t not in HUB_CONFIGS]
@@ -216,9 +214,12 @@ def fetch_configs(types: list[str] | None = None) -> dict[str, Path]:
         try:
             snapshot_download(HUB_CONFIGS[kind], allow_patterns=CONFIG_PATTERNS, local_dir=dest)
         except Exception as exc:  # noqa: BLE001 - transport, offline, gated: one message
-            from bildwerk.core.errors import ModelNotFoundError
-
-            raise ModelNotFoundError(_hub_failure(HUB_CONFIGS[kind], exc)) from exc
+            reason = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE
+                      else (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160])
+            raise NotConfiguredError(
+                f"could not fetch the {kind} configs from the Hugging Face Hub ({reason}); run "
+                "`bildwerk models configs` where there is internet and copy the configs folder "
+                f"here, or copy a diffusers model folder of that type to {dest}") from exc
         done[kind] = dest
     return done
 

@@ -24,6 +24,10 @@ import torch
 
 TinySingleKind = Literal["sd", "sd-inpaint", "sd2-v", "sdxl", "sdxl-inpaint"]
 SINGLE_KINDS: tuple[TinySingleKind, ...] = ("sd", "sd-inpaint", "sd2-v", "sdxl", "sdxl-inpaint")
+# The configs type (models/single_file.py) each kind loads with.
+CONFIG_TYPES: dict[TinySingleKind, str] = {
+    "sd": "sd1", "sd-inpaint": "sd1-inpaint", "sd2-v": "sd2", "sdxl": "sdxl", "sdxl-inpaint": "sdxl-inpaint",
+}
 
 # Files of a diffusers folder that are configuration, not weights: what a configs folder holds.
 CONFIG_PATTERNS = ("*.json", "*.txt")
