@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from bildwerk.core.errors import ModelNotFoundError, UnsafeModelError
+from bildwerk.core.errors import ModelNotFoundError, UnsafeModelError, UnsupportedModelError
 from bildwerk.models.loader import ModelManager, load_model, resolve_model
 from bildwerk.models.safety import check_model_folder, sniff_weight_format
 
@@ -48,10 +48,11 @@ def test_folder_without_model_index(tmp_path):
         resolve_model(str(tmp_path / "empty"))
 
 
-def test_single_file_checkpoint_explains_conversion(tmp_path):
+def test_a_file_that_is_no_safetensors_is_refused_by_its_bytes(tmp_path):
+    # Single-file checkpoints load (tests/models/test_single_file.py); other bytes never do.
     f = tmp_path / "model.safetensors"
     f.write_bytes(b"x")
-    with pytest.raises(ModelNotFoundError, match="single-file checkpoint"):
+    with pytest.raises(UnsupportedModelError, match="model.safetensors is not a safetensors file"):
         resolve_model(str(f))
 
 
