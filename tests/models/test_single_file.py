@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from bildwerk.cli import app
 from bildwerk.core.errors import NotConfiguredError, UnsafeModelError, UnsupportedModelError
 from bildwerk.core.request import build_request
-from bildwerk.models.assets import add_source
+from bildwerk.models.assets import AssetNotFoundError, add_source
 from bildwerk.models.loader import load_model, native_size_of, resolve_model
 from bildwerk.models.policy import NOT_AVAILABLE, ModelPolicy
 from bildwerk.models.single_file import check_checkpoint, prediction_type
@@ -102,7 +102,7 @@ def test_prediction_type_from_a1111_yaml_or_sidecar_changes_the_picture(engine, 
         prediction_type(check_checkpoint(f))
 
 
-def test_checkpoints_by_name_from_the_models_folder_and_an_a1111_folder(tiny_single_files, tmp_path, monkeypatch):
+def test_checkpoints_by_name_from_the_models_folder_and_an_a1111_folder(tiny_single_files, tmp_path):
     from bildwerk.models.loader import models_dir
 
     models_dir().mkdir(parents=True)
@@ -115,6 +115,9 @@ def test_checkpoints_by_name_from_the_models_folder_and_an_a1111_folder(tiny_sin
     assert resolve_model("theirs").path.name == "theirs.safetensors"
     assert resolve_model("theirs.safetensors").path.name == "theirs.safetensors"
     assert native_size_of("theirs") == 1024  # no configs here: the family's size
+    (webui / "models" / "Stable-diffusion" / "old.ckpt").write_bytes(pickle.dumps({}, protocol=2))
+    with pytest.raises(AssetNotFoundError, match="'old' is a pickle file"):
+        resolve_model("old")
     clients = ModelPolicy.for_clients()
     assert clients.permits("mine") and clients.permits("theirs")
     assert {"mine", "theirs"} <= set(clients.names())

@@ -14,10 +14,11 @@ tiny one) is also placed by which text encoder layout it carries.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,25 @@ def read_header(path: Path) -> Header:
 
 
 def inspect_file(path: Path) -> FileInfo:
-    """What ``path`` is (kind, base family, variant), read from its header only."""
-    header = read_header(Path(path))
+    """What ``path`` is (kind, base family, variant), read from its header only; remembered
+    while the file's size and modification time stay (a request resolves its model often)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise UnsupportedModelError(f"cannot read {path.name}: {exc.strerror or exc}") from None
+    info = _inspect_cached(str(path.absolute()), st.st_size, st.st_mtime_ns)
+    return replace(info, details=dict(info.details))  # the cached facts stay as read
+
+
+@functools.lru_cache(maxsize=256)
+def _inspect_cached(path: str, size: int, mtime_ns: int) -> FileInfo:
+    del size, mtime_ns  # part of the cache key only
+    return _inspect(Path(path))
+
+
+def _inspect(path: Path) -> FileInfo:
+    header = read_header(path)
     shapes = header.shapes
     keys = list(shapes)
     if any(k.startswith(UNET_PREFIX) for k in keys):
