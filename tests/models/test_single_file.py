@@ -125,13 +125,21 @@ def test_checkpoints_by_name_from_the_models_folder_and_an_a1111_folder(tiny_sin
         clients.check(str(models_dir() / "mine.safetensors"))  # paths stay the operator's
 
 
-def test_missing_configs_say_what_to_do(tiny_single_files):
+def test_missing_configs_say_what_to_do_and_a_local_folder_provides_them(tiny_single_files, tiny_models):
     with pytest.raises(NotConfiguredError, match=r"run `bildwerk models configs` once with internet") as err:
         load_model(str(tiny_single_files["sdxl"]), device="cpu")
     assert "SDXL" in str(err.value) and "\n" not in str(err.value)
     r = CliRunner().invoke(app, ["generate", "x", "--model", str(tiny_single_files["sd"]), "--steps", "2"])
     assert r.exit_code == 2
     assert "SD 1.x configs it needs are not on this machine" in " ".join(r.output.split())
+    # A diffusers folder of that type on this machine is enough: its configs are copied, no weights.
+    r = CliRunner().invoke(app, ["models", "configs", "sd1", "--from", str(tiny_models["sd"])])
+    assert r.exit_code == 0, r.output
+    m = load_model(str(tiny_single_files["sd"]), device="cpu")
+    assert m.describe()["single_file"]["configs"] == "sd1"
+    from bildwerk.models.single_file import configs_dir
+
+    assert not list((configs_dir() / "sd1").rglob("*.safetensors"))
 
 
 def test_models_configs_offline_is_one_clear_line():

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bildwerk.cli.common import _fail, app, console, out_console
-from bildwerk.core.errors import BildwerkError
+from bildwerk.core.errors import BildwerkError, InvalidRequestError
 
 models_app = typer.Typer(help="Models, LoRAs, embeddings, ControlNets and VAEs: list, show, add, remove, "
                               "choose the default, register A1111/ComfyUI folders.", no_args_is_help=True)
@@ -284,12 +284,19 @@ def _mb(n: int) -> str:
 def configs(
     types: Annotated[list[str] | None, typer.Argument(
         help="Which: sd1, sd1-inpaint, sd2, sd2-inpaint, sdxl, sdxl-inpaint (default: all).")] = None,
+    source: Annotated[Path | None, typer.Option(
+        "--from", help="Take them from this diffusers model folder of that type instead (no internet).")] = None,
 ) -> None:
     """Fetch the configs and tokenizers single-file checkpoints need (no weights; needs internet once)."""
-    from bildwerk.models.single_file import fetch_configs
+    from bildwerk.models.single_file import configs_from_folder, fetch_configs
 
     try:
-        done = fetch_configs(list(types) if types else None)
+        if source is not None:
+            if not types or len(types) != 1:
+                raise InvalidRequestError("--from takes one type: bildwerk models configs sd1 --from FOLDER")
+            done = {types[0]: configs_from_folder(types[0], source)}
+        else:
+            done = fetch_configs(list(types) if types else None)
     except BildwerkError as exc:
         _fail(exc)
         raise

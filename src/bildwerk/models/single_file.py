@@ -25,6 +25,7 @@ or AUTOMATIC1111's ``NAME.yaml`` beside it (``parameterization: "v"`` means v-pr
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,26 @@ def fetch_configs(types: list[str] | None = None) -> dict[str, Path]:
                 f"here, or copy a diffusers model folder of that type to {dest}") from exc
         done[kind] = dest
     return done
+
+
+def copy_configs(folder: Path, dest: Path) -> Path:
+    """The configuration files (no weights) of a diffusers folder, copied to ``dest``."""
+    folder = Path(folder)
+    for pattern in CONFIG_PATTERNS:
+        for f in folder.rglob(pattern):
+            target = dest / f.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+    return dest
+
+
+def configs_from_folder(kind: str, folder: Path) -> Path:
+    """Take ``kind``'s configs from a diffusers model folder on this machine (no internet)."""
+    if kind not in HUB_CONFIGS:
+        raise NotConfiguredError(f"unknown config type {kind!r}; use one of {', '.join(HUB_CONFIGS)}")
+    if not _is_config_folder(Path(folder)):
+        raise NotConfiguredError(f"{folder} is no diffusers model folder (no model_index.json)")
+    return copy_configs(Path(folder), configs_dir() / kind)
 
 
 def _pipeline_class(ckpt: Checkpoint):

@@ -15,7 +15,6 @@ fetch from the hub for a real one), as a folder a test hands to the loader.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -29,8 +28,6 @@ CONFIG_TYPES: dict[TinySingleKind, str] = {
     "sd": "sd1", "sd-inpaint": "sd1-inpaint", "sd2-v": "sd2", "sdxl": "sdxl", "sdxl-inpaint": "sdxl-inpaint",
 }
 
-# Files of a diffusers folder that are configuration, not weights: what a configs folder holds.
-CONFIG_PATTERNS = ("*.json", "*.txt")
 
 
 # ---- building the tiny pipelines ------------------------------------------------------------
@@ -262,21 +259,13 @@ def pipeline_to_original(pipe: Any, *, openclip: bool = False) -> dict[str, torc
 # ---- files on disk ---------------------------------------------------------------------------
 
 
-def copy_configs(folder: Path, dest: Path) -> Path:
-    """The configuration files (no weights) of a diffusers folder, copied to ``dest``."""
-    for pattern in CONFIG_PATTERNS:
-        for f in Path(folder).rglob(pattern):
-            target = dest / f.relative_to(folder)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, target)
-    return dest
-
-
 def write_tiny_single_file(path: Path, kind: TinySingleKind = "sd", *, seed: int = 0,
                            configs: Path | None = None) -> Path:
     """Write a tiny ``kind`` checkpoint as one original-layout ``.safetensors`` at ``path``;
     with ``configs``, also the diffusers configs (and tokenizer) it needs, as a folder there."""
     from safetensors.torch import save_file
+
+    from bildwerk.models.single_file import copy_configs
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
