@@ -83,11 +83,14 @@ def check_checkpoint(path: Path) -> Checkpoint:
     """``path`` as a checkpoint bildwerk drives, or one clear line why not (read from the header)."""
     info = inspect_file(path)
     name = path.name
-    if info.kind != "checkpoint":
-        what = _KIND_WORDS.get(str(info.kind), "no model checkpoint bildwerk knows")
+    if info.kind is None:
         raise UnsupportedModelError(
-            f"{name} is {what}, not a model checkpoint; --model takes a full SD 1.x/2.x/SDXL checkpoint "
-            "(`bildwerk models list` shows what each file is)")
+            f"{name} is no model checkpoint bildwerk knows (its tensors match no SD 1.x/2.x/SDXL layout); "
+            "--model takes a full checkpoint or a diffusers folder")
+    if info.kind != "checkpoint":
+        raise UnsupportedModelError(
+            f"{name} is {_KIND_WORDS[info.kind]}, not a model checkpoint; --model takes a full SD 1.x/2.x/SDXL "
+            "checkpoint or a diffusers folder")
     if info.variant == "refiner":
         raise UnsupportedModelError(
             f"{name} is an SDXL refiner, which only refines another model's pictures; use an SDXL base checkpoint")
