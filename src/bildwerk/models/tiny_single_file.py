@@ -265,16 +265,28 @@ def write_tiny_single_file(path: Path, kind: TinySingleKind = "sd", *, seed: int
     with ``configs``, also the diffusers configs (and tokenizer) it needs, as a folder there."""
     from safetensors.torch import save_file
 
-    from bildwerk.models.single_file import copy_configs
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bildwerk-tiny-") as tmp:
         pipe = build_tiny_single_pipeline(kind, seed=seed, tokenizer_dir=Path(tmp) / "tok")
         save_file(pipeline_to_original(pipe, openclip=kind == "sd2-v"), str(path))
         if configs is not None:
-            folder = Path(tmp) / "pipe"
-            pipe.save_pretrained(folder, safe_serialization=True)
-            copy_configs(folder, Path(configs))
-            json.loads((Path(configs) / "model_index.json").read_text("utf-8"))  # written whole
+            write_configs(pipe, Path(configs))
     return path
+
+
+def write_configs(pipe: Any, folder: Path) -> Path:
+    """A pipeline's configs and tokenizers as a diffusers folder without weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe.save_config(folder)  # model_index.json
+    for name, part in pipe.components.items():
+        if part is None:
+            continue
+        if hasattr(part, "save_config"):  # diffusers models and schedulers
+            part.save_config(folder / name)
+        elif hasattr(part, "config") and hasattr(part.config, "save_pretrained"):  # transformers models
+            part.config.save_pretrained(folder / name)
+        else:  # tokenizers
+            part.save_pretrained(folder / name)
+    json.loads((folder / "model_index.json").read_text("utf-8"))  # written whole
+    return folder
