@@ -90,7 +90,6 @@ def test_prediction_type_from_a1111_yaml_or_sidecar_changes_the_picture(engine, 
     v = engine.generate(build_request(model=str(f), **request))
     assert v.model["single_file"]["prediction_from"] == "default"
     f.with_suffix(".yaml").write_text("model:\n  params:\n    linear_start: 0.00085\n", "utf-8")  # no "v"
-    engine.models.unload()
     eps = engine.generate(build_request(model=str(f), **request))
     assert (eps.model["single_file"]["prediction_type"], eps.model["single_file"]["prediction_from"]) == \
         ("epsilon", ".yaml")

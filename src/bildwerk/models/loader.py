@@ -471,6 +471,10 @@ class ModelManager:
     def get(self, ref: str | None | ModelSource) -> LoadedModel:
         source = resolve_model(ref)
         key = str(source)
+        if source.path is not None and source.path.is_file():
+            from bildwerk.models.single_file import settings_stamp
+
+            key += settings_stamp(source.path)  # an edited NAME.yaml / NAME.bildwerk.json reloads
         with self._lock:
             if self._current is not None and self._current_key == key:
                 return self._current

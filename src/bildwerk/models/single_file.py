@@ -122,6 +122,17 @@ def sidecar(path: Path) -> dict[str, Any]:
     return data
 
 
+def settings_stamp(path: Path) -> str:
+    """Changes when a checkpoint's settings files beside it change (so a kept model is reloaded)."""
+    stamps = []
+    for f in (path.with_name(path.stem + SIDECAR_SUFFIX), path.with_suffix(".yaml")):
+        try:
+            stamps.append(str(f.stat().st_mtime_ns))
+        except OSError:
+            stamps.append("-")
+    return "|" + "|".join(stamps)
+
+
 def _a1111_parameterization(path: Path) -> str | None:
     """The prediction type an A1111 ``NAME.yaml`` (an original LDM config) gives, if there is one."""
     f = path.with_suffix(".yaml")
