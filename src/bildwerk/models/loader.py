@@ -435,7 +435,7 @@ def _load_single_file(source: ModelSource, *, device: str | None, dtype: str | N
     dt = choose_dtype(dev, dtype)
     pipe, facts = load_pipeline(ckpt, dt)
     family = _family(pipe, {})
-    name = source.path.stem if source.ref != "default" else "default"
+    name = source.path.stem  # also for a chosen default: the record names the file
     return _ready(pipe, source, family, dev, dt, name, {"config": {}, "single_file": facts})
 
 
