@@ -27,7 +27,13 @@ runner = CliRunner()
 
 
 def _cli(*args):
-    r = runner.invoke(app, ["models", *args])
+    from bildwerk.cli.common import out_console
+
+    width, out_console.width = out_console.width, 400  # table cells are checked whole, not wrapped
+    try:
+        r = runner.invoke(app, ["models", *args])
+    finally:
+        out_console.width = width
     return r.exit_code, " ".join(r.output.split())
 
 
