@@ -201,6 +201,22 @@ def test_sdxl_image_to_image_and_inpaint(engine, tiny_models, photo):
     assert np.array_equal(_arr(r.images[0])[~inside], _arr(photo)[~inside])
 
 
+def test_an_sdxl_inpainting_folder_inpaints(engine, tmp_path, photo):
+    # StableDiffusionXLInpaintPipeline's own size-conditioning helper takes other arguments than
+    # the text-to-image pipeline's; the engine builds SDXL's time ids itself for both.
+    from bildwerk.models.tiny_single_file import build_tiny_single_pipeline
+
+    folder = tmp_path / "sdxl-inpaint"
+    build_tiny_single_pipeline("sdxl-inpaint", tokenizer_dir=tmp_path / "tok").save_pretrained(folder)
+    mask = _mask(photo.size, (10, 10, 50, 50))
+    r = engine.generate(build_request(mode="inpaint", prompt="x", image=photo, mask=mask, model=str(folder),
+                                      seed=1, steps=2))
+    assert r.model["family"] == "sdxl" and r.model["unet_in_channels"] == 9
+    inside = np.asarray(mask) > 127
+    assert np.array_equal(_arr(r.images[0])[~inside], _arr(photo)[~inside])
+    assert not np.array_equal(_arr(r.images[0])[inside], _arr(photo)[inside])
+
+
 def test_guidance_one_disables_cfg_and_changes_output(engine, tiny_models):
     model = str(tiny_models["sd"])
     a = engine.generate(build_request(prompt="x", model=model, seed=1, steps=3, guidance=1.0))

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from bildwerk.core.errors import UnsupportedModelError
 from bildwerk.core.weights import Segment, is_weighted, parse_weighted
 from bildwerk.models.loader import LoadedModel
 
@@ -85,12 +86,20 @@ def _plain(segments: list[Segment]) -> str:
 
 
 def _time_ids(model: LoadedModel, dtype: torch.dtype, width: int, height: int, n: int) -> torch.Tensor:
+    """SDXL's size conditioning: (original size, crop top-left, target size), no crop. Built here
+    rather than by the pipeline's helper, whose signature differs between SDXL's text-to-image
+    and inpainting pipelines (one set of components serves every mode)."""
     pipe = model.pipe
+    ids = [height, width, 0, 0, height, width]
     projection = int(pipe.text_encoder_2.config.projection_dim)
-    time_ids = pipe._get_add_time_ids(
-        (height, width), (0, 0), (height, width), dtype=dtype, text_encoder_projection_dim=projection
-    )
-    return time_ids.to(model.device).repeat(n, 1)
+    unet_cfg = pipe.unet.config
+    expected = getattr(getattr(pipe.unet, "add_embedding", None), "linear_1", None)
+    passed = int(unet_cfg.addition_time_embed_dim) * len(ids) + projection
+    if expected is not None and expected.in_features != passed:
+        raise UnsupportedModelError(
+            f"this SDXL UNet expects {expected.in_features} added conditioning features, not {passed}; "
+            "SDXL refiner models (aesthetic-score conditioning) are not supported")
+    return torch.tensor([ids], dtype=dtype, device=model.device).repeat(n, 1)
 
 
 def _needs_compel(pipe: Any, segments: list[Segment], plain: str) -> bool:
