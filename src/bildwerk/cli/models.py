@@ -97,7 +97,7 @@ _SHORT_MODES = {"text-to-image": "txt2img", "image-to-image": "img2img", "inpain
 
 def _can_do(entry) -> str:
     if "looks_like" in entry.details:  # e.g. a LoRA dropped into the checkpoints folder
-        return f"nothing: its header says {_word(entry.details['looks_like'])}, move it"
+        return f"none: a {_word(entry.details['looks_like'])} file"
     if entry.kind == "checkpoint":  # A1111's short words in the table; show and --json spell them out
         return " ".join(_SHORT_MODES[m] for m in entry.modes)
     return f"for {entry.family}" if entry.family else "base unknown"
