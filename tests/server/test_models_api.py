@@ -81,6 +81,8 @@ def test_a1111_titles_carry_the_short_hash_clients_send_back(tmp_path, tiny_mode
     assert rows["single"]["title"] == f"single [{sha[:10]}]" and rows["single"]["sha256"] == sha
     assert rows["single"]["filename"] == "single.safetensors" and rows["default"]["title"] == "default"
     assert checkpoint_from_title(rows["single"]["title"]) == "single"
+    c.app.state.bildwerk.a1111_model = "single"  # as POST /sdapi/v1/options with its title sets it
+    assert c.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == rows["single"]["title"]
     assert checkpoint_from_title("my model [abc]") == "my model [abc]"  # not a hash: a name as it is
 
 

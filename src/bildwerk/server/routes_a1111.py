@@ -35,7 +35,7 @@ from bildwerk.images.metadata import read_png_metadata
 from bildwerk.server.a1111_controlnet import control_units_from_scripts
 from bildwerk.server.app import state
 from bildwerk.server.common import b64_image, result_pngs, submit_and_wait
-from bildwerk.server.routes_a1111_models import checkpoint_from_title
+from bildwerk.server.routes_a1111_models import checkpoint_from_title, title_of
 from bildwerk.server.schemas import StrictBody, sent_fields
 
 router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"])
@@ -241,7 +241,7 @@ def schedulers() -> list[dict]:
 @router.get("/options")
 def get_options(request: Request) -> dict:
     st = state(request)
-    return {"sd_model_checkpoint": st.a1111_model or "default", "samples_format": "png"}
+    return {"sd_model_checkpoint": title_of(request, st.a1111_model), "samples_format": "png"}
 
 
 @router.post("/options")

@@ -44,6 +44,24 @@ def _hash(entry: CatalogEntry) -> str | None:
         return None
 
 
+def _title(entry: CatalogEntry) -> tuple[str, str | None]:
+    """(A1111 title, full SHA-256): ``name [shorthash]`` for a file, the name for a folder."""
+    from bildwerk.models.hashes import short_hash
+
+    sha = _hash(entry)
+    return (f"{entry.name} [{short_hash(sha)}]" if sha else entry.name), sha
+
+
+def title_of(request: Request, ref: str | None) -> str:
+    """What A1111 shows for the checkpoint ``ref`` (its title, as /sd-models lists it)."""
+    if not ref or ref == "default":
+        return "default"
+    for e in visible_entries(request, "checkpoint"):
+        if e.name == ref:
+            return _title(e)[0]
+    return ref
+
+
 @router.get("/sd-models")
 def sd_models(request: Request) -> list[dict[str, Any]]:
     """The checkpoints clients may name, then the operator's other registered references."""
@@ -52,8 +70,7 @@ def sd_models(request: Request) -> list[dict[str, Any]]:
     rows = []
     listed: set[str] = set()
     for e in visible_entries(request, "checkpoint"):
-        sha = _hash(e)
-        title = f"{e.name} [{short_hash(sha)}]" if sha else e.name
+        title, sha = _title(e)
         rows.append({"title": title, "model_name": e.name, "hash": short_hash(sha) if sha else None,
                      "sha256": sha, "filename": e.filename, "config": None})
         listed.add(e.name)
