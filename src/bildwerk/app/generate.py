@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.loras import merge_loras
 from bildwerk.core.refs import LOCAL
 from bildwerk.core.spec import JobSpec
 from bildwerk.engines.base import (
@@ -92,6 +93,7 @@ class Generator:
         if engine_check is not None:
             engine_check(spec.request)
         (self.pipeline or PromptPipeline()).check(spec.request.prompt, spec.options)
+        self.check_loras(spec)
         return source
 
     @staticmethod
@@ -104,6 +106,25 @@ class Generator:
                                       "images")
         path = source.path if isinstance(source, ModelSource) else None
         check_controls([u.model for u in spec.request.controls], path)
+
+    def check_loras(self, spec: JobSpec) -> None:
+        """The LoRAs a spec names where they can be seen before the prompt steps (its field, the
+        prompt's tags, its style's tags) exist, and only a local model is asked to use them."""
+        from bildwerk.core.loras import extract_lora_tags
+        from bildwerk.models.assets import find_asset
+
+        req = spec.request
+        texts = [req.prompt]
+        if spec.options.style:
+            from bildwerk.prompts.styles import get_style
+
+            texts.append(get_style(spec.options.style).prompt)
+        tags = [t for text in texts for t in extract_lora_tags(text)[1]]
+        specs, _ = merge_loras(req.loras, tags)
+        if specs and spec.engine_kind != LOCAL:
+            raise InvalidRequestError(f"LoRAs work with local models only, not {req.model}")
+        for lora in specs:
+            find_asset("lora", lora.name)
 
     def advise(self, spec: JobSpec, source: Any = None) -> JobSpec:
         """The spec with the use case's warnings in its request (``request.warnings``): the
@@ -153,8 +174,13 @@ class Generator:
         model = source if source is not None else self.resolve(spec)
         rec = run_prompt_pipeline(req.prompt, req.negative_prompt, options=spec.prompt_options,
                                   model=model, image=req.image, pipeline=self.pipeline)
+        # The LoRAs to apply: the prompt's (and its style's) tags merged with the loras field.
+        loras, notes = merge_loras(req.loras, rec.loras)
+        rec.warnings.extend(notes)
+        if loras and spec.engine_kind != LOCAL:
+            raise InvalidRequestError(f"LoRAs work with local models only, not {req.model}")
         update: dict[str, Any] = {"prompt": rec.prompt, "negative_prompt": rec.negative_prompt,
-                                  "prompt_record": rec}
+                                  "prompt_record": rec, "loras": loras}
         return spec.model_copy(update={"request": req.model_copy(update=update)})
 
     def start(self, spec: JobSpec, *, on_progress: ProgressCallback | None = None,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bildwerk.core.bounds import MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_SEED
+from bildwerk.core.loras import LoraSpec
 from bildwerk.core.text import check_text
 
 
@@ -40,6 +41,10 @@ class PromptRecord(BaseModel):
     negative_prompt: str = ""
     variants: list[str] = Field(default_factory=list, description="Paraphrases, when asked for.")
     warnings: list[str] = Field(default_factory=list)
+    loras: list[LoraSpec] = Field(default_factory=list,
+                                  description="LoRAs named by <lora:...> tags in the prompt or its style.")
+    embeddings: list[str] = Field(default_factory=list,
+                                  description="Textual-inversion embeddings the prompt names.")
 
     def step(self, name: str) -> PromptStep | None:
         """The first step called ``name``, or None when it did not run."""

@@ -42,6 +42,7 @@ from bildwerk.core.bounds import (  # noqa: F401  (re-exported: the request's bo
 from bildwerk.core.control import MAX_CONTROL_UNITS, ControlUnit
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.core.hashing import image_sha256
+from bildwerk.core.loras import MAX_LORAS, LoraSpec
 from bildwerk.core.prompt import PromptRecord
 from bildwerk.core.samplers import canonical_sampler_name
 from bildwerk.core.text import check_text
@@ -101,6 +102,10 @@ class GenerationRequest(BaseModel):
     scheduler: str | None = Field(default=None, description="Sampler name; the model's own when unset.")
     model: str | None = Field(default=None, max_length=MAX_MODEL_REF_CHARS,
                               description="Model folder, hub id or registered name.")
+    loras: list[LoraSpec] = Field(
+        default_factory=list, max_length=MAX_LORAS,
+        description="LoRAs by name with their weights; merged with <lora:NAME:WEIGHT> tags in the prompt "
+        "(the field's weight wins for a name in both).")
 
     # Inpainting options (the museum's use case).
     mask_source: MaskSource = "auto"

@@ -68,6 +68,8 @@ class GenerationResult:
     height: int
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    loras: list[dict[str, Any]] = field(default_factory=list)  # applied: name, weight, hash, size, ...
+    embeddings: list[dict[str, Any]] = field(default_factory=list)  # used: name, hash, vectors
     versions: dict[str, str] = field(default_factory=library_versions)
     created: float = field(default_factory=time.time)
 
@@ -86,6 +88,10 @@ class GenerationResult:
             "versions": self.versions,
             "created": self.created,
         }
+        if self.loras:
+            rec["loras"] = self.loras
+        if self.embeddings:
+            rec["embeddings"] = self.embeddings
         if index is not None:
             rec["index"] = index
             rec["seed"] = self.seeds[index]
@@ -95,8 +101,13 @@ class GenerationResult:
         from bildwerk.images.metadata import format_a1111_parameters
 
         r = self.request
+        # A1111's convention: the LoRA tags stay in the infotext's prompt, their files' hashes
+        # (sha256 of the tensor data, 12 digits) under "Lora hashes", embeddings' under "TI hashes".
+        tags = " ".join(f"<lora:{x['name']}:{x['weight']:g}>" for x in self.loras)
+        lora_hashes = ", ".join(f"{x['name']}: {x['hash']}" for x in self.loras) or None
+        ti_hashes = ", ".join(f"{x['name']}: {x['hash']}" for x in self.embeddings) or None
         return format_a1111_parameters(
-            prompt=r.prompt,
+            prompt=f"{r.prompt} {tags}".strip() if tags else r.prompt,
             negative_prompt=r.negative_prompt,
             steps=r.steps,
             sampler=self.scheduler,
@@ -106,7 +117,8 @@ class GenerationResult:
             height=self.images[index].height,
             model=self.model.get("name"),
             denoising_strength=None if r.mode.value == "text-to-image" else r.strength,
-            extra={"Mode": r.mode.value, "Version": f"bildwerk {self.versions.get('bildwerk', '')}".strip()},
+            extra={"Lora hashes": lora_hashes, "TI hashes": ti_hashes,
+                   "Mode": r.mode.value, "Version": f"bildwerk {self.versions.get('bildwerk', '')}".strip()},
         )
 
     def png_bytes(self, index: int) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.loras import extract_lora_tags, merge_loras
 from bildwerk.core.request import GenerationRequest, Mode
+from bildwerk.engines.adapters import ActiveSet, activate, prepare_loras
 from bildwerk.engines.base import (
     CancelToken,
     GenerationResult,
@@ -30,6 +32,7 @@ from bildwerk.engines.base import (
 from bildwerk.engines.conditioning import encode_prompts
 from bildwerk.engines.control import ControlSlot, controlnet_for
 from bildwerk.engines.denoise import DenoiseState, run_unet
+from bildwerk.engines.embeddings import prepare_embeddings
 from bildwerk.engines.invariance import make_batch_invariant
 from bildwerk.engines.schedulers import make_scheduler, scheduler_label
 from bildwerk.engines.sizing import work_size
@@ -70,6 +73,10 @@ class LocalJob:
     t0: float
     timings: dict[str, float]
     state: DenoiseState | None = None  # None: nothing to denoise (an empty mask)
+    adapters: ActiveSet = ()  # the LoRAs (adapter, weight) every UNet call of this job runs with
+    loras: list[dict] = field(default_factory=list)  # what the record says about them
+    embeddings: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -82,14 +89,16 @@ class LocalJob:
     @property
     def batch_key(self) -> tuple:
         # What must agree to concatenate into one UNet call: the network, the latent shape,
-        # the text conditioning's shape and the added conditioning's (SDXL).
+        # the text conditioning's shape and the added conditioning's (SDXL), and the LoRAs the
+        # UNet computes with (adapters and weights): other LoRAs are another network.
         st = self.state
         assert st is not None
         c = st.conditioning
         added = tuple(sorted((k, tuple(v.shape[1:])) for k, v in (c.added or {}).items()))
         # ControlNets too: rows of one call go through the same networks, in the same order.
         controls = tuple(id(slot.net) for slot in st.controls)
-        return (id(self.model.unet), tuple(st.latents.shape[1:]), tuple(c.cond.shape[1:]), added, controls)
+        return (id(self.model.unet), tuple(st.latents.shape[1:]), tuple(c.cond.shape[1:]), added, controls,
+                self.adapters)
 
     @property
     def rows(self) -> int:
@@ -136,12 +145,17 @@ class DiffusersEngine:
         emit(ProgressEvent("load", 0, 1, 0.0))
         model = self.models.get(source if source is not None else request.model)
         make_batch_invariant(model.unet)
+        request, notes = _with_prompt_loras(request)
+        loras = prepare_loras(model, request.loras)
+        embeddings = prepare_embeddings(model, request)
         timings = {"load": time.perf_counter() - t0}
         work = self._prepare(request, model)
         seeds = [(request.seed or 0) + i for i in range(request.num_images)]
-        job = LocalJob(request, model, work, seeds, emit, t0, timings)
+        job = LocalJob(request, model, work, seeds, emit, t0, timings, adapters=loras.active,
+                       loras=loras.records, embeddings=embeddings, notes=notes + loras.notes)
         if work.mask is not None and mask_is_empty(work.mask):
             return job  # nothing to repaint: finish() returns the input untouched
+        activate(model, job.adapters)  # a LoRA's text-encoder part changes the conditioning
         job.state = self._initial_state(request, model, work, seeds)
         job.state.controls = self._controls(request, model, work)
         timings["prepare"] = time.perf_counter() - t0 - timings["load"]
@@ -153,6 +167,7 @@ class DiffusersEngine:
             return
         t = time.perf_counter()
         unet = batch[0].model.unet
+        activate(batch[0].model, batch[0].adapters)  # one batch_key: one LoRA set for all
         with torch.inference_mode():  # scheduler steps too: no autograd bookkeeping
             preds = run_unet(unet, [job.state.unet_inputs() for job in batch])  # type: ignore[union-attr]
             for job, pred in zip(batch, preds, strict=True):
@@ -180,8 +195,7 @@ class DiffusersEngine:
         if job.state is None:
             assert work.original is not None
             images = [work.original.copy() for _ in job.seeds]
-            return self._result(job.request, model, images, job.seeds, work, job.timings, "none",
-                                ["mask is empty; image returned unchanged"])
+            return self._result(job, images, "none", ["mask is empty; image returned unchanged"])
         t2 = time.perf_counter()
         job.emit(ProgressEvent("decode", 0, 1, t2 - job.t0))
         images = self._decode(model, job.state.latents)
@@ -191,8 +205,7 @@ class DiffusersEngine:
         job.emit(ProgressEvent("done", 1, 1, job.timings["total"]))
         notes = [f"ControlNet {s.name}: {s.unit.preprocessor}, scale {s.unit.scale:g}, "
                  f"steps {s.unit.start:g}-{s.unit.end:g}" for s in job.state.controls]
-        return self._result(job.request, model, images, job.seeds, work, job.timings,
-                            scheduler_label(job.state.scheduler), notes)
+        return self._result(job, images, scheduler_label(job.state.scheduler), notes)
 
     # -- preparation ------------------------------------------------------------------------
     def _prepare(self, req: GenerationRequest, model: LoadedModel) -> _Work:
@@ -342,7 +355,9 @@ class DiffusersEngine:
         return composite_full(work.original, generated, work.alpha)
 
     @staticmethod
-    def _result(req, model, images, seeds, work, timings, scheduler, notes) -> GenerationResult:
+    def _result(job: LocalJob, images, scheduler, notes) -> GenerationResult:
+        req, model, seeds, work, timings = job.request, job.model, job.seeds, job.work, job.timings
+        notes = job.notes + notes
         w, h = images[0].size
         return GenerationResult(
             request=req,
@@ -355,4 +370,16 @@ class DiffusersEngine:
             height=h,
             timings=timings,
             notes=notes + ([f"inpainted region {work.box.as_tuple()} at {work.width}x{work.height}"] if work.box else []),
+            loras=job.loras,
+            embeddings=job.embeddings,
         )
+
+
+def _with_prompt_loras(request: GenerationRequest) -> tuple[GenerationRequest, list[str]]:
+    """LoRA tags still in the prompt (a request that did not pass the prompt steps) taken out and
+    merged with its ``loras`` field, as the prompt steps would have done."""
+    prompt, tags = extract_lora_tags(request.prompt)
+    if not tags:
+        return request, []
+    merged, notes = merge_loras(request.loras, tags)
+    return request.model_copy(update={"prompt": prompt, "loras": merged}), notes

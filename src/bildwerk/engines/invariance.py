@@ -49,15 +49,19 @@ def _pointwise_per_sample(module: torch.nn.Conv2d) -> None:
 
 
 def make_batch_invariant(network: torch.nn.Module) -> torch.nn.Module:
-    """Patch ``network``'s layers in place (idempotent); weights and outputs' meaning unchanged."""
-    if getattr(network, _MARK, False):
-        return network
+    """Patch ``network``'s layers in place; weights and outputs' meaning unchanged. Idempotent per
+    module, so running it again after layers were added (peft's LoRA ``lora_A``/``lora_B``, a
+    ControlNet) patches only the new ones."""
     for module in network.modules():
+        if getattr(module, _MARK, False):
+            continue
         if isinstance(module, torch.nn.Linear):
             _rowwise_linear(module)
         elif (isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1)
               and module.stride == (1, 1) and module.groups == 1 and module.padding in ((0, 0), 0)
               and module.dilation == (1, 1)):
             _pointwise_per_sample(module)
-    setattr(network, _MARK, True)
+        else:
+            continue
+        setattr(module, _MARK, True)
     return network

@@ -100,6 +100,10 @@ class PromptPipeline:
                                         seconds=round(time.perf_counter() - t0, 4), details=details))
             return out
 
+        # 0. LoRA tags and embedding names: out of reach of every step that rewrites words.
+        prompt = self._take_loras(prompt, rec, step, "prompt")
+        negative = self._drop_negative_loras(negative, rec)
+
         # 1. Wildcards and combinatorial syntax: resolved first, the template is kept.
         from bildwerk.prompts.wildcards import has_wildcards, resolve
 
@@ -107,6 +111,8 @@ class PromptPipeline:
             rec.template = prompt
             prompt = step("wildcards", prompt,
                           lambda: (resolve(prompt, o.seed), "dynamicprompts", {"seed": o.seed}))
+            prompt = self._take_loras(prompt, rec, step, "wildcards")
+        prompt, negative = self._find_embeddings(prompt, negative, rec, step)
 
         # 2. Language.
         from bildwerk.prompts.language import detect_language
@@ -166,8 +172,74 @@ class PromptPipeline:
             prompt = step("style", prompt, lambda: (styled, style.name,
                                                     {"negative_in": negative, "negative_out": negative_styled}))
             negative = negative_styled
+            prompt = self._take_loras(prompt, rec, step, "style")
+            negative = self._drop_negative_loras(negative, rec)
+        prompt = self._keep_embeddings(prompt, negative, rec)
         rec.prompt, rec.negative_prompt = prompt, negative
         return rec
+
+    # -- LoRA tags and embeddings ------------------------------------------------------------
+    @staticmethod
+    def _take_loras(prompt: str, rec: PromptRecord, step, source: str) -> str:
+        """``<lora:NAME:W>`` / ``<lyco:...>`` tags out of the prompt into ``rec.loras``."""
+        from bildwerk.core.loras import extract_lora_tags, has_lora_tags
+
+        if not has_lora_tags(prompt):
+            return prompt
+        stripped, tags = extract_lora_tags(prompt)
+        rec.loras.extend(tags)
+        return step("loras", prompt, lambda: (stripped, None, {
+            "from": source, "loras": [t.model_dump() for t in tags]}))
+
+    @staticmethod
+    def _drop_negative_loras(negative: str, rec: PromptRecord) -> str:
+        from bildwerk.core.loras import extract_lora_tags, has_lora_tags
+
+        if not has_lora_tags(negative):
+            return negative
+        stripped, tags = extract_lora_tags(negative)
+        rec.warnings.append("LoRA tags in the negative prompt are not applied (as in A1111): "
+                            + ", ".join(t.tag() for t in tags))
+        return stripped
+
+    @staticmethod
+    def _find_embeddings(prompt: str, negative: str, rec: PromptRecord, step) -> tuple[str, str]:
+        """Embedding names in the prompts (A1111: the plain name; ComfyUI: ``embedding:NAME``, made
+        the plain name here), kept in ``rec.embeddings`` so the later steps cannot lose them."""
+        import re
+
+        from bildwerk.models.assets import find_asset, list_assets
+
+        syntax = re.compile(r"\bembedding:([\w.-]+)", re.IGNORECASE)
+        explicit = syntax.findall(f"{prompt}\n{negative}")
+        names = {a.name.lower(): a.name for a in list_assets("embedding")}
+        for name in explicit:
+            if name.lower() not in names:
+                find_asset("embedding", name)  # raises the clear "no embedding named ..." error
+        if explicit:
+            def plain(text: str) -> str:
+                return syntax.sub(lambda m: names[m[1].lower()], text)
+
+            negative = plain(negative)
+            prompt = step("embeddings", prompt, lambda: (plain(prompt), None, {
+                "explicit": sorted({names[e.lower()] for e in explicit})}))
+        text = f"{prompt}\n{negative}"
+        for name in names.values():
+            if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.IGNORECASE):
+                rec.embeddings.append(name)
+        return prompt, negative
+
+    @staticmethod
+    def _keep_embeddings(prompt: str, negative: str, rec: PromptRecord) -> str:
+        """An embedding name a step (translation, a rewording) lost is put back, with a warning."""
+        import re
+
+        for name in rec.embeddings:
+            if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", f"{prompt}\n{negative}",
+                             re.IGNORECASE):
+                rec.warnings.append(f"the embedding {name!r} was lost by the prompt steps; it was added back at the end")
+                prompt = f"{prompt}, {name}" if prompt else name
+        return prompt
 
     # -- steps with backends ----------------------------------------------------------------
     def _translate(self, prompt: str, rec: PromptRecord, o: PromptOptions, languages: tuple[str, ...] | None,

@@ -1,0 +1,194 @@
+"""LoRAs and textual-inversion embeddings at inference, on the tiny models, offline.
+
+Each file is written here in a real layout (kohya/A1111, diffusers/peft as `bildwerk train`
+saves it, A1111 embeddings), found by name in $BILDWERK_HOME, and must change the picture; a
+plain request after a LoRA request gives exactly the plain picture; a bad file is a clear error.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bildwerk.app.generate import Generator
+from bildwerk.core.errors import UnsafeModelError, UnsupportedModelError
+from bildwerk.core.paths import bildwerk_home
+from bildwerk.core.prompt import PromptOptions
+from bildwerk.core.request import build_request
+from bildwerk.core.spec import JobSpec
+from bildwerk.engines.diffusers_engine import DiffusersEngine
+from bildwerk.models.assets import AssetNotFoundError
+from bildwerk.models.loader import ModelManager
+
+OFF = PromptOptions(wildcards=False, translate="off")
+BASE = dict(seed=1, steps=2, width=64, height=64)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """One of each file, written once: LoRAs for SD and SDXL (kohya), a LoRA saved the way
+    `bildwerk train --method lora` saves it, an embedding, and broken files."""
+    from bildwerk.models.tiny import build_tiny_pipeline
+    from bildwerk.models.tiny_lora import save_peft_lora, save_tiny_embedding, save_tiny_lora
+
+    root = tmp_path_factory.mktemp("lora-files")
+    sd, xl = build_tiny_pipeline("sd"), build_tiny_pipeline("sdxl")
+    out = {
+        "kohya": save_tiny_lora(root / "kohya.safetensors", sd),
+        "other": save_tiny_lora(root / "other.safetensors", sd, seed=7),
+        "xl": save_tiny_lora(root / "xl.safetensors", xl),
+        "trained": save_peft_lora(root / "run" / "lora", build_tiny_pipeline("sd")),
+        "myemb": save_tiny_embedding(root / "myemb.safetensors", sd),
+    }
+    (root / "pickled.safetensors").write_bytes(b"\x80\x04\x95" + b"\x00" * 64)  # a pickle, renamed
+    out["pickled"] = root / "pickled.safetensors"
+    data = out["kohya"].read_bytes()
+    (root / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    out["truncated"] = root / "truncated.safetensors"
+    return out
+
+
+@pytest.fixture
+def home(files) -> Path:
+    """$BILDWERK_HOME (isolated per test) with the LoRAs in loras/ and the embedding in embeddings/."""
+    h = bildwerk_home()
+    (h / "loras").mkdir(parents=True)
+    (h / "embeddings").mkdir(parents=True)
+    for name in ("kohya", "other", "xl", "pickled", "truncated"):
+        shutil.copy(files[name], h / "loras" / f"{name}.safetensors")
+    shutil.copy(files["trained"], h / "loras" / "trained.safetensors")
+    shutil.copy(files["myemb"], h / "embeddings" / "myemb.safetensors")
+    return h
+
+
+@pytest.fixture(scope="module")
+def sd_engine():
+    return DiffusersEngine(ModelManager(device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def xl_engine():
+    return DiffusersEngine(ModelManager(device="cpu"))
+
+
+def _gen(engine, model, **kw):
+    r = engine.generate(build_request(model=str(model), **{**BASE, "prompt": "a red cat", **kw}))
+    return np.asarray(r.images[0]), r
+
+
+def test_kohya_lora_changes_the_picture_and_a_plain_request_after_it_is_exact(home, sd_engine, tiny_models):
+    sd = tiny_models["sd"]
+    plain, _ = _gen(sd_engine, sd)
+    with_lora, r = _gen(sd_engine, sd, loras=[{"name": "kohya", "weight": 1.0}])
+    assert not np.array_equal(plain, with_lora)
+    assert r.record()["loras"][0]["name"] == "kohya" and len(r.loras[0]["hash"]) == 12
+    info = r.parameters_text(0)
+    assert "<lora:kohya:1>" in info and f'Lora hashes: "kohya: {r.loras[0]["hash"]}"' in info
+    half, _ = _gen(sd_engine, sd, loras=[{"name": "kohya", "weight": 0.5}])
+    both, _ = _gen(sd_engine, sd, loras=[{"name": "kohya", "weight": 0.5}, {"name": "other", "weight": 0.8}])
+    assert len({a.tobytes() for a in (with_lora, half, both)}) == 3  # weights and sets matter
+    after, r2 = _gen(sd_engine, sd)
+    assert np.array_equal(plain, after) and "loras" not in r2.record()  # nothing leaked
+
+
+def test_prompt_tags_through_the_use_case_and_the_field_wins(home, sd_engine, tiny_models):
+    gen = Generator(models=sd_engine.models)
+    model = str(tiny_models["sd"])
+    by_field = gen.run(JobSpec.build(model=model, prompt="a red cat", loras=[{"name": "kohya", "weight": 0.5}],
+                                     options=OFF, **BASE))
+    by_tag = gen.run(JobSpec.build(model=model, prompt="a red cat <lora:kohya:0.5>", options=OFF, **BASE))
+    assert np.array_equal(np.asarray(by_field.images[0]), np.asarray(by_tag.images[0]))
+    rec = by_tag.request.prompt_record
+    assert rec.step("loras").output == "a red cat" and by_tag.request.prompt == "a red cat"
+    assert [(x.name, x.weight) for x in by_tag.request.loras] == [("kohya", 0.5)]
+    both = gen.run(JobSpec.build(model=model, prompt="a red cat <lora:kohya:2>",
+                                 loras=[{"name": "kohya", "weight": 0.5}], options=OFF, **BASE))
+    assert np.array_equal(np.asarray(both.images[0]), np.asarray(by_field.images[0]))
+    assert any("replaces" in w for w in both.request.prompt_record.warnings)
+
+
+def test_a_style_may_name_a_lora(home, sd_engine, tiny_models):
+    import json
+
+    (home / "styles").mkdir()
+    (home / "styles" / "mine.json").write_text(json.dumps(
+        [{"name": "kohya-look", "prompt": "{prompt}, painted <lora:kohya:0.5>"}]), "utf-8")
+    gen = Generator(models=sd_engine.models)
+    spec = JobSpec.build(model=str(tiny_models["sd"]), prompt="a red cat",
+                         options=OFF.model_copy(update={"style": "kohya-look"}), **BASE)
+    r = gen.run(spec)
+    assert r.request.prompt == "a red cat, painted" and [x.name for x in r.request.loras] == ["kohya"]
+    assert r.loras[0]["weight"] == 0.5
+
+
+def test_batched_lora_requests_equal_alone_and_other_sets_never_share_a_call(home, sd_engine, tiny_models):
+    sd = str(tiny_models["sd"])
+    a = build_request(model=sd, prompt="a red cat", loras=[{"name": "kohya"}], **BASE)
+    b = build_request(model=sd, prompt="a blue dog", loras=[{"name": "kohya"}], **{**BASE, "seed": 2})
+    plain = build_request(model=sd, prompt="a red cat", **BASE)
+    alone = [np.asarray(sd_engine.generate(r).images[0]) for r in (a, b)]
+    ja, jb, jp = (sd_engine.prepare(r) for r in (a, b, plain))
+    assert ja.batch_key == jb.batch_key != jp.batch_key
+    while not ja.done:
+        sd_engine.step([ja, jb])
+    together = [np.asarray(sd_engine.finish(j).images[0]) for j in (ja, jb)]
+    assert all(np.array_equal(x, y) for x, y in zip(alone, together, strict=True))
+    while not jp.done:  # prepared while LoRA jobs ran: its calls run without them
+        sd_engine.step([jp])
+    assert np.array_equal(np.asarray(sd_engine.finish(jp).images[0]), _gen(sd_engine, sd)[0])
+
+
+def test_sdxl_kohya_lora_with_sgm_names(home, xl_engine, tiny_models):
+    xl = tiny_models["sdxl"]
+    plain, _ = _gen(xl_engine, xl)
+    with_lora, r = _gen(xl_engine, xl, prompt="a red cat <lora:xl:0.8>")
+    assert not np.array_equal(plain, with_lora) and r.loras[0]["family"] == "SDXL"
+    assert np.array_equal(plain, _gen(xl_engine, xl)[0])
+
+
+def test_the_lora_bildwerk_train_writes_loads_by_name(home, sd_engine, tiny_models):
+    sd = tiny_models["sd"]
+    plain, _ = _gen(sd_engine, sd)
+    trained, r = _gen(sd_engine, sd, loras=[{"name": "trained"}])
+    assert not np.array_equal(plain, trained) and r.loras[0]["text_encoder"] is False
+
+
+@pytest.mark.parametrize(("name", "error", "words"), [
+    ("xl", UnsupportedModelError, "is for SDXL, the model is"),
+    ("pickled", UnsafeModelError, "not a safetensors file"),
+    ("truncated", UnsupportedModelError, "damaged or incomplete"),
+    ("nosuch", AssetNotFoundError, "no LoRA named 'nosuch'"),
+])
+def test_bad_loras_give_one_clear_error(home, sd_engine, tiny_models, name, error, words):
+    with pytest.raises(error, match=words):
+        _gen(sd_engine, tiny_models["sd"], loras=[{"name": name}])
+    plain, _ = _gen(sd_engine, tiny_models["sd"])  # and the model still works
+    assert plain.shape == (64, 64, 3)
+
+
+def test_a_sd_lora_on_sdxl_is_refused(home, xl_engine, tiny_models):
+    with pytest.raises(UnsupportedModelError, match="LoRA 'kohya' is for"):
+        _gen(xl_engine, tiny_models["sdxl"], loras=[{"name": "kohya"}])
+
+
+def test_unknown_lora_fails_at_submission(home, sd_engine, tiny_models):
+    gen = Generator(models=sd_engine.models)
+    with pytest.raises(AssetNotFoundError):
+        gen.check(JobSpec.build(model=str(tiny_models["sd"]), prompt="x <lora:nosuch:1>", options=OFF))
+
+
+def test_embedding_by_name_changes_the_picture(home, sd_engine, tiny_models):
+    sd = str(tiny_models["sd"])
+    gen = Generator(models=sd_engine.models)
+    plain = gen.run(JobSpec.build(model=sd, prompt="a red cat", options=OFF, **BASE))
+    used = gen.run(JobSpec.build(model=sd, prompt="a red cat, myemb", options=OFF, **BASE))
+    comfy = gen.run(JobSpec.build(model=sd, prompt="a red cat, embedding:myemb", options=OFF, **BASE))
+    assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(used.images[0]))
+    assert np.array_equal(np.asarray(used.images[0]), np.asarray(comfy.images[0]))
+    assert used.embeddings[0]["name"] == "myemb" and "TI hashes" in used.parameters_text(0)
+    assert comfy.request.prompt == "a red cat, myemb"
+    again = gen.run(JobSpec.build(model=sd, prompt="a red cat", options=OFF, **BASE))
+    assert np.array_equal(np.asarray(plain.images[0]), np.asarray(again.images[0]))
