@@ -106,6 +106,9 @@ StrengthOpt = Annotated[float | None, typer.Option("--strength", help="How much 
 TranslateOpt = Annotated[str, typer.Option("--translate", help="auto (only when the model does not read the prompt's language), llm, lexicon or off.", rich_help_panel="Prompt")]
 LangOpt = Annotated[str | None, typer.Option("--lang", help="The prompt's language (de, ko, ...); detected when unset.", rich_help_panel="Prompt")]
 StyleOpt = Annotated[str | None, typer.Option("--style", help="A style by name (`bildwerk styles`).", rich_help_panel="Prompt")]
+LoraOpt = Annotated[list[str] | None, typer.Option(
+    "--lora", help="A LoRA by name, NAME or NAME:WEIGHT (default 1); repeat for several. "
+    "<lora:NAME:WEIGHT> in the prompt works too.", rich_help_panel="Prompt")]
 EnhanceOpt = Annotated[bool, typer.Option("--enhance", help="Add the lexicon's details to known terms.", rich_help_panel="Prompt")]
 ExpandOpt = Annotated[bool, typer.Option("--expand", help="Let an LLM add visual detail after the prompt.", rich_help_panel="Prompt")]
 KeywordsOpt = Annotated[bool, typer.Option("--keywords", help="Append KeyBERT's weighted keywords.", rich_help_panel="Prompt")]
@@ -146,6 +149,22 @@ def _validation_message(exc: ValidationError) -> str:
     fields = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
     names = {f: _OPTION_FOR_FIELD.get(f, "--" + f.replace("_", "-")) for f in fields}
     return format_validation_error(exc, model=model, names=names, prefix="")
+
+
+def _lora_flags(values: list[str] | None) -> list[dict[str, Any]] | None:
+    """``--lora NAME[:WEIGHT]`` values as the request's ``loras`` field (validated with it)."""
+    out = []
+    for value in values or []:
+        name, sep, weight = value.rpartition(":")
+        if not sep or not name:
+            out.append({"name": value})
+            continue
+        try:
+            out.append({"name": name, "weight": float(weight)})
+        except ValueError:
+            raise typer.BadParameter(f"{value!r}: write NAME or NAME:WEIGHT, e.g. --lora {name}:0.8",
+                                     param_hint="--lora") from None
+    return out or None
 
 
 def _prompt_options(translate: str = "auto", lang: str | None = None, style: str | None = None,

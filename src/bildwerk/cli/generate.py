@@ -29,6 +29,7 @@ from bildwerk.cli.common import (
     KeywordsOpt,
     LangOpt,
     LlmOpt,
+    LoraOpt,
     ModelOpt,
     NegativeOpt,
     NumOpt,
@@ -46,6 +47,7 @@ from bildwerk.cli.common import (
     WidthOpt,
     _fail,
     _load,
+    _lora_flags,
     _prompt_options,
     _show_record,
     app,
@@ -211,6 +213,7 @@ def generate(
     control_scale: ControlScaleOpt = 1.0,
     control_start: ControlStartOpt = 0.0,
     control_end: ControlEndOpt = 1.0,
+    lora: LoraOpt = None,
 ) -> None:
     """Text to image."""
     opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, None, strict,
@@ -218,7 +221,7 @@ def generate(
     _run(
         dict(mode="text-to-image", prompt=prompt, negative_prompt=negative, model=model, seed=seed,
              steps=steps, guidance=guidance, width=width, height=height, num_images=num_images,
-             scheduler=scheduler, controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end),),
+             scheduler=scheduler, controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end), loras=_lora_flags(lora)),
         out, device, dtype, opts, overwrite,
     )
 
@@ -258,6 +261,7 @@ def vary(
     control_scale: ControlScaleOpt = 1.0,
     control_start: ControlStartOpt = 0.0,
     control_end: ControlEndOpt = 1.0,
+    lora: LoraOpt = None,
 ) -> None:
     """Image to image: variations of IMAGE guided by PROMPT (an edit such as "as a watercolor")."""
     img = _load(image, "image")
@@ -266,7 +270,7 @@ def vary(
     _run(
         dict(mode="image-to-image", image=img, prompt=prompt, negative_prompt=negative, strength=strength,
              model=model, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
-             num_images=num_images, scheduler=scheduler, controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end),),
+             num_images=num_images, scheduler=scheduler, controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end), loras=_lora_flags(lora)),
         out, device, dtype, opts, overwrite,
     )
 
@@ -311,6 +315,7 @@ def inpaint(
     control_scale: ControlScaleOpt = 1.0,
     control_start: ControlStartOpt = 0.0,
     control_end: ControlEndOpt = 1.0,
+    lora: LoraOpt = None,
 ) -> None:
     """Inpaint: repaint the masked part of IMAGE; every pixel outside the mask stays as it was."""
     img = _load(image, "image")
@@ -321,7 +326,7 @@ def inpaint(
              model=model, seed=seed, steps=steps, guidance=guidance, mask_blur=mask_blur,
              invert_mask=invert_mask, mask_source=mask_source, only_masked=only_masked,
              only_masked_padding=padding, width=width, height=height, num_images=num_images,
-             scheduler=scheduler, controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end),),
+             scheduler=scheduler, controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end), loras=_lora_flags(lora)),
         out, device, dtype, opts, overwrite,
     )
 
