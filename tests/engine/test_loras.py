@@ -192,3 +192,40 @@ def test_embedding_by_name_changes_the_picture(home, sd_engine, tiny_models):
     assert comfy.request.prompt == "a red cat, myemb"
     again = gen.run(JobSpec.build(model=sd, prompt="a red cat", options=OFF, **BASE))
     assert np.array_equal(np.asarray(plain.images[0]), np.asarray(again.images[0]))
+
+
+def test_new_lora_layers_are_batch_invariant_too(home, sd_engine, tiny_models):
+    import torch
+
+    from bildwerk.engines.invariance import _MARK
+
+    _gen(sd_engine, tiny_models["sd"], loras=[{"name": "kohya"}])
+    unet = sd_engine.models.current.unet
+    lora_layers = [m for n, m in unet.named_modules() if ".lora_A." in n or ".lora_B." in n]
+    assert lora_layers and all(getattr(m, _MARK, False) for m in lora_layers
+                               if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+
+
+@pytest.mark.extended  # loads the shipped default model into an engine of its own (~15 s)
+def test_default_model_takes_the_unet_part_and_refuses_embeddings(home, files):
+    """bildwerk's default model has a sentence encoder, no CLIP: a LoRA's text-encoder part is left
+    out (said so in the notes); an embedding named explicitly is a clear error."""
+    from safetensors.torch import save_file
+
+    from bildwerk.models.tiny import build_tiny_pipeline
+    from bildwerk.models.tiny_lora import tiny_lora_state
+
+    engine = DiffusersEngine(ModelManager(device="cpu"))
+    model = engine.models.get(None)
+    unet_part = tiny_lora_state(model.pipe, text_encoder=False)
+    te_part = {k: v for k, v in tiny_lora_state(build_tiny_pipeline("sd")).items() if k.startswith("lora_te_")}
+    save_file({**unet_part, **te_part}, str(home / "loras" / "mixed.safetensors"))
+    base = dict(seed=3, steps=2, prompt="ein See")
+    plain = np.asarray(engine.generate(build_request(**base)).images[0])
+    r = engine.generate(build_request(**base, loras=[{"name": "mixed"}]))
+    assert not np.array_equal(plain, np.asarray(r.images[0]))
+    assert any("text-encoder part was left out" in n for n in r.notes)
+    assert np.array_equal(plain, np.asarray(engine.generate(build_request(**base)).images[0]))
+    gen = Generator(models=engine.models)
+    with pytest.raises(UnsupportedModelError, match="cannot use textual-inversion embeddings"):
+        gen.run(JobSpec.build(prompt="ein See, embedding:myemb", options=OFF, seed=1, steps=1))

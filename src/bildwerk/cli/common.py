@@ -148,6 +148,10 @@ def _validation_message(exc: ValidationError) -> str:
     model = {m.__name__: m for m in (GenerationRequest, PromptOptions)}[exc.title]
     fields = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
     names = {f: _OPTION_FOR_FIELD.get(f, "--" + f.replace("_", "-")) for f in fields}
+    for e in exc.errors():  # loras.0.weight: the --lora option's NAME:WEIGHT parts
+        loc = [str(p) for p in e.get("loc", ())]
+        if len(loc) == 3 and loc[0] == "loras":
+            names[".".join(loc)] = f"--lora {loc[2]}"
     return format_validation_error(exc, model=model, names=names, prefix="")
 
 
