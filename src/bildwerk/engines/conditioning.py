@@ -16,6 +16,7 @@ import torch
 
 from bildwerk.core.errors import UnsupportedModelError
 from bildwerk.core.weights import Segment, is_weighted, parse_weighted
+from bildwerk.engines.embeddings import spell_embeddings
 from bildwerk.models.loader import LoadedModel
 
 
@@ -41,6 +42,8 @@ def encode_prompts(
     height: int,
 ) -> Conditioning:
     pipe = model.pipe
+    if model.family != "sentence":  # textual-inversion words as the tokenizer knows them
+        prompt, negative_prompt = spell_embeddings(model, prompt), spell_embeddings(model, negative_prompt)
     segs, neg_segs = parse_weighted(prompt), parse_weighted(negative_prompt)
     prompt, negative_prompt = _plain(segs), _plain(neg_segs)
     if model.family == "sentence":
@@ -125,7 +128,8 @@ def _compel_conditioning(model: LoadedModel, segs: list[Segment], neg_segs: list
                       device=model.device) for tok, te in pairs]
 
     def embed(c: Compel, s: list[Segment]) -> torch.Tensor:
-        frags = [x.text for x in s] or [""]
+        # compel does not expand multi-vector embeddings as diffusers' encode_prompt does.
+        frags = [spell_embeddings(model, x.text, expand=True) for x in s] or [""]
         weights = [x.weight for x in s] or [1.0]
         return c.conditioning_provider.get_embeddings_for_weighted_prompt_fragments(
             text_batch=[frags], fragment_weights_batch=[weights], device=model.device)

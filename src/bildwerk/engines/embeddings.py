@@ -24,13 +24,24 @@ from bildwerk.models.safety import sniff_weight_format
 _LOADED = "embeddings_loaded"  # model.extras: name -> record
 
 
+def _word(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])", re.IGNORECASE)
+
+
 def used_embeddings(text: str, assets: list[Asset]) -> list[Asset]:
     """The embeddings whose names appear in ``text`` as whole words (case-insensitive)."""
-    found = []
-    for a in assets:
-        if re.search(rf"(?<![\w-]){re.escape(a.name)}(?![\w-])", text, re.IGNORECASE):
-            found.append(a)
-    return found
+    return [a for a in assets if _word(a.name).search(text)]
+
+
+def spell_embeddings(model: LoadedModel, text: str, *, expand: bool = False) -> str:
+    """``text`` with each loaded embedding's name written as its token (CLIP's tokenizer lowercases,
+    and diffusers finds multi-vector tokens by exact text); ``expand``: also as its extra tokens
+    (``name name_1 ...``), for encoders that do not expand them themselves (compel)."""
+    for name, rec in (model.extras.get(_LOADED) or {}).items():
+        tok, n = rec["token"], rec["vectors"]
+        spelled = " ".join([tok] + [f"{tok}_{i}" for i in range(1, n)]) if expand else tok
+        text = _word(name).sub(spelled, text)
+    return text
 
 
 def _explicit(request: GenerationRequest) -> list[str]:
@@ -70,6 +81,7 @@ def _load(model: LoadedModel, asset: Asset) -> dict[str, Any]:
     pipe = model.pipe
     sdxl = model.family == "sdxl"
     parts = _vectors(asset, sdxl)
+    token = asset.name.lower()  # as CLIP's tokenizer sees the word
     pairs = ([("clip_l", pipe.text_encoder, pipe.tokenizer), ("clip_g", pipe.text_encoder_2, pipe.tokenizer_2)]
              if sdxl else [("vectors", pipe.text_encoder, pipe.tokenizer)])
     for key, encoder, tokenizer in pairs:
@@ -80,12 +92,11 @@ def _load(model: LoadedModel, asset: Asset) -> dict[str, Any]:
                 f"embedding {asset.name!r} has {tuple(vec.shape)} vectors; this model's text encoder takes "
                 f"{width}-wide ones (is it for another model?)")
         try:
-            pipe.load_textual_inversion({asset.name: vec}, token=asset.name, text_encoder=encoder,
-                                        tokenizer=tokenizer)
+            pipe.load_textual_inversion({token: vec}, token=token, text_encoder=encoder, tokenizer=tokenizer)
         except ValueError as exc:
             raise UnsupportedModelError(f"embedding {asset.name!r} could not be loaded: {exc}") from None
     vectors = int(next(iter(parts.values())).shape[0])
-    return {"name": asset.name, "hash": tensor_data_hash(asset.path)[:12], "vectors": vectors}
+    return {"name": asset.name, "hash": tensor_data_hash(asset.path)[:12], "vectors": vectors, "token": token}
 
 
 def prepare_embeddings(model: LoadedModel, request: GenerationRequest) -> list[dict[str, Any]]:
@@ -106,5 +117,5 @@ def prepare_embeddings(model: LoadedModel, request: GenerationRequest) -> list[d
     for asset in used:
         if asset.name not in loaded:
             loaded[asset.name] = _load(model, asset)
-        out.append(loaded[asset.name])
+        out.append({k: v for k, v in loaded[asset.name].items() if k != "token"})
     return out
