@@ -61,6 +61,7 @@ def home(files) -> Path:
         shutil.copy(files[name], h / "loras" / f"{name}.safetensors")
     shutil.copy(files["trained"], h / "loras" / "trained.safetensors")
     shutil.copy(files["MyEmb"], h / "embeddings" / "MyEmb.safetensors")
+    shutil.copy(files["MyEmb"], h / "loras" / "notlora.safetensors")  # an embedding in the wrong folder
     return h
 
 
@@ -145,7 +146,7 @@ def test_sdxl_kohya_lora_with_sgm_names(home, xl_engine, tiny_models):
     xl = tiny_models["sdxl"]
     plain, _ = _gen(xl_engine, xl)
     with_lora, r = _gen(xl_engine, xl, prompt="a red cat <lora:xl:0.8>")
-    assert not np.array_equal(plain, with_lora) and r.loras[0]["family"] == "SDXL"
+    assert not np.array_equal(plain, with_lora) and r.loras[0]["family"] == "sdxl"
     assert np.array_equal(plain, _gen(xl_engine, xl)[0])
 
 
@@ -158,9 +159,10 @@ def test_the_lora_bildwerk_train_writes_loads_by_name(home, sd_engine, tiny_mode
 
 @pytest.mark.parametrize(("name", "error", "words"), [
     ("xl", UnsupportedModelError, "is for SDXL, the model is"),
-    ("pickled", UnsafeModelError, "not a safetensors file"),
-    ("truncated", UnsupportedModelError, "damaged or incomplete"),
+    ("pickled", UnsafeModelError, "LoRA 'pickled': pickled.safetensors is a pickle file"),
+    ("truncated", UnsupportedModelError, "LoRA 'truncated': truncated.safetensors is truncated"),
     ("nosuch", AssetNotFoundError, "no LoRA named 'nosuch'"),
+    ("notlora", UnsupportedModelError, "has no LoRA weights: it looks like an embedding"),
 ])
 def test_bad_loras_give_one_clear_error(home, sd_engine, tiny_models, name, error, words):
     with pytest.raises(error, match=words):

@@ -17,9 +17,9 @@ from typing import Any
 from bildwerk.core.errors import UnsafeModelError, UnsupportedModelError
 from bildwerk.core.request import GenerationRequest
 from bildwerk.models.assets import Asset, list_assets
+from bildwerk.models.inspect import read_header
 from bildwerk.models.loader import LoadedModel
 from bildwerk.models.lora_files import tensor_data_hash
-from bildwerk.models.safety import sniff_weight_format
 
 _LOADED = "embeddings_loaded"  # model.extras: name -> record
 
@@ -52,9 +52,12 @@ def _explicit(request: GenerationRequest) -> list[str]:
 
 def _vectors(asset: Asset, sdxl: bool) -> dict[str, Any]:
     path = asset.path
-    if path.is_dir() or sniff_weight_format(path) != "safetensors":
-        raise UnsafeModelError(f"embedding {asset.name!r} is not a safetensors file; bildwerk loads safetensors "
-                               "only, because pickle files can run code")
+    if path.is_dir():
+        raise UnsupportedModelError(f"embedding {asset.name!r} is a folder; an embedding is one .safetensors file")
+    try:
+        read_header(path)  # pickles (whatever the name), truncated files: refused before loading
+    except (UnsafeModelError, UnsupportedModelError) as exc:
+        raise type(exc)(f"embedding {asset.name!r}: {exc}") from None
     from safetensors.torch import load_file
 
     try:

@@ -3,10 +3,9 @@
 Model sites ship LoRAs in several layouts (kohya/A1111 ``lora_unet_...lora_down``, diffusers/peft
 ``unet....lora_A``, LyCORIS); diffusers' ``load_lora_weights`` reads them all, but a file for
 another architecture either fails deep inside with a size mismatch or matches nothing. So the
-architecture is read here from the weights themselves, from the width of the cross-attention
-key projection (the text conditioning's width: 768 for SD 1.x, 1024 for SD 2.x, 2048 for SDXL)
-and from the second text encoder's keys (SDXL only), and compared with the model's first.
-"""
+file's header is read first (models/inspect.py: its kind, and its family from the width of the
+cross-attention key projection, 768 for SD 1.x, 1024 for SD 2.x, 2048 for SDXL, or from SDXL's
+second text encoder and block names) and compared with the loaded model's before any weight loads."""
 
 from __future__ import annotations
 
@@ -18,21 +17,17 @@ from pathlib import Path
 import torch
 
 from bildwerk.core.errors import UnsafeModelError, UnsupportedModelError
-from bildwerk.models.safety import sniff_weight_format
 
-_LORA_MARKS = ("lora_down", "lora_up", "lora_A", "lora_B", "lora.down", "lora.up", "lora_linear_layer",
-               "hada_w1", "lokr_w1", ".diff")
 _TE_PREFIXES = ("lora_te", "text_encoder", "te_", "te1", "te2")
-_SDXL_TE2 = ("lora_te2_", "text_encoder_2.", "te2.", "te2_")
-_DOWN_MARKS = ("lora_down.weight", "lora_A.weight", "lora.down.weight", "lora_A.default.weight")
-_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+_WIDTHS = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 
 
 @dataclass(frozen=True)
 class LoraFile:
     path: Path
     state: dict[str, torch.Tensor]
-    family: str | None  # "SDXL", "SD 1.x", "SD 2.x", or None (unknown)
+    family: str | None  # "sd1" | "sd2" | "sdxl" (models/inspect.py's names), None when unknown
     context_width: int | None  # the cross-attention width its UNet part was trained for
     has_text_encoder: bool
     short_hash: str  # A1111's LoRA hash: sha256 of the tensor data (header skipped), 12 hex digits
@@ -50,20 +45,21 @@ def tensor_data_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def _width(state: dict[str, torch.Tensor]) -> int | None:
-    for key, t in state.items():
-        if "attn2" in key and ("to_k" in key or "to_v" in key) and key.endswith(_DOWN_MARKS) and t.dim() >= 2:
-            return int(t.shape[1])
-    return None
-
-
 def read_lora_file(path: Path, name: str) -> LoraFile:
-    """The LoRA at ``path`` read safely, or a one-line error saying what is wrong with it."""
-    fmt = sniff_weight_format(path)
-    if fmt != "safetensors":
-        raise UnsafeModelError(
-            f"LoRA {name!r} ({path.name}) is not a safetensors file (its bytes are {fmt}); bildwerk loads "
-            "safetensors only, because pickle files can run code. Convert it where you trust it")
+    """The LoRA at ``path`` read safely, or a one-line error saying what is wrong with it. The
+    header is read first (models/inspect.py: pickles, truncated files and other kinds refused,
+    the family told) so no weight of a wrong file is loaded."""
+    from bildwerk.models.inspect import inspect_file
+
+    try:
+        info = inspect_file(path)
+    except (UnsafeModelError, UnsupportedModelError) as exc:
+        raise type(exc)(f"LoRA {name!r}: {exc}") from None
+    if info.kind != "lora":
+        what = f"{'an' if info.kind[0] in 'aeiou' else 'a'} {info.kind}" if info.kind else "no kind bildwerk uses"
+        raise UnsupportedModelError(
+            f"LoRA {name!r} ({path.name}) has no LoRA weights: it looks like {what}; checkpoints go in "
+            "models/, embeddings in embeddings/")
     from safetensors.torch import load_file
 
     try:
@@ -72,34 +68,27 @@ def read_lora_file(path: Path, name: str) -> LoraFile:
         raise UnsupportedModelError(
             f"LoRA {name!r} ({path.name}) is damaged or incomplete ({type(exc).__name__}); download it again"
         ) from None
-    if not any(m in k for k in state for m in _LORA_MARKS):
-        raise UnsupportedModelError(
-            f"{path.name} has no LoRA weights (is it a checkpoint or an embedding?); checkpoints go in "
-            "models/, embeddings in embeddings/")
-    width = _width(state)
-    sdxl = any(k.startswith(_SDXL_TE2) for k in state) or any(k.startswith("lora_unet_input_blocks") for k in state)
-    family = "SDXL" if sdxl else _WIDTHS.get(width or 0)
-    return LoraFile(path=path, state=state, family=family, context_width=width,
-                    has_text_encoder=any(k.startswith(_TE_PREFIXES) for k in state),
+    width = info.details.get("cross_attention_dim")
+    return LoraFile(path=path, state=state, family=info.family, context_width=width,
+                    has_text_encoder=bool(info.details.get("text_encoder")),
                     short_hash=tensor_data_hash(path)[:12])
 
 
 def model_label(family: str, context_width: int) -> str:
-    """How a user knows a loaded model's architecture."""
+    """How a user knows a loaded model's architecture (loader families: sd, sdxl, sentence)."""
     if family == "sdxl":
         return "SDXL"
     if family == "sentence":
         return "bildwerk's sentence-encoder model"
-    return _WIDTHS.get(context_width, "SD 1.x/2.x")
+    return FAMILY_LABELS.get(_WIDTHS.get(context_width, ""), "SD 1.x/2.x")
 
 
 def check_fits(lora: LoraFile, name: str, *, family: str, context_width: int) -> None:
     """Refuse a LoRA made for another architecture, naming both."""
-    wrong_family = lora.family == "SDXL" and family != "sdxl" or (
-        lora.family is not None and lora.family != "SDXL" and family == "sdxl")
+    wrong_family = lora.family is not None and (lora.family == "sdxl") != (family == "sdxl")
     wrong_width = lora.context_width is not None and lora.context_width != context_width
     if wrong_family or wrong_width:
-        made_for = lora.family or f"a model with {lora.context_width}-wide text conditioning"
+        made_for = FAMILY_LABELS.get(lora.family or "") or f"a model with {lora.context_width}-wide text conditioning"
         raise UnsupportedModelError(
             f"LoRA {name!r} is for {made_for}, the model is {model_label(family, context_width)}; "
             "use a LoRA made for this model")
