@@ -12,7 +12,7 @@ requests with different sets never share a UNet call, and it is re-activated bef
 
 from __future__ import annotations
 
-import logging
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +24,6 @@ from bildwerk.engines.invariance import make_batch_invariant
 from bildwerk.models.assets import find_asset
 from bildwerk.models.loader import LoadedModel
 from bildwerk.models.lora_files import check_fits, read_lora_file, without_text_encoder
-
-log = logging.getLogger(__name__)
 
 MAX_CACHED = 8  # adapters kept on one model; each costs its weights' memory
 _CACHE, _ACTIVE = "lora_cache", "lora_active"
@@ -97,7 +95,9 @@ def _load(model: LoadedModel, spec: LoraSpec, keep: set[str]) -> tuple[LoadedLor
         cache[key] = loaded
         return loaded, notes
     try:
-        pipe.load_lora_weights(dict(state), adapter_name=adapter)
+        with warnings.catch_warnings():  # peft warns on every adapter after the first: that is the point
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            pipe.load_lora_weights(dict(state), adapter_name=adapter)
     except Exception as exc:  # noqa: BLE001 - peft and diffusers raise many types for a misfit
         _drop(pipe, adapter)
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
