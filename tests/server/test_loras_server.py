@@ -48,3 +48,4 @@ def test_native_loras_field_and_unknown_names(server, srv_lora):
         assert tagged.status_code == 404
         heavy = c.post("/api/v1/jobs", json={"prompt": "x", "loras": [{"name": srv_lora, "weight": 9}]})
         assert heavy.status_code in (400, 422) and "weight" in heavy.text
+        assert srv_lora in [x["name"] for x in c.get("/sdapi/v1/loras").json()]  # what a client offers
