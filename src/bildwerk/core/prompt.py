@@ -20,8 +20,8 @@ from bildwerk.core.text import check_text
 class PromptStep(BaseModel):
     """One step of the pipeline, as it ran."""
 
-    step: str = Field(description="language, wildcards, translate, describe, merge, lexicon, "
-                                  "keywords, paraphrase, expand, style")
+    step: str = Field(description="loras, wildcards, embeddings, language, translate, describe, merge, "
+                                  "lexicon, keywords, paraphrase, expand, style")
     input: str
     output: str
     backend: str | None = None

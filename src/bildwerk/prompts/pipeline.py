@@ -1,7 +1,9 @@
 """The prompt pipeline: the user's words -> the model's prompt, every step recorded.
 
-Order: wildcards -> language -> translate -> describe + merge -> lexicon enhancement ->
-paraphrase -> keywords -> expand -> style; with ``order="paraphrase-first"`` the rewordings
+Order: LoRA tags out (``<lora:NAME:W>``, into ``rec.loras``; again after wildcards and after the
+style, whose text may carry tags too) -> wildcards -> embedding names found (``embedding:NAME``
+made the plain name; a name a later step loses is put back at the end) -> language -> translate
+-> describe + merge -> lexicon enhancement -> paraphrase -> keywords -> expand -> style; with ``order="paraphrase-first"`` the rewordings
 are made before translation, in the prompt's language, and each is translated. With an image
 to describe and the rule-based merge, a prompt that is not English is not translated on its
 own: the merge puts the edit into English. Every step is optional; each one that runs
