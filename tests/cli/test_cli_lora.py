@@ -17,6 +17,7 @@ def test_lora_flags_parse():
     assert _lora_flags(None) is None
 
 
+@pytest.mark.extended  # a whole CLI run (~4 s); the option's parsing and bounds are checked above/below
 def test_generate_with_lora_writes_the_tag_and_hash(tiny_models, tmp_path):
     from bildwerk.models.tiny import build_tiny_pipeline
     from bildwerk.models.tiny_lora import save_tiny_lora
