@@ -262,13 +262,7 @@ def install_file(path: Path, name: str | None = None, *, kind: AssetKind | None 
         raise InvalidRequestError(f"cannot tell from its header what {src.name} is; pass --kind "
                                   + "|".join(ASSET_KINDS))
     name = _check_asset_name(name or src.stem)
-    old = _existing(chosen, name)
-    if old is not None and not force:
-        raise ModelExistsError(f"a {_kind_word(chosen)} named {name!r} is installed already ({old}); pass "
-                               "--force to replace it, or choose another --name")
-    folder = bildwerk_home() / HOME_FOLDERS[chosen]
-    staging = folder / _STAGING
-    staging.mkdir(parents=True, exist_ok=True)
+    old, folder, staging = _claim(chosen, name, force)
     part = staging / f"{name}{ASSET_SUFFIX}.part"
     try:
         with src.open("rb") as fin, part.open("wb") as fout:
@@ -283,6 +277,19 @@ def install_file(path: Path, name: str | None = None, *, kind: AssetKind | None 
     finally:
         part.unlink(missing_ok=True)
     return chosen, name, target
+
+
+def _claim(kind: AssetKind, name: str, force: bool) -> tuple[Path | None, Path, Path]:
+    """Before an install of ``kind`` as ``name``: what it replaces (refused without ``force``),
+    the kind's folder and its staging folder, made."""
+    old = _existing(kind, name)
+    if old is not None and not force:
+        raise ModelExistsError(f"a {_kind_word(kind)} named {name!r} is installed already ({old}); pass "
+                               "--force to replace it, or choose another --name")
+    folder = bildwerk_home() / HOME_FOLDERS[kind]
+    staging = folder / _STAGING
+    staging.mkdir(parents=True, exist_ok=True)
+    return old, folder, staging
 
 
 def install_asset_folder(path: Path, name: str | None = None, *, kind: AssetKind | None = None,
@@ -307,13 +314,7 @@ def install_asset_folder(path: Path, name: str | None = None, *, kind: AssetKind
         if p.suffix == ASSET_SUFFIX:
             check_safetensors_file(p)
     name = _check_asset_name(name or src.name)
-    old = _existing(chosen, name)
-    if old is not None and not force:
-        raise ModelExistsError(f"a {_kind_word(chosen)} named {name!r} is installed already ({old}); pass "
-                               "--force to replace it, or choose another --name")
-    folder = bildwerk_home() / HOME_FOLDERS[chosen]
-    staging = folder / _STAGING
-    staging.mkdir(parents=True, exist_ok=True)
+    old, folder, staging = _claim(chosen, name, force)
     new = staging / f"{name}.new"
     shutil.rmtree(new, ignore_errors=True)
     # Only the config and safetensors weights travel: a pickle beside them stays behind.
