@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.hires import hires_sizes
 from bildwerk.core.loras import merge_loras
 from bildwerk.core.refs import LOCAL
 from bildwerk.core.spec import JobSpec
@@ -92,6 +93,7 @@ class Generator:
         engine_check = getattr(self.router.engine_for(spec.request.model), "check", None)
         if engine_check is not None:
             engine_check(spec.request)
+        self._check_local_options(spec, source)
         (self.pipeline or PromptPipeline()).check(spec.request.prompt, spec.options)
         self.check_loras(spec)
         return source
@@ -125,6 +127,28 @@ class Generator:
             raise InvalidRequestError(f"LoRAs work with local models only, not {req.model}")
         for lora in specs:
             find_asset("lora", lora.name)
+
+    @staticmethod
+    def _check_local_options(spec: JobSpec, source: Any) -> None:
+        """Hires fix and the VAE override: local models only; the hires size within bounds at the
+        model's own size where the request sets none; the VAE named exists and is safetensors."""
+        req = spec.request
+        if req.hires is None and req.vae is None:
+            return
+        if spec.engine_kind != LOCAL:
+            used = " and ".join(n for n, v in (("hires", req.hires), ("vae", req.vae)) if v is not None)
+            raise InvalidRequestError(f"{used} work with local models only, not with {req.model}")
+        if req.hires is not None and (req.width is None or req.height is None):
+            native = native_size_of(source if isinstance(source, ModelSource) else req.model)
+            if native is not None:
+                try:
+                    hires_sizes(req.width or native, req.height or native, req.hires)
+                except ValueError as exc:
+                    raise InvalidRequestError(f"invalid request: {exc}") from None
+        if req.vae is not None:
+            from bildwerk.models.vae import choose_vae
+
+            choose_vae(req.vae, {})  # asset_not_found (404) or unsafe_model now, not from the worker
 
     def advise(self, spec: JobSpec, source: Any = None) -> JobSpec:
         """The spec with the use case's warnings in its request (``request.warnings``): the

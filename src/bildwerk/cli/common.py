@@ -101,6 +101,14 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existin
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="auto, float32, float16, bfloat16.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="Training compute: auto (bf16 where the hardware has it), fp32, bf16, fp16.")]
+VaeOpt = Annotated[str | None, typer.Option("--vae", help="A VAE by name instead of the model's own (`bildwerk models list --kind vae`); auto: the model's.")]
+HiresOpt = Annotated[float | None, typer.Option("--hires", help="Hires fix: make the picture, upscale it by this factor (1-4], refine it.", rich_help_panel="Hires fix")]
+HiresWidthOpt = Annotated[int | None, typer.Option("--hires-width", help="Hires fix to this width instead of a factor.", rich_help_panel="Hires fix")]
+HiresHeightOpt = Annotated[int | None, typer.Option("--hires-height", help="Hires fix to this height instead of a factor.", rich_help_panel="Hires fix")]
+HiresUpscalerOpt = Annotated[str | None, typer.Option("--hires-upscaler", help="latent (default), latent-bicubic, latent-antialiased, latent-nearest, lanczos, nearest (A1111's names too).", rich_help_panel="Hires fix")]
+HiresStrengthOpt = Annotated[float | None, typer.Option("--hires-strength", help="How much the hires pass repaints (0-1]; 0.7.", rich_help_panel="Hires fix")]
+HiresStepsOpt = Annotated[int | None, typer.Option("--hires-steps", help="The hires pass's steps (about steps x strength run); 0: --steps.", rich_help_panel="Hires fix")]
+HiresPromptOpt = Annotated[str | None, typer.Option("--hires-prompt", help="Another prompt for the hires pass, used as written.", rich_help_panel="Hires fix")]
 StrengthOpt = Annotated[float | None, typer.Option("--strength", help="How much of the input is repainted (0-1]; 0.75 for vary, 1.0 for inpaint.")]
 # Prompt pipeline options (docs/prompts.md), the same on every generating command.
 TranslateOpt = Annotated[str, typer.Option("--translate", help="auto (only when the model does not read the prompt's language), llm, lexicon or off.", rich_help_panel="Prompt")]
@@ -152,6 +160,7 @@ def _validation_message(exc: ValidationError) -> str:
         loc = [str(p) for p in e.get("loc", ())]
         if len(loc) == 3 and loc[0] == "loras":
             names[".".join(loc)] = f"--lora {loc[2]}"
+    names.update(_HIRES_OPTIONS)
     return format_validation_error(exc, model=model, names=names, prefix="")
 
 
@@ -169,6 +178,26 @@ def _lora_flags(values: list[str] | None) -> list[dict[str, Any]] | None:
             raise typer.BadParameter(f"{value!r}: write NAME or NAME:WEIGHT, e.g. --lora {name}:0.8",
                                      param_hint="--lora") from None
     return out or None
+
+
+# The hires object's fields as the options that set them.
+_HIRES_OPTIONS = {"hires.scale": "--hires", "hires.width": "--hires-width", "hires.height": "--hires-height",
+                  "hires.upscaler": "--hires-upscaler", "hires.strength": "--hires-strength",
+                  "hires.steps": "--hires-steps", "hires.prompt": "--hires-prompt", "hires": "--hires"}
+
+
+def _hires(scale: float | None, width: int | None, height: int | None, upscaler: str | None,
+           strength: float | None, steps: int | None, prompt: str | None) -> dict[str, Any] | None:
+    """The request's ``hires`` from the options; None without --hires or --hires-width/-height."""
+    if scale is None and width is None and height is None:
+        given = [n for n, v in (("--hires-upscaler", upscaler), ("--hires-strength", strength),
+                                ("--hires-steps", steps), ("--hires-prompt", prompt)) if v is not None]
+        if given:
+            _fail(BildwerkError(f"{', '.join(given)} need --hires SCALE (or --hires-width/--hires-height)"))
+        return None
+    fields = dict(scale=scale, width=width, height=height, upscaler=upscaler, strength=strength, steps=steps,
+                  prompt=prompt)
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _prompt_options(translate: str = "auto", lang: str | None = None, style: str | None = None,

@@ -26,6 +26,13 @@ from bildwerk.cli.common import (
     ExpandOpt,
     GuidanceOpt,
     HeightOpt,
+    HiresHeightOpt,
+    HiresOpt,
+    HiresPromptOpt,
+    HiresStepsOpt,
+    HiresStrengthOpt,
+    HiresUpscalerOpt,
+    HiresWidthOpt,
     KeywordsOpt,
     LangOpt,
     LlmOpt,
@@ -44,8 +51,10 @@ from bildwerk.cli.common import (
     StrictOpt,
     StyleOpt,
     TranslateOpt,
+    VaeOpt,
     WidthOpt,
     _fail,
+    _hires,
     _load,
     _lora_flags,
     _prompt_options,
@@ -90,7 +99,8 @@ def _run(fields: dict[str, Any], out: Path, device: str | None, dtype: str | Non
 
             def on_progress(ev) -> None:
                 if ev.phase == "denoise":
-                    bar.update(task, description="denoising", total=ev.total, completed=ev.step)
+                    # A hires job says which pass it is in ("hires pass at 1024x1024").
+                    bar.update(task, description=ev.detail or "denoising", total=ev.total, completed=ev.step)
                 elif ev.phase == "decode":
                     bar.update(task, description="decoding")
                 elif ev.phase == "done":
@@ -214,14 +224,25 @@ def generate(
     control_start: ControlStartOpt = 0.0,
     control_end: ControlEndOpt = 1.0,
     lora: LoraOpt = None,
+    vae: VaeOpt = None,
+    hires: HiresOpt = None,
+    hires_width: HiresWidthOpt = None,
+    hires_height: HiresHeightOpt = None,
+    hires_upscaler: HiresUpscalerOpt = None,
+    hires_strength: HiresStrengthOpt = None,
+    hires_steps: HiresStepsOpt = None,
+    hires_prompt: HiresPromptOpt = None,
 ) -> None:
-    """Text to image."""
+    """Text to image (with --hires: at the model's size, then upscaled and refined)."""
     opts = _prompt_options(translate, lang, style, enhance, expand, keywords, paraphrase, llm, None, strict,
                            order=order)
     _run(
         dict(mode="text-to-image", prompt=prompt, negative_prompt=negative, model=model, seed=seed,
              steps=steps, guidance=guidance, width=width, height=height, num_images=num_images,
-             scheduler=scheduler, controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end), loras=_lora_flags(lora)),
+             scheduler=scheduler, vae=vae,
+             controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end), loras=_lora_flags(lora),
+             hires=_hires(hires, hires_width, hires_height, hires_upscaler, hires_strength, hires_steps,
+                          hires_prompt)),
         out, device, dtype, opts, overwrite,
     )
 
@@ -262,6 +283,7 @@ def vary(
     control_start: ControlStartOpt = 0.0,
     control_end: ControlEndOpt = 1.0,
     lora: LoraOpt = None,
+    vae: VaeOpt = None,
 ) -> None:
     """Image to image: variations of IMAGE guided by PROMPT (an edit such as "as a watercolor")."""
     img = _load(image, "image")
@@ -270,7 +292,8 @@ def vary(
     _run(
         dict(mode="image-to-image", image=img, prompt=prompt, negative_prompt=negative, strength=strength,
              model=model, seed=seed, steps=steps, guidance=guidance, width=width, height=height,
-             num_images=num_images, scheduler=scheduler, controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end), loras=_lora_flags(lora)),
+             num_images=num_images, scheduler=scheduler, vae=vae,
+             controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end), loras=_lora_flags(lora)),
         out, device, dtype, opts, overwrite,
     )
 
@@ -316,6 +339,7 @@ def inpaint(
     control_start: ControlStartOpt = 0.0,
     control_end: ControlEndOpt = 1.0,
     lora: LoraOpt = None,
+    vae: VaeOpt = None,
 ) -> None:
     """Inpaint: repaint the masked part of IMAGE; every pixel outside the mask stays as it was."""
     img = _load(image, "image")
@@ -326,7 +350,8 @@ def inpaint(
              model=model, seed=seed, steps=steps, guidance=guidance, mask_blur=mask_blur,
              invert_mask=invert_mask, mask_source=mask_source, only_masked=only_masked,
              only_masked_padding=padding, width=width, height=height, num_images=num_images,
-             scheduler=scheduler, controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end), loras=_lora_flags(lora)),
+             scheduler=scheduler, vae=vae,
+             controls=_controls(control, control_image, control_preprocessor, control_scale, control_start, control_end), loras=_lora_flags(lora)),
         out, device, dtype, opts, overwrite,
     )
 

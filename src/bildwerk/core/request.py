@@ -32,6 +32,7 @@ from bildwerk.core.bounds import (  # noqa: F401  (re-exported: the request's bo
     MAX_MASK_BLUR,
     MAX_MASK_PADDING,
     MAX_MODEL_REF_CHARS,
+    MAX_NAME_CHARS,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_SIDE,
@@ -42,6 +43,7 @@ from bildwerk.core.bounds import (  # noqa: F401  (re-exported: the request's bo
 from bildwerk.core.control import MAX_CONTROL_UNITS, ControlUnit
 from bildwerk.core.errors import InvalidRequestError
 from bildwerk.core.hashing import image_sha256
+from bildwerk.core.hires import HiresFix, hires_sizes
 from bildwerk.core.loras import MAX_LORAS, LoraSpec
 from bildwerk.core.prompt import PromptRecord
 from bildwerk.core.samplers import canonical_sampler_name
@@ -120,6 +122,13 @@ class GenerationRequest(BaseModel):
     # ControlNet units (core/control.py): each a network by name and its control picture.
     controls: list[ControlUnit] = Field(default_factory=list, max_length=MAX_CONTROL_UNITS)
 
+    # Hires fix (text-to-image): a second pass at a larger size (core/hires.py).
+    hires: HiresFix | None = Field(default=None, description="Upscale the first picture and refine it "
+                                   "(A1111's hires fix); text-to-image only.")
+    vae: str | None = Field(default=None, max_length=MAX_NAME_CHARS,
+                            description="A VAE by name (`bildwerk models list --kind vae`) instead of the "
+                            "model's own; unset or auto: the model's (or its bildwerk.json's \"vae\").")
+
     # How the user's words became ``prompt`` (translation, styles, ...), when the prompt
     # pipeline ran; kept with the request so every result can say so.
     prompt_record: PromptRecord | None = None
@@ -157,6 +166,15 @@ class GenerationRequest(BaseModel):
             raise ValueError(f"must be a multiple of {SIDE_MULTIPLE}, got {v} (try {low} or {low + SIDE_MULTIPLE})")
         return v
 
+    @field_validator("vae")
+    @classmethod
+    def _vae_name(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = check_text(v).strip()
+        # A1111's sd_vae values for "the checkpoint's own": no override.
+        return None if v.lower() in ("", "auto", "automatic", "none") else v
+
     @field_validator("scheduler")
     @classmethod
     def _known_scheduler(cls, v: str | None) -> str | None:
@@ -188,6 +206,12 @@ class GenerationRequest(BaseModel):
                 )
         elif self.mask is not None:
             raise ValueError("a mask is only used by inpaint")
+        if self.hires is not None:
+            if self.mode is not Mode.TEXT_TO_IMAGE:
+                raise ValueError("hires is for text-to-image (as in A1111); for a larger "
+                                 f"{self.mode.value} result set width and height")
+            if self.width is not None and self.height is not None:
+                hires_sizes(self.width, self.height, self.hires)  # within bounds, else ValueError
         return self
 
     @computed_field  # type: ignore[prop-decorator]

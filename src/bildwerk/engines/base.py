@@ -34,6 +34,10 @@ class ProgressEvent:
     # Denoising steps of local engines: a picture of where the image is heading, made only
     # when called (a VAE decode costs time; the caller decides how often it is worth it).
     preview: Callable[[], Image.Image | None] | None = field(default=None, compare=False, repr=False)
+    # Hires fix: which pass the denoising steps are in (1, then 2; ``step``/``total`` count both)
+    # and what it is doing in words ("hires pass at 1024x1024"); None for one-pass jobs.
+    detail: str | None = field(default=None, compare=False)
+    pass_index: int = field(default=1, compare=False)
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -70,6 +74,9 @@ class GenerationResult:
     notes: list[str] = field(default_factory=list)
     loras: list[dict[str, Any]] = field(default_factory=list)  # applied: name, weight, hash, size, ...
     embeddings: list[dict[str, Any]] = field(default_factory=list)  # used: name, hash, vectors
+    # What was used beyond the request's fields, by feature ("hires": both passes' sizes and
+    # steps; "vae": the VAE override), so the record says what made the picture.
+    details: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
     created: float = field(default_factory=time.time)
 
@@ -85,6 +92,7 @@ class GenerationResult:
             "seeds": self.seeds,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "notes": self.notes,
+            "details": self.details,
             "versions": self.versions,
             "created": self.created,
         }
@@ -106,6 +114,30 @@ class GenerationResult:
         tags = " ".join(f"<lora:{x['name']}:{x['weight']:g}>" for x in self.loras)
         lora_hashes = ", ".join(f"{x['name']}: {x['hash']}" for x in self.loras) or None
         ti_hashes = ", ".join(f"{x['name']}: {x['hash']}" for x in self.embeddings) or None
+        width, height = self.images[index].width, self.images[index].height
+        strength = None if r.mode.value == "text-to-image" else r.strength
+        extra: dict[str, Any] = {"Lora hashes": lora_hashes, "TI hashes": ti_hashes, "Mode": r.mode.value}
+        hires = self.details.get("hires")
+        if hires:
+            # A1111 writes the first pass's size as Size and the hires settings beside it.
+            width, height = hires["first_size"]
+            strength = hires["strength"]
+            if r.hires is not None and (r.hires.width or r.hires.height):
+                extra["Hires resize"] = f"{r.hires.width or 0}x{r.hires.height or 0}"
+            else:
+                extra["Hires upscale"] = r.hires.scale if r.hires is not None and r.hires.scale else 2.0
+            extra["Hires steps"] = hires["steps"]
+            from bildwerk.core.hires import a1111_upscaler_name
+
+            extra["Hires upscaler"] = a1111_upscaler_name(hires["upscaler"])
+            if "prompt" in hires:
+                extra["Hires prompt"] = hires["prompt"]
+            if "negative_prompt" in hires:
+                extra["Hires negative prompt"] = hires["negative_prompt"]
+        vae = self.details.get("vae")
+        if vae:
+            extra["VAE"] = vae["name"]
+        extra["Version"] = f"bildwerk {self.versions.get('bildwerk', '')}".strip()
         return format_a1111_parameters(
             prompt=f"{r.prompt} {tags}".strip() if tags else r.prompt,
             negative_prompt=r.negative_prompt,
@@ -113,12 +145,11 @@ class GenerationResult:
             sampler=self.scheduler,
             cfg_scale=self.guidance,
             seed=self.seeds[index],
-            width=self.images[index].width,
-            height=self.images[index].height,
+            width=width,
+            height=height,
             model=self.model.get("name"),
-            denoising_strength=None if r.mode.value == "text-to-image" else r.strength,
-            extra={"Lora hashes": lora_hashes, "TI hashes": ti_hashes,
-                   "Mode": r.mode.value, "Version": f"bildwerk {self.versions.get('bildwerk', '')}".strip()},
+            denoising_strength=strength,
+            extra=extra,
         )
 
     def png_bytes(self, index: int) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.hires import hires_sizes, second_pass_steps
 from bildwerk.core.loras import extract_lora_tags, merge_loras
 from bildwerk.core.request import GenerationRequest, Mode
 from bildwerk.engines.adapters import ActiveSet, activate, prepare_loras
@@ -33,6 +35,7 @@ from bildwerk.engines.conditioning import encode_prompts
 from bildwerk.engines.control import ControlSlot, controlnet_for
 from bildwerk.engines.denoise import DenoiseState, run_unet
 from bildwerk.engines.embeddings import prepare_embeddings
+from bildwerk.engines.hires import HiresPass, upscale_latents, upscale_picture
 from bildwerk.engines.invariance import make_batch_invariant
 from bildwerk.engines.schedulers import make_scheduler, scheduler_label
 from bildwerk.engines.sizing import work_size
@@ -42,6 +45,7 @@ from bildwerk.images.io import to_rgb
 from bildwerk.images.masks import feather_mask, mask_is_empty, normalize_mask
 from bildwerk.images.tensors import from_pil, to_pil
 from bildwerk.models.loader import LoadedModel, ModelManager, ModelSource
+from bildwerk.models.vae import VaeChoice, choose_vae, load_vae
 
 
 @dataclass
@@ -77,14 +81,29 @@ class LocalJob:
     loras: list[dict] = field(default_factory=list)  # what the record says about them
     embeddings: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The VAE this job encodes and decodes with (the model's own, or an override): per job, so
+    # two batched jobs with different VAEs each decode with their own.
+    vae: Any = None
+    vae_choice: VaeChoice | None = None
+    hires: HiresPass | None = None  # a second pass still to run, or running
+
+    @property
+    def pending_hires(self) -> bool:
+        return self.hires is not None and not self.hires.started
 
     @property
     def done(self) -> bool:
-        return self.state is None or self.state.done
+        return self.state is None or (self.state.done and not self.pending_hires)
 
     @property
     def steps(self) -> tuple[int, int]:
-        return (0, 0) if self.state is None else (self.state.index, self.state.total)
+        """Steps done and in all, both hires passes counted."""
+        if self.state is None:
+            return (0, 0)
+        if self.hires is None:
+            return (self.state.index, self.state.total)
+        total = self.hires.first_total + self.hires.total
+        return (self.state.index + (self.hires.first_total if self.hires.started else 0), total)
 
     @property
     def batch_key(self) -> tuple:
@@ -151,13 +170,19 @@ class DiffusersEngine:
         timings = {"load": time.perf_counter() - t0}
         work = self._prepare(request, model)
         seeds = [(request.seed or 0) + i for i in range(request.num_images)]
+        choice = choose_vae(request.vae, model.extras.get("config", {}), model_name=model.name)
+        vae = model.vae if choice is None else load_vae(
+            choice, model.vae, device=model.device, cache=model.extras.setdefault("vaes", {}))
         job = LocalJob(request, model, work, seeds, emit, t0, timings, adapters=loras.active,
-                       loras=loras.records, embeddings=embeddings, notes=notes + loras.notes)
+                       loras=loras.records, embeddings=embeddings, notes=notes + loras.notes,
+                       vae=vae, vae_choice=choice)
         if work.mask is not None and mask_is_empty(work.mask):
             return job  # nothing to repaint: finish() returns the input untouched
         activate(model, job.adapters)  # a LoRA's text-encoder part changes the conditioning
-        job.state = self._initial_state(request, model, work, seeds)
+        job.state = self._initial_state(request, model, work, seeds, vae)
         job.state.controls = self._controls(request, model, work)
+        if request.hires is not None:
+            job.hires = self._plan_hires(request, model, work, job.state.total)
         timings["prepare"] = time.perf_counter() - t0 - timings["load"]
         timings["denoise"] = 0.0
         return job
@@ -177,8 +202,14 @@ class DiffusersEngine:
             st = job.state
             assert st is not None
             job.timings["denoise"] += now - t
-            job.emit(ProgressEvent("denoise", st.index, st.total, now - job.t0,
-                                   preview=lambda job=job: self.preview(job)))
+            if st.done and job.pending_hires:
+                self._start_hires(job)  # the job stays in the batch, at its new shape
+            done, total = job.steps
+            second = job.hires is not None and job.hires.started
+            job.emit(ProgressEvent("denoise", done, total, time.perf_counter() - job.t0,
+                                   preview=lambda job=job: self.preview(job),
+                                   detail=_pass_detail(job) if job.hires is not None else None,
+                                   pass_index=2 if second else 1))
 
     def preview(self, job: LocalJob) -> Image.Image | None:
         """The first picture as it stands: the scheduler's estimate of the clean latents
@@ -188,7 +219,7 @@ class DiffusersEngine:
             return None
         lat = st.denoised if st.denoised is not None else st.latents
         with torch.inference_mode():
-            return self._decode(job.model, lat[:1])[0]
+            return self._decode(job.vae, lat[:1])[0]
 
     def finish(self, job: LocalJob) -> GenerationResult:
         work, model = job.work, job.model
@@ -198,7 +229,7 @@ class DiffusersEngine:
             return self._result(job, images, "none", ["mask is empty; image returned unchanged"])
         t2 = time.perf_counter()
         job.emit(ProgressEvent("decode", 0, 1, t2 - job.t0))
-        images = self._decode(model, job.state.latents)
+        images = self._decode(job.vae, job.state.latents)
         images = [self._finish(work, im) for im in images]
         job.timings["decode"] = time.perf_counter() - t2
         job.timings["total"] = time.perf_counter() - job.t0
@@ -250,16 +281,14 @@ class DiffusersEngine:
         return slots
 
     @torch.inference_mode()
-    def _encode_image(self, model: LoadedModel, image: Image.Image | torch.Tensor) -> torch.Tensor:
-        vae = model.vae
+    def _encode_image(self, model: LoadedModel, vae: Any, image: Image.Image | torch.Tensor) -> torch.Tensor:
         x = image if isinstance(image, torch.Tensor) else _to_tensor(image, model.device, vae.dtype)
-        lat = vae.encode(x.to(vae.dtype)).latent_dist.mode()
+        lat = vae.encode(x.to(device=model.device, dtype=vae.dtype)).latent_dist.mode()
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return ((lat - shift) * vae.config.scaling_factor).to(model.dtype)
 
     @torch.inference_mode()
-    def _decode(self, model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
-        vae = model.vae
+    def _decode(self, vae: Any, latents: torch.Tensor) -> list[Image.Image]:
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         out = []
         for lat in latents.split(1):  # one at a time keeps peak memory flat for batches
@@ -274,8 +303,26 @@ class DiffusersEngine:
         noise = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in gens])
         return noise.to(device=model.device, dtype=model.dtype), gens
 
+    @staticmethod
+    def _schedule(sampler: str | None, model: LoadedModel, steps: int,
+                  strength: float | None) -> tuple[Any, torch.Tensor]:
+        """A fresh scheduler and the timesteps to run: all of them, or, starting from a picture,
+        the last ``steps x strength`` of them (as diffusers' img2img does)."""
+        scheduler = make_scheduler(sampler, model.pipe.scheduler)
+        scheduler.set_timesteps(steps, device=model.device)
+        t_start = 0
+        if strength is not None:
+            init_steps = min(max(int(round(steps * strength)), 1), steps)
+            t_start = steps - init_steps
+        timesteps = scheduler.timesteps[t_start * scheduler.order :]
+        # Tell the scheduler where the loop starts: it cannot infer it when timesteps repeat
+        # (Karras sigmas on a cosine schedule put several steps at t=998).
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(t_start * scheduler.order)
+        return scheduler, timesteps
+
     def _initial_state(
-        self, req: GenerationRequest, model: LoadedModel, work: _Work, seeds: list[int]
+        self, req: GenerationRequest, model: LoadedModel, work: _Work, seeds: list[int], vae: Any
     ) -> DenoiseState:
         n = len(seeds)
         f = model.vae_scale_factor
@@ -287,30 +334,19 @@ class DiffusersEngine:
             model, req.prompt, req.negative_prompt, num_images=n, do_cfg=do_cfg,
             width=work.width, height=work.height,
         )
-        scheduler = make_scheduler(req.scheduler, model.pipe.scheduler)
-        scheduler.set_timesteps(req.steps, device=model.device)
-        timesteps = scheduler.timesteps
+        from_picture = req.mode is not Mode.TEXT_TO_IMAGE
+        scheduler, timesteps = self._schedule(req.scheduler, model, req.steps,
+                                              req.strength if from_picture else None)
         latent_ch = int(model.vae.config.latent_channels)
         shape = (1, latent_ch, work.height // f, work.width // f)
         noise, gens = self._noise(shape, seeds, model)
         state_kw: dict = {}
 
-        t_start = 0
-        if req.mode is not Mode.TEXT_TO_IMAGE:
-            # Strength decides how far into the schedule we start (as diffusers' img2img does).
-            init_steps = min(max(int(round(req.steps * req.strength)), 1), req.steps)
-            t_start = req.steps - init_steps
-            timesteps = scheduler.timesteps[t_start * scheduler.order :]
-        # Tell the scheduler where the loop starts: it cannot infer it when timesteps repeat
-        # (Karras sigmas on a cosine schedule put several steps at t=998).
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(t_start * scheduler.order)
-
         if req.mode is Mode.TEXT_TO_IMAGE:
             latents = noise * scheduler.init_noise_sigma
         else:
             assert work.image is not None
-            image_latents = self._encode_image(model, work.image).repeat(n, 1, 1, 1)
+            image_latents = self._encode_image(model, vae, work.image).repeat(n, 1, 1, 1)
             if req.mode is Mode.INPAINT and req.strength >= 1.0:
                 latents = noise * scheduler.init_noise_sigma
             else:
@@ -326,14 +362,9 @@ class DiffusersEngine:
                 if model.unet_in_channels == 9:
                     keep = 1.0 - pix_mask.to(model.device)
                     masked = _to_tensor(work.image, model.device, torch.float32) * keep
-                    state_kw["masked_image_latents"] = self._encode_image(model, masked).repeat(n, 1, 1, 1)
+                    state_kw["masked_image_latents"] = self._encode_image(model, vae, masked).repeat(n, 1, 1, 1)
         if model.unet_in_channels == 9 and "mask" not in state_kw:
-            # An inpainting UNet asked for a whole new picture: everything is "masked",
-            # the masked image is all grey (zeros), as the model saw in training.
-            lat_h, lat_w = shape[2], shape[3]
-            grey = torch.zeros((1, 3, work.height, work.width), device=model.device)
-            state_kw["mask"] = torch.ones((n, 1, lat_h, lat_w), device=model.device, dtype=model.dtype)
-            state_kw["masked_image_latents"] = self._encode_image(model, grey).repeat(n, 1, 1, 1)
+            state_kw.update(self._all_masked(model, vae, work.width, work.height, n))
         return DenoiseState(
             scheduler=scheduler,
             timesteps=timesteps,
@@ -345,6 +376,67 @@ class DiffusersEngine:
             **state_kw,
         )
 
+    def _all_masked(self, model: LoadedModel, vae: Any, width: int, height: int, n: int) -> dict:
+        """An inpainting UNet asked for a whole new picture: everything is "masked", the masked
+        image is all grey (zeros), as the model saw in training."""
+        f = model.vae_scale_factor
+        grey = torch.zeros((1, 3, height, width), device=model.device)
+        return {"mask": torch.ones((n, 1, height // f, width // f), device=model.device, dtype=model.dtype),
+                "masked_image_latents": self._encode_image(model, vae, grey).repeat(n, 1, 1, 1)}
+
+    # -- hires fix --------------------------------------------------------------------------
+    def _plan_hires(self, req: GenerationRequest, model: LoadedModel, work: _Work, first_total: int) -> HiresPass:
+        """The second pass's sizes and length, known before the first step (progress counts both)."""
+        assert req.hires is not None
+        try:
+            sizes = hires_sizes(work.width, work.height, req.hires)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        f = model.vae_scale_factor
+        if any(side % f for side in (*sizes.upscaled, *sizes.final)):
+            raise InvalidRequestError(f"hires sizes must be multiples of {f} for this model")
+        steps = second_pass_steps(req.hires, req.steps)
+        _, timesteps = self._schedule(req.scheduler, model, steps, req.hires.strength)
+        return HiresPass(req.hires, sizes, steps, len(timesteps), first_total)
+
+    def _start_hires(self, job: LocalJob) -> None:
+        """The first pass is done: upscale its result, add the second pass's noise (from the
+        job's own generators, continued: the same seeds give the same picture, alone or
+        batched) and start denoising again at the larger size."""
+        t = time.perf_counter()
+        hp, model, first = job.hires, job.model, job.state
+        assert hp is not None and first is not None
+        req, h = job.request, hp.hires
+        n, f = first.latents.shape[0], model.vae_scale_factor
+        (fw, fh) = hp.sizes.final
+        with torch.inference_mode():
+            if h.is_latent:
+                image_latents = upscale_latents(first.latents, hp.sizes, h.upscaler, f)
+            else:
+                pictures = [upscale_picture(im, hp.sizes, h.upscaler) for im in self._decode(job.vae, first.latents)]
+                image_latents = torch.cat([self._encode_image(model, job.vae, im) for im in pictures])
+            scheduler, timesteps = self._schedule(req.scheduler, model, hp.steps, h.strength)
+            shape = (1, int(image_latents.shape[1]), fh // f, fw // f)
+            noise = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in first.generators])
+            noise = noise.to(device=model.device, dtype=model.dtype)
+            latents = scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(n))
+            guidance = first.guidance
+            activate(model, job.adapters)  # its LoRAs' text-encoder part, as for the first pass
+            prompt = h.prompt if h.prompt is not None else req.prompt
+            negative = h.negative_prompt if h.negative_prompt is not None else req.negative_prompt
+            cond = encode_prompts(model, prompt, negative, num_images=n, do_cfg=first.do_cfg,
+                                  width=fw, height=fh)
+            state_kw = self._all_masked(model, job.vae, fw, fh, n) if model.unet_in_channels == 9 else {}
+        job.state = DenoiseState(scheduler=scheduler, timesteps=timesteps, latents=latents, conditioning=cond,
+                                 guidance=guidance, generators=first.generators,
+                                 unet_in_channels=model.unet_in_channels, **state_kw)
+        if first.controls:
+            # ControlNet guides the hires pass too, its control maps made at the final size.
+            job.state.controls = self._controls(req, model, _Work(fw, fh))
+        hp.started = True
+        hp.seconds = time.perf_counter() - t
+        job.timings["hires_upscale"] = hp.seconds
+
     # -- finishing --------------------------------------------------------------------------
     @staticmethod
     def _finish(work: _Work, generated: Image.Image) -> Image.Image:
@@ -355,23 +447,39 @@ class DiffusersEngine:
         return composite_full(work.original, generated, work.alpha)
 
     @staticmethod
-    def _result(job: LocalJob, images, scheduler, notes) -> GenerationResult:
-        req, model, seeds, work, timings = job.request, job.model, job.seeds, job.work, job.timings
+    def _result(job: LocalJob, images: list[Image.Image], scheduler: str, notes: list[str]) -> GenerationResult:
+        req, model, work = job.request, job.model, job.work
         notes = job.notes + notes
         w, h = images[0].size
+        details: dict[str, Any] = {}
+        notes = list(notes)
+        if work.box:
+            notes.append(f"inpainted region {work.box.as_tuple()} at {work.width}x{work.height}")
+        if job.hires is not None and job.hires.started:
+            hp = job.hires
+            details["hires"] = hp.describe()
+            first, final = hp.sizes.first, hp.sizes.final
+            cut = f", upscaled to {hp.sizes.upscaled[0]}x{hp.sizes.upscaled[1]} and cropped" if hp.sizes.crop != (0, 0) else ""
+            notes.append(f"hires fix: first pass at {first[0]}x{first[1]}, {hp.hires.upscaler} upscale to "
+                         f"{final[0]}x{final[1]}{cut}, second pass of {hp.total} steps at strength {hp.hires.strength}")
+        if job.vae_choice is not None:
+            details["vae"] = job.vae_choice.describe()
+            origin = "asked for" if job.vae_choice.origin == "request" else "named by the model's bildwerk.json"
+            notes.append(f"VAE {job.vae_choice.name} ({origin}) instead of the model's own")
         return GenerationResult(
             request=req,
             images=images,
-            seeds=seeds,
+            seeds=job.seeds,
             model=model.describe(),
             scheduler=scheduler,
             guidance=model.guidance_for(req.guidance),
             width=w,
             height=h,
-            timings=timings,
-            notes=notes + ([f"inpainted region {work.box.as_tuple()} at {work.width}x{work.height}"] if work.box else []),
+            timings=job.timings,
+            notes=notes,
             loras=job.loras,
             embeddings=job.embeddings,
+            details=details,
         )
 
 
@@ -383,3 +491,12 @@ def _with_prompt_loras(request: GenerationRequest) -> tuple[GenerationRequest, l
         return request, []
     merged, notes = merge_loras(request.loras, tags)
     return request.model_copy(update={"prompt": prompt, "loras": merged}), notes
+
+
+def _pass_detail(job: LocalJob) -> str:
+    """What a hires job is doing now, for progress lines: which pass, at which size."""
+    hp = job.hires
+    assert hp is not None
+    if hp.started:
+        return f"hires pass at {hp.sizes.final[0]}x{hp.sizes.final[1]}"
+    return f"first pass at {hp.sizes.first[0]}x{hp.sizes.first[1]}"

@@ -34,6 +34,7 @@ class AppState:
         self.pools = pools  # the PoolService (pool/service.py); None around a stand-in service
         self.limits = ImageLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_image_pixels)
         self.a1111_model: str | None = settings.model  # A1111's options can switch it
+        self.a1111_vae: str | None = None  # A1111's sd_vae option: None = the model's own
         self.model_policy = settings.model_policy()  # for listings; the service enforces its own
         # Browser sessions exist only where a key does (routes_session.py, sessions.py).
         self.sessions = (SessionSigner(settings.api_key, max_age_s=settings.session_hours * 3600.0)

@@ -27,6 +27,7 @@ from bildwerk.core.bounds import (
     MIN_SIDE,
 )
 from bildwerk.core.errors import InvalidRequestError
+from bildwerk.core.hires import A1111_UPSCALERS, DEFAULT_SCALE
 from bildwerk.core.prompt import PromptOptions
 from bildwerk.core.samplers import SAMPLERS, canonical_sampler_name
 from bildwerk.core.spec import JobSpec
@@ -48,6 +49,8 @@ class A1111Options(StrictBody):
     model_config = ConfigDict(extra="allow", strict=True)
 
     sd_model_checkpoint: str | None = Field(default=None, max_length=MAX_MODEL_REF_CHARS)
+    sd_vae: str | None = Field(default=None, max_length=MAX_NAME_CHARS,
+                               description="A VAE by name; Automatic or None: the model's own.")
 
 
 class _A1111Base(StrictBody):
@@ -73,7 +76,17 @@ class _A1111Base(StrictBody):
 
 
 class Txt2ImgIn(_A1111Base):
-    pass
+    # Hires fix (A1111's names and defaults); read only with enable_hr.
+    enable_hr: bool = False
+    hr_scale: float = Field(default=DEFAULT_SCALE, ge=0, le=16)  # bounded as hires.scale when used
+    hr_upscaler: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    hr_second_pass_steps: int = Field(default=0, ge=0, le=MAX_STEPS)
+    hr_resize_x: int = Field(default=0, ge=0, le=MAX_SIDE)
+    hr_resize_y: int = Field(default=0, ge=0, le=MAX_SIDE)
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    # The hires pass's strength; clients send 0 when hires is off, so 0 is refused only with enable_hr.
+    denoising_strength: float = Field(default=0.75, ge=0, le=1)
 
 
 class Img2ImgIn(_A1111Base):
@@ -99,15 +112,37 @@ def _sampler(body: _A1111Base) -> str | None:
     return name
 
 
+def _hires(body: Txt2ImgIn) -> dict[str, Any] | None:
+    """A1111's hires fields as the request's ``hires``: a scale or a resize target (0 = unset)."""
+    if not body.enable_hr:
+        return None
+    out: dict[str, Any] = {"upscaler": body.hr_upscaler or "Latent", "strength": body.denoising_strength,
+                           "steps": body.hr_second_pass_steps}
+    if body.denoising_strength <= 0:
+        raise InvalidRequestError("enable_hr needs denoising_strength above 0 (A1111's default is 0.75)")
+    if body.hr_resize_x or body.hr_resize_y:
+        out.update(width=body.hr_resize_x or None, height=body.hr_resize_y or None)
+    elif body.hr_scale > 1.0:
+        out["scale"] = body.hr_scale
+    else:
+        raise InvalidRequestError("enable_hr needs hr_scale above 1 or hr_resize_x/hr_resize_y")
+    if body.hr_prompt:
+        out["prompt"] = body.hr_prompt
+    if body.hr_negative_prompt:
+        out["negative_prompt"] = body.hr_negative_prompt
+    return out
+
+
 def _fields(st, body: _A1111Base) -> tuple[dict[str, Any], PromptOptions | None]:
     n = body.batch_size * body.n_iter
     if not 1 <= n <= MAX_IMAGES:
         raise InvalidRequestError(f"batch_size x n_iter must be between 1 and {MAX_IMAGES}, got {n}")
     model = checkpoint_from_title(body.override_settings.sd_model_checkpoint) or st.a1111_model
+    vae = body.override_settings.sd_vae if "sd_vae" in body.override_settings.model_fields_set else st.a1111_vae
     fields = dict(prompt=body.prompt, negative_prompt=body.negative_prompt,
                   seed=None if body.seed is None or body.seed < 0 else body.seed, steps=body.steps,
                   guidance=body.cfg_scale, width=body.width, height=body.height, num_images=n,
-                  scheduler=_sampler(body), model=model,
+                  scheduler=_sampler(body), model=model, vae=vae,
                   origin_inputs=sent_fields(body, "batch_size", "n_iter", "sampler_name", "sampler_index", "scheduler",
                                       "cfg_scale"))
     options = None
@@ -142,6 +177,11 @@ def _answer(st, body: _A1111Base, row) -> dict:
 async def txt2img(body: Txt2ImgIn, request: Request, response: Response) -> dict:
     st = state(request)
     fields, options = _fields(st, body)
+    fields["hires"] = _hires(body)
+    if body.enable_hr:
+        fields["origin_inputs"].update(sent_fields(body, "enable_hr", "hr_scale", "hr_upscaler", "hr_resize_x",
+                                                   "hr_resize_y", "hr_second_pass_steps", "denoising_strength"))
+
     def spec() -> JobSpec:
         return JobSpec.build(origin="a1111", options=options, mode="text-to-image",
                              controls=control_units_from_scripts(st, body.alwayson_scripts), **fields)
@@ -238,10 +278,31 @@ def schedulers() -> list[dict]:
              "need_inner_model": False}]
 
 
+@router.get("/upscalers")
+def upscalers() -> list[dict]:
+    """The picture upscalers a hires pass can use (the latent ones: /latent-upscale-modes)."""
+    names = ["None", *(k for k, v in A1111_UPSCALERS.items() if not v.startswith("latent"))]
+    return [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4.0} for n in names]
+
+
+@router.get("/latent-upscale-modes")
+def latent_upscale_modes() -> list[dict]:
+    return [{"name": k} for k, v in A1111_UPSCALERS.items() if v.startswith("latent")]
+
+
+@router.get("/sd-vae")
+def sd_vae() -> list[dict]:
+    """The VAEs a request may name (override_settings.sd_vae, POST /options sd_vae)."""
+    from bildwerk.models.assets import list_assets
+
+    return [{"model_name": a.name, "filename": a.name} for a in list_assets("vae")]
+
+
 @router.get("/options")
 def get_options(request: Request) -> dict:
     st = state(request)
-    return {"sd_model_checkpoint": title_of(request, st.a1111_model), "samples_format": "png"}
+    return {"sd_model_checkpoint": title_of(request, st.a1111_model), "sd_vae": st.a1111_vae or "Automatic",
+            "samples_format": "png"}
 
 
 @router.post("/options")
@@ -252,4 +313,12 @@ def set_options(body: A1111Options, request: Request) -> dict:
         ref = st.settings.model if ref in (None, "default") else ref  # "default": the server's model
         st.service.check_model(ref)  # refused or unknown -> 404 now, not at the next call
         st.a1111_model = ref
+    if "sd_vae" in body.model_fields_set:
+        from bildwerk.core.request import build_request
+        from bildwerk.models.vae import choose_vae
+
+        name = build_request(vae=body.sd_vae).vae  # Automatic / None / "" -> the model's own
+        if name is not None:
+            choose_vae(name, {})  # unknown -> 404, a pickle -> 400, now
+        st.a1111_vae = name
     return {}
