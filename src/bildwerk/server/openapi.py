@@ -179,7 +179,6 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", "/sdapi/v1/schedulers"): Op(),
     ("get", "/sdapi/v1/upscalers"): Op(),
     ("get", "/sdapi/v1/latent-upscale-modes"): Op(),
-    ("get", "/sdapi/v1/sd-vae"): Op(),
     ("get", "/sdapi/v1/options"): Op(),
     ("post", "/sdapi/v1/options"): Op(frozenset({400, 404})),
     ("get", "/controlnet/model_list"): Op(),

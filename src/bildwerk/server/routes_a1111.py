@@ -290,14 +290,6 @@ def latent_upscale_modes() -> list[dict]:
     return [{"name": k} for k, v in A1111_UPSCALERS.items() if v.startswith("latent")]
 
 
-@router.get("/sd-vae")
-def sd_vae() -> list[dict]:
-    """The VAEs a request may name (override_settings.sd_vae, POST /options sd_vae)."""
-    from bildwerk.models.assets import list_assets
-
-    return [{"model_name": a.name, "filename": a.name} for a in list_assets("vae")]
-
-
 @router.get("/options")
 def get_options(request: Request) -> dict:
     st = state(request)
