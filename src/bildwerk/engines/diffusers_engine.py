@@ -222,7 +222,7 @@ class DiffusersEngine:
             return self._decode(job.vae, lat[:1])[0]
 
     def finish(self, job: LocalJob) -> GenerationResult:
-        work, model = job.work, job.model
+        work = job.work
         if job.state is None:
             assert work.original is not None
             images = [work.original.copy() for _ in job.seeds]
