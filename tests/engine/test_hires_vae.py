@@ -199,3 +199,23 @@ def test_bad_vae_files_give_clear_errors(generator, tiny_models, vae_file):
     save_file(wide.state_dict(), str(folder / "sd3-like.safetensors"))
     with pytest.raises(UnsupportedModelError, match="sd3-like"):
         generator.run(_spec(sd, vae="sd3-like"))
+
+
+def test_controlnet_guides_the_hires_pass_at_its_size(engine, tiny_models, tiny_controlnets, tmp_path):
+    from PIL import ImageDraw
+
+    home = tmp_path / "bildwerk-home" / "controlnet"
+    home.mkdir(parents=True)
+    (home / "cn-sd").symlink_to(tiny_controlnets["cn-sd"])
+    edges = Image.new("RGB", (64, 64), (240, 240, 240))
+    ImageDraw.Draw(edges).rectangle((8, 8, 40, 40), fill=(10, 10, 10))
+    spec = _spec(tiny_models["sd"], hires=LATENT,
+                 controls=[{"model": "cn-sd", "image": edges, "preprocessor": "canny"}])
+    job = engine.prepare(spec.request)
+    while not (job.hires is not None and job.hires.started):
+        engine.step([job])
+    assert [tuple(s.cond.shape) for s in job.state.controls] == [(1, 3, 96, 96)]
+    while not job.done:
+        engine.step([job])
+    result = engine.finish(job)
+    assert result.images[0].size == (96, 96) and any("ControlNet cn-sd" in n for n in result.notes)
