@@ -154,6 +154,17 @@ def test_vae_override_changes_the_picture_and_is_recorded(generator, tiny_models
     assert other.record()["details"]["vae"] == {"name": "other-vae", "from": "request", "kind": "file"}
     assert "VAE: other-vae" in other.parameters_text(0)
     assert generator.run(_spec(sd, vae="auto")).record()["details"] == {}
+    # The same weights in A1111's original layout (bare, and with a checkpoint's prefix) decode alike.
+    from safetensors.torch import save_file
+
+    from bildwerk.models.tiny import _vae
+    from bildwerk.models.tiny_single_file import vae_to_original
+
+    original = vae_to_original(_tiny_vae_state(123), dict(_vae().config))
+    save_file(original, str(vae_file.parent / "orig-vae.safetensors"))
+    save_file({f"first_stage_model.{k}": v for k, v in original.items()}, str(vae_file.parent / "prefixed.safetensors"))
+    for name in ("orig-vae", "prefixed"):
+        assert np.array_equal(_px(generator.run(_spec(sd, vae=name)))[0], _px(other)[0]), name
     # A model's own default VAE, named in its bildwerk.json.
     model = tmp_path / "with-vae"
     shutil.copytree(sd, model)
