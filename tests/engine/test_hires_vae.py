@@ -230,3 +230,12 @@ def test_controlnet_guides_the_hires_pass_at_its_size(engine, tiny_models, tiny_
         engine.step([job])
     result = engine.finish(job)
     assert result.images[0].size == (96, 96) and any("ControlNet cn-sd" in n for n in result.notes)
+
+
+def test_a_single_file_checkpoint_names_its_vae_in_its_sidecar(generator, tiny_single_files, single_file_configs,
+                                                              vae_file, tmp_path):
+    ckpt = tmp_path / "mine.safetensors"
+    shutil.copyfile(tiny_single_files["sd"], ckpt)
+    (tmp_path / "mine.bildwerk.json").write_text(json.dumps({"vae": "other-vae"}), "utf-8")
+    result = generator.run(_spec(ckpt))
+    assert result.record()["details"]["vae"] == {"name": "other-vae", "from": "model", "kind": "file"}

@@ -426,7 +426,7 @@ def load_model(
 
 def _load_single_file(source: ModelSource, *, device: str | None, dtype: str | None) -> LoadedModel:
     """A single-file checkpoint, converted while loading, into the same LoadedModel a folder gives."""
-    from bildwerk.models.single_file import check_checkpoint, load_pipeline
+    from bildwerk.models.single_file import check_checkpoint, load_pipeline, sidecar
 
     assert source.path is not None
     ckpt = check_checkpoint(source.path)
@@ -436,7 +436,10 @@ def _load_single_file(source: ModelSource, *, device: str | None, dtype: str | N
     pipe, facts = load_pipeline(ckpt, dt)
     family = _family(pipe, {})
     name = source.path.stem  # also for a chosen default: the record names the file
-    return _ready(pipe, source, family, dev, dt, name, {"config": {}, "single_file": facts})
+    # A file's default VAE is named in its NAME.bildwerk.json, as a folder's in its bildwerk.json.
+    vae = sidecar(source.path).get("vae")
+    config = {"vae": vae} if isinstance(vae, str) else {}
+    return _ready(pipe, source, family, dev, dt, name, {"config": config, "single_file": facts})
 
 
 def _ready(pipe: Any, source: ModelSource, family: Family, dev: torch.device, dt: torch.dtype, name: str,
