@@ -239,3 +239,20 @@ def test_a_single_file_checkpoint_names_its_vae_in_its_sidecar(generator, tiny_s
     (tmp_path / "mine.bildwerk.json").write_text(json.dumps({"vae": "other-vae"}), "utf-8")
     result = generator.run(_spec(ckpt))
     assert result.record()["details"]["vae"] == {"name": "other-vae", "from": "model", "kind": "file"}
+
+
+def test_a_lora_applies_to_a_hires_job_and_does_not_leak(generator, tiny_models, runs, tmp_path):
+    """A hires job with a LoRA (kohya layout) differs from the plain hires picture; the plain
+    hires request after it gives exactly the plain hires picture again."""
+    from bildwerk.core.paths import bildwerk_home
+    from bildwerk.models.tiny import build_tiny_pipeline
+    from bildwerk.models.tiny_lora import save_tiny_lora
+
+    loras = bildwerk_home() / "loras"
+    loras.mkdir(parents=True)
+    save_tiny_lora(loras / "style.safetensors", build_tiny_pipeline("sd"))
+    sd = tiny_models["sd"]
+    with_lora = generator.run(_spec(sd, hires=LATENT, loras=[{"name": "style", "weight": 1.0}]))
+    assert with_lora.images[0].size == (96, 96)
+    assert not np.array_equal(_px(with_lora)[0], _px(runs["latent"][0])[0])
+    assert np.array_equal(_px(generator.run(_spec(sd, hires=LATENT)))[0], _px(runs["latent"][0])[0])
