@@ -14,7 +14,7 @@ from bildwerk.models.loader import LoadedModel
 
 def _state(engine, model, seed, steps, guidance=7.5, prompt="x"):
     req = build_request(prompt=prompt, model=None, seed=seed, steps=steps, guidance=guidance)
-    return engine._initial_state(req, model, _Work(64, 64), [seed])
+    return engine._initial_state(req, model, _Work(64, 64), [seed], model.vae)
 
 
 def test_batched_unet_call_matches_separate_calls(engine, tiny_models):

@@ -125,7 +125,7 @@ def test_checkpoints_by_name_from_the_models_folder_and_an_a1111_folder(tiny_sin
 
 
 def test_missing_configs_say_what_to_do_and_a_local_folder_provides_them(tiny_single_files, tiny_models):
-    with pytest.raises(NotConfiguredError, match=r"run `bildwerk models configs` once with internet") as err:
+    with pytest.raises(NotConfiguredError, match=r"run `bildwerk models configs sdxl` once with internet, or offline `bildwerk models configs sdxl --from FOLDER`") as err:
         load_model(str(tiny_single_files["sdxl"]), device="cpu")
     assert "SDXL" in str(err.value) and "\n" not in str(err.value)
     r = CliRunner().invoke(app, ["generate", "x", "--model", str(tiny_single_files["sd"]), "--steps", "2"])

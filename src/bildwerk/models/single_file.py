@@ -199,8 +199,9 @@ def find_configs(ckpt: Checkpoint) -> Path:
         return cached
     raise NotConfiguredError(
         f"{ckpt.path.name} is an {ckpt.label} checkpoint, and the {ckpt.label} configs it needs are not on this "
-        f"machine: run `bildwerk models configs` once with internet, or copy a diffusers {ckpt.label} model "
-        f"folder (its configs suffice) to {mine}")
+        f"machine: run `bildwerk models configs {ckpt.config_type}` once with internet, or offline "
+        f"`bildwerk models configs {ckpt.config_type} --from FOLDER` with a diffusers {ckpt.label} model folder "
+        "(its configs suffice)")
 
 
 def _hub_cache(repo: str) -> Path | None:
