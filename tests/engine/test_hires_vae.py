@@ -241,6 +241,7 @@ def test_a_single_file_checkpoint_names_its_vae_in_its_sidecar(generator, tiny_s
     assert result.record()["details"]["vae"] == {"name": "other-vae", "from": "model", "kind": "file"}
 
 
+@pytest.mark.extended  # test time: make test keeps the cheaper cases of this feature
 def test_a_lora_applies_to_a_hires_job_and_does_not_leak(generator, tiny_models, runs, tmp_path):
     """A hires job with a LoRA (kohya layout) differs from the plain hires picture; the plain
     hires request after it gives exactly the plain hires picture again."""

@@ -142,6 +142,7 @@ def test_batched_lora_requests_equal_alone_and_other_sets_never_share_a_call(hom
     assert np.array_equal(np.asarray(sd_engine.finish(jp).images[0]), _gen(sd_engine, sd)[0])
 
 
+@pytest.mark.extended  # test time: make test keeps the cheaper cases of this feature
 def test_sdxl_kohya_lora_with_sgm_names(home, xl_engine, tiny_models):
     xl = tiny_models["sdxl"]
     plain, _ = _gen(xl_engine, xl)
@@ -182,6 +183,7 @@ def test_unknown_lora_fails_at_submission(home, sd_engine, tiny_models):
         gen.check(JobSpec.build(model=str(tiny_models["sd"]), prompt="x <lora:nosuch:1>", options=OFF))
 
 
+@pytest.mark.extended  # test time: make test keeps the cheaper cases of this feature
 def test_embedding_by_name_changes_the_picture(home, sd_engine, tiny_models):
     sd = str(tiny_models["sd"])
     gen = Generator(models=sd_engine.models)

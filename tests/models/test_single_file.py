@@ -82,6 +82,7 @@ def test_sdxl_inpainting_single_file_inpaints(engine, tiny_single_files, single_
     assert r.model["unet_in_channels"] == 9 and r.model["family"] == "sdxl"
 
 
+@pytest.mark.extended  # test time: make test keeps the cheaper cases of this feature
 def test_prediction_type_from_a1111_yaml_or_sidecar_changes_the_picture(engine, tiny_single_files,
                                                                          single_file_configs, tmp_path):
     f = tmp_path / "sd2.safetensors"
