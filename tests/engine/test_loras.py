@@ -142,6 +142,23 @@ def test_batched_lora_requests_equal_alone_and_other_sets_never_share_a_call(hom
     assert np.array_equal(np.asarray(sd_engine.finish(jp).images[0]), _gen(sd_engine, sd)[0])
 
 
+def test_a_job_whose_lora_was_evicted_in_flight_loads_it_again(home, sd_engine, tiny_models, monkeypatch):
+    from bildwerk.engines import adapters
+
+    sd = str(tiny_models["sd"])
+    a = build_request(model=sd, prompt="a red cat", loras=[{"name": "kohya"}], **BASE)
+    alone = np.asarray(sd_engine.generate(a).images[0])
+    monkeypatch.setattr(adapters, "MAX_CACHED", 1)
+    ja = sd_engine.prepare(a)
+    jb = sd_engine.prepare(build_request(model=sd, prompt="x", loras=[{"name": "trained"}], **BASE))  # evicts kohya
+    assert ja.adapters[0][0] not in adapters._present(ja.model.pipe)
+    while not ja.done:
+        sd_engine.step([ja])
+    assert np.array_equal(np.asarray(sd_engine.finish(ja).images[0]), alone)
+    while not jb.done:
+        sd_engine.step([jb])
+
+
 @pytest.mark.extended  # test time: make test keeps the cheaper cases of this feature
 def test_sdxl_kohya_lora_with_sgm_names(home, xl_engine, tiny_models):
     xl = tiny_models["sdxl"]

@@ -153,11 +153,17 @@ def prepare_loras(model: LoadedModel, specs: list[LoraSpec]) -> AppliedLoras:
     return AppliedLoras(tuple(active), records, notes)
 
 
-def activate(model: LoadedModel, active: ActiveSet) -> None:
-    """Make exactly ``active`` the LoRAs the model computes with (none: all disabled)."""
+def activate(model: LoadedModel, active: ActiveSet, specs: list[LoraSpec] | None = None) -> None:
+    """Make exactly ``active`` the LoRAs the model computes with (none: all disabled). A job's
+    adapter may have been evicted since it was prepared (more than ``MAX_CACHED`` LoRAs among the
+    jobs in flight): it is loaded again from ``specs``, under the same content-derived name."""
     if model.extras.get(_ACTIVE) == active:
         return
     pipe = model.pipe
+    if active and not {a for a, _ in active} <= _present(pipe):
+        if not specs or prepare_loras(model, specs).active != active:
+            raise UnsupportedModelError("a LoRA this job uses was unloaded and cannot be loaded again "
+                                        "(its file changed on disk?); submit the request again")
     if not active:
         if _cache(model):
             pipe.disable_lora()

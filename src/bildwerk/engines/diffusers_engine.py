@@ -192,7 +192,7 @@ class DiffusersEngine:
             return
         t = time.perf_counter()
         unet = batch[0].model.unet
-        activate(batch[0].model, batch[0].adapters)  # one batch_key: one LoRA set for all
+        activate(batch[0].model, batch[0].adapters, batch[0].request.loras)  # one batch_key: one LoRA set
         with torch.inference_mode():  # scheduler steps too: no autograd bookkeeping
             preds = run_unet(unet, [job.state.unet_inputs() for job in batch])  # type: ignore[union-attr]
             for job, pred in zip(batch, preds, strict=True):
@@ -421,7 +421,7 @@ class DiffusersEngine:
             noise = noise.to(device=model.device, dtype=model.dtype)
             latents = scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(n))
             guidance = first.guidance
-            activate(model, job.adapters)  # its LoRAs' text-encoder part, as for the first pass
+            activate(model, job.adapters, job.request.loras)  # its LoRAs' text-encoder part, as for the first pass
             prompt = h.prompt if h.prompt is not None else req.prompt
             negative = h.negative_prompt if h.negative_prompt is not None else req.negative_prompt
             cond = encode_prompts(model, prompt, negative, num_images=n, do_cfg=first.do_cfg,
