@@ -53,6 +53,8 @@ def test_controlnet_endpoints(cn_server, picture):
         assert edges[8:12, 20].max() == 255 and edges[30, 30].max() == 0  # the square's border, not its inside
         r = c.post("/controlnet/detect", json={"controlnet_module": "depth_midas", "controlnet_input_images": [png_b64(picture)]})
         assert r.status_code == 400 and "depth_midas" in r.text
+        r = c.post("/controlnet/detect", json={"controlnet_module": "none", "controlnet_input_images": [""]})
+        assert r.status_code == 400 and "controlnet_input_images[0] is empty" in r.text  # was a 500 (fuzz)
 
 
 def test_a1111_alwayson_controlnet_txt2img_and_img2img(cn_server, picture):

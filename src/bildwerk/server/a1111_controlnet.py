@@ -143,7 +143,8 @@ async def detect(body: DetectIn, request: Request) -> dict:
         out = []
         for i, text in enumerate(body.controlnet_input_images):
             image = b64_image(st, text, f"controlnet_input_images[{i}]")
-            assert image is not None
+            if image is None:  # an empty string: no picture
+                raise InvalidRequestError(f"controlnet_input_images[{i}] is empty; send a picture as base64")
             out.append(base64.b64encode(encode_png(preprocess(image, module, low=lo, high=hi))).decode())
         return out
 
