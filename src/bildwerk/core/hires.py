@@ -18,7 +18,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bildwerk.core.bounds import MAX_PROMPT_CHARS, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIDE_MULTIPLE
+from bildwerk.core.bounds import (
+    MAX_PROMPT_CHARS,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_SIDE,
+    SIDE_MULTIPLE,
+    check_side,
+)
 from bildwerk.core.text import check_text
 
 Upscaler = Literal["latent", "latent-antialiased", "latent-bicubic", "latent-bicubic-antialiased",
@@ -74,17 +81,6 @@ def a1111_upscaler_name(upscaler: str) -> str:
     return next((k for k, v in A1111_UPSCALERS.items() if v == upscaler), upscaler)
 
 
-def _check_side(v: int | None) -> int | None:
-    if v is None:
-        return v
-    if not MIN_SIDE <= v <= MAX_SIDE:
-        raise ValueError(f"must be between {MIN_SIDE} and {MAX_SIDE} pixels, got {v}")
-    if v % SIDE_MULTIPLE:
-        low = v - v % SIDE_MULTIPLE
-        raise ValueError(f"must be a multiple of {SIDE_MULTIPLE}, got {v} (try {low} or {low + SIDE_MULTIPLE})")
-    return v
-
-
 class HiresFix(BaseModel):
     """The second pass of a text-to-image request: upscale, add noise, denoise again. Strict
     types (``"steps": "3"`` is refused) as the REST bodies it is part of."""
@@ -116,7 +112,7 @@ class HiresFix(BaseModel):
     @field_validator("width", "height")
     @classmethod
     def _side(cls, v: int | None) -> int | None:
-        return _check_side(v)
+        return check_side(v)
 
     @field_validator("prompt", "negative_prompt")
     @classmethod

@@ -39,6 +39,7 @@ from bildwerk.core.bounds import (  # noqa: F401  (re-exported: the request's bo
     MAX_STEPS,
     MIN_SIDE,
     SIDE_MULTIPLE,
+    check_side,
 )
 from bildwerk.core.control import MAX_CONTROL_UNITS, ControlUnit
 from bildwerk.core.errors import InvalidRequestError
@@ -157,14 +158,7 @@ class GenerationRequest(BaseModel):
     @field_validator("width", "height")
     @classmethod
     def _side(cls, v: int | None) -> int | None:
-        if v is None:
-            return v
-        if not MIN_SIDE <= v <= MAX_SIDE:
-            raise ValueError(f"must be between {MIN_SIDE} and {MAX_SIDE} pixels, got {v}")
-        if v % SIDE_MULTIPLE:
-            low = v - v % SIDE_MULTIPLE
-            raise ValueError(f"must be a multiple of {SIDE_MULTIPLE}, got {v} (try {low} or {low + SIDE_MULTIPLE})")
-        return v
+        return check_side(v)
 
     @field_validator("vae")
     @classmethod
