@@ -63,3 +63,13 @@ def test_a_folder_of_no_known_layout_is_refused(home, tmp_path):
     with pytest.raises(Exception, match="neither an AUTOMATIC1111"):
         add_source(tmp_path)
     assert assets.sources() == []
+
+
+def test_the_policy_permits_a_listing_as_it_permits_each_name(home, tmp_path):
+    from bildwerk.models.policy import ModelPolicy
+
+    _safetensors(home / "models" / "mine.safetensors")
+    refs = ["default", "mine", "reg/x", "nope", "../mine", "openai:dall-e-2", "~mine"]
+    for policy in (ModelPolicy.for_clients(["reg/x"]), ModelPolicy.operator()):
+        assert policy.permitted(refs) == {r for r in refs if policy.permits(r)}
+    assert ModelPolicy.for_clients(["reg/x"]).permitted(refs) == {"default", "mine", "reg/x", "openai:dall-e-2"}

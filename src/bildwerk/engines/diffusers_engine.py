@@ -452,7 +452,6 @@ class DiffusersEngine:
         notes = job.notes + notes
         w, h = images[0].size
         details: dict[str, Any] = {}
-        notes = list(notes)
         if work.box:
             notes.append(f"inpainted region {work.box.as_tuple()} at {work.width}x{work.height}")
         if job.hires is not None and job.hires.started:

@@ -50,6 +50,16 @@ class ModelPolicy:
             return True
         return is_plain_name(ref) and ref in _installed()
 
+    def permitted(self, refs: Iterable[str]) -> set[str]:
+        """The ``refs`` that ``permits`` allows, the models folder and sources listed once (a
+        listing asks for every checkpoint it shows)."""
+        refs = list(refs)
+        if self.allow_any:
+            return set(refs)
+        installed = set(_installed())
+        return {r for r in refs if r in DEFAULT_NAMES or is_remote_model(r) or r in self.registered
+                or (is_plain_name(r) and r in installed)}
+
     def check(self, ref: str | None) -> None:
         """Raise the one ``model_not_found`` a refused reference gets (a 404 on every surface)."""
         if not self.permits(ref):

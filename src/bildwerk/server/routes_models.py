@@ -85,8 +85,9 @@ def entry_out(e: CatalogEntry) -> dict[str, Any]:
 
 def visible_entries(request: Request, kind: AssetKind | None = None) -> list[CatalogEntry]:
     """The catalog as a client sees it: only the checkpoints the policy lets it name."""
-    policy = state(request).model_policy
-    return [e for e in catalog(kind) if e.kind != "checkpoint" or policy.permits(e.name)]
+    entries = catalog(kind)
+    allowed = state(request).model_policy.permitted(e.name for e in entries if e.kind == "checkpoint")
+    return [e for e in entries if e.kind != "checkpoint" or e.name in allowed]
 
 
 @router.get("/models")
@@ -126,7 +127,8 @@ def _entries_named(request: Request, name: str, kind: AssetKind | None) -> list[
         if kind in (None, "checkpoint") and not policy.permits(name):
             raise ModelNotFoundError(NOT_AVAILABLE) from None  # the one refusal, whatever exists
         raise
-    visible = [e for e in found if e.kind != "checkpoint" or policy.permits(e.name)]
+    allowed = policy.permitted(e.name for e in found if e.kind == "checkpoint")
+    visible = [e for e in found if e.kind != "checkpoint" or e.name in allowed]
     if not visible:
         raise ModelNotFoundError(NOT_AVAILABLE)
     return visible
