@@ -20,7 +20,7 @@ from typing import Any
 
 from bildwerk.core.errors import UnsupportedModelError
 from bildwerk.core.loras import LoraSpec
-from bildwerk.engines.invariance import make_batch_invariant
+from bildwerk.engines.speed import keep_exact, unfuse_qkv
 from bildwerk.models.assets import find_asset
 from bildwerk.models.loader import LoadedModel
 from bildwerk.models.lora_files import check_fits, read_lora_file, without_text_encoder
@@ -105,7 +105,7 @@ def _load(model: LoadedModel, spec: LoraSpec, keep: set[str]) -> tuple[LoadedLor
     if adapter not in _present(pipe):
         raise UnsupportedModelError(f"LoRA {asset.name!r} matched no layer of the model {model.name}; "
                                     "is it for another kind of model?")
-    make_batch_invariant(model.unet)  # the new lora_A/lora_B layers compute per sample too
+    keep_exact(model, model.unet)  # the new lora_A/lora_B layers compute per sample too
     loaded = LoadedLora(adapter, asset.name, lora.short_hash, stat.st_size, lora.family, with_te)
     cache[key] = loaded
     keep.add(adapter)
@@ -168,6 +168,7 @@ def activate(model: LoadedModel, active: ActiveSet, specs: list[LoraSpec] | None
         if _cache(model):
             pipe.disable_lora()
     else:
+        unfuse_qkv(model)  # fused projections would not see the adapters on to_q/to_k/to_v
         pipe.enable_lora()
         pipe.set_adapters([a for a, _ in active], [w for _, w in active])
     model.extras[_ACTIVE] = active

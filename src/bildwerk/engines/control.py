@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from bildwerk.core.control import ControlUnit
-from bildwerk.engines.invariance import make_batch_invariant
+from bildwerk.engines.speed import keep_exact
 from bildwerk.models.controlnet import find_controlnet, load_controlnet
 
 MAX_KEPT = 4  # networks kept per base model (an SD 1.5 ControlNet is ~0.7 GB in fp16)
@@ -53,7 +53,7 @@ def controlnet_for(model: Any, name: str) -> tuple[Any, str]:
             kept.move_to_end(key)
             return kept[key], asset.name
     net = load_controlnet(asset, model.unet.config, model.vae_scale_factor, model.device, model.dtype)
-    make_batch_invariant(net)  # a seed's picture is the same alone or batched
+    keep_exact(model, net)  # a seed's picture is the same alone or batched
     with _LOCK:
         kept[key] = net
         while len(kept) > MAX_KEPT:

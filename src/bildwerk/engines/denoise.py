@@ -7,6 +7,10 @@ Between the halves sits the UNet call, which ``run_unet`` makes for a *list*
 of states at once with a per-sample timestep vector: continuous batching across
 requests (app/batching.py) puts states of the same model and shape, each at its
 own timestep, into one call.
+
+Nothing in a step waits for the device: the scheduler is given the timestep from a host copy
+made once (diffusers' schedulers index their host-side tables with it), the UNet its timestep
+vector from the device copy, so on CUDA the loop only queues work.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from bildwerk.engines.conditioning import Conditioning
 from bildwerk.engines.control import ControlSlot, control_residuals
 from bildwerk.engines.schedulers import step_accepts_generator
+from bildwerk.engines.speed import UNetCall, mark_batch_dynamic
 
 
 @dataclass
@@ -59,6 +64,9 @@ class DenoiseState:
     def __post_init__(self) -> None:
         if step_accepts_generator(self.scheduler):
             self._extra["generator"] = self.generators
+        # One copy each way, now, instead of a host-device sync in every step.
+        self._t_host = self.timesteps.cpu()
+        self._t_device = self.timesteps.to(self.latents.device)
 
     @property
     def total(self) -> int:
@@ -73,7 +81,7 @@ class DenoiseState:
         return self.conditioning.uncond is not None
 
     def unet_inputs(self) -> UNetInputs:
-        t = self.timesteps[self.index]
+        t = self._t_host[self.index]
         c = self.conditioning
         lat = torch.cat([self.latents, self.latents]) if self.do_cfg else self.latents
         lat = self.scheduler.scale_model_input(lat, t)
@@ -91,7 +99,7 @@ class DenoiseState:
                 added = {k: torch.cat([c.added_uncond[k], c.added[k]]) for k in c.added}
             else:
                 added = c.added
-        tvec = t.reshape(1).expand(lat.shape[0]).to(lat.device)
+        tvec = self._t_device[self.index : self.index + 1].expand(lat.shape[0])
         rows = lat.shape[0]
         return UNetInputs(
             lat, tvec, ehs, added,
@@ -102,7 +110,7 @@ class DenoiseState:
         )
 
     def advance(self, noise_pred: torch.Tensor) -> None:
-        t = self.timesteps[self.index]
+        t = self._t_host[self.index]
         if self.do_cfg:
             uncond, cond = noise_pred.chunk(2)
             noise_pred = uncond + self.guidance * (cond - uncond)
@@ -114,20 +122,22 @@ class DenoiseState:
             assert self.image_latents is not None and self.noise is not None
             known = self.image_latents
             if self.index + 1 < self.total:
-                nxt = self.timesteps[self.index + 1 : self.index + 2]
+                nxt = self._t_device[self.index + 1 : self.index + 2]
                 known = self.scheduler.add_noise(known, self.noise, nxt)
             self.latents = (1 - self.mask) * known + self.mask * self.latents
         self.index += 1
 
 
 @torch.inference_mode()
-def run_unet(unet: torch.nn.Module, batch: list[UNetInputs]) -> list[torch.Tensor]:
+def run_unet(unet: torch.nn.Module | UNetCall, batch: list[UNetInputs]) -> list[torch.Tensor]:
     """One UNet call for many states; returns each state's slice of the prediction.
 
     The UNet should be batch-invariant (engines/invariance.py), so a state's slice is the same
     whichever states share the call; a lone row is padded to two, as a one-row call takes
-    another kernel path.
+    another kernel path. A compiled UNet (engines/speed.py) pads further, to its row bucket,
+    so its graphs are few; padding rows repeat the last row and are dropped from the output.
     """
+    call = unet if isinstance(unet, UNetCall) else UNetCall(unet)
     sizes = [b.sample.shape[0] for b in batch]
     sample = torch.cat([b.sample for b in batch]) if len(batch) > 1 else batch[0].sample
     timestep = torch.cat([b.timestep for b in batch]) if len(batch) > 1 else batch[0].timestep
@@ -139,16 +149,27 @@ def run_unet(unet: torch.nn.Module, batch: list[UNetInputs]) -> list[torch.Tenso
     nets = batch[0].control_nets
     conds = [torch.cat([b.control_cond[k] for b in batch]) for k in range(len(nets))]
     scales = [torch.cat([b.control_scale[k] for b in batch]) for k in range(len(nets))]
-    pad = sample.shape[0] == 1
-    if pad:
-        sample, timestep, ehs = sample.repeat(2, 1, 1, 1), timestep.repeat(2), ehs.repeat(2, 1, 1)
+    rows = sample.shape[0]
+    pad = call.pad_to(rows) - rows
+    if pad > 0:
+        sample, timestep, ehs = _pad(sample, pad), _pad(timestep, pad), _pad(ehs, pad)
         if added is not None:
-            added = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in added.items()}
-        conds = [c.repeat(2, 1, 1, 1) for c in conds]
-        scales = [s.repeat(2) for s in scales]
-    extra = control_residuals(list(nets), conds, scales, sample, timestep, ehs, added) if nets else {}
-    out = unet(sample, timestep, encoder_hidden_states=ehs, added_cond_kwargs=added, return_dict=False,
-               **extra)[0]
-    if pad:
-        out = out[:1]
+            added = {k: _pad(v, pad) for k, v in added.items()}
+        conds = [_pad(c, pad) for c in conds]
+        scales = [_pad(s, pad) for s in scales]
+    if call.mark_dynamic:
+        mark_batch_dynamic(sample, timestep, ehs, *(added or {}).values())
+    with call.context():
+        extra = control_residuals(list(nets), conds, scales, sample, timestep, ehs, added) if nets else {}
+        out = call.network(sample, timestep, encoder_hidden_states=ehs, added_cond_kwargs=added,
+                           return_dict=False, **extra)[0]
+        if call.cuda_graphs:
+            out = out.clone()  # a CUDA graph's output is overwritten by its next replay
+    if pad > 0:
+        out = out[:rows]
     return list(out.split(sizes))
+
+
+def _pad(t: torch.Tensor, extra: int) -> torch.Tensor:
+    """``t`` with its last row repeated ``extra`` times (real values: no NaN from garbage rows)."""
+    return torch.cat([t, t[-1:].expand(extra, *t.shape[1:])])

@@ -36,9 +36,9 @@ from bildwerk.engines.control import ControlSlot, controlnet_for
 from bildwerk.engines.denoise import DenoiseState, run_unet
 from bildwerk.engines.embeddings import prepare_embeddings
 from bildwerk.engines.hires import HiresPass, upscale_latents, upscale_picture
-from bildwerk.engines.invariance import make_batch_invariant
 from bildwerk.engines.schedulers import make_scheduler, scheduler_label
 from bildwerk.engines.sizing import work_size
+from bildwerk.engines.speed import SPEED, SpeedSettings, apply_speed, keep_exact, unet_call, warm_up
 from bildwerk.images.control import control_map, to_control_tensor
 from bildwerk.images.crop import CropBox, composite_full, crop_for_inpaint, paste_back
 from bildwerk.images.io import to_rgb
@@ -140,8 +140,10 @@ class DiffusersEngine:
     back, record). ``generate`` is the three for one request.
     """
 
-    def __init__(self, models: ModelManager | None = None) -> None:
+    def __init__(self, models: ModelManager | None = None, *, speed: SpeedSettings | None = None) -> None:
         self.models = models or ModelManager()
+        # The speed switches (engines/speed.py), applied to each model when the engine first uses it.
+        self.speed = speed if speed is not None else SpeedSettings.from_env()
 
     # -- public -----------------------------------------------------------------------------
     def generate(
@@ -154,16 +156,26 @@ class DiffusersEngine:
         return run_alone(self, request, on_progress=on_progress, cancel=cancel)
 
     def load(self, source: ModelSource | str | None) -> None:
-        """Load a model ahead of its jobs (kept, as ``prepare`` would load it)."""
-        self.models.get(source)
+        """Load a model ahead of its jobs (kept, as ``prepare`` would load it); with compilation
+        on, also compile it for the configured sizes, so no job waits for that."""
+        model = self._model(source)
+        if not model.extras.get("warmed"):
+            model.extras["warmed"] = True
+            warm_up(self, model, source)
+
+    def _model(self, source: ModelSource | str | None) -> LoadedModel:
+        model = self.models.get(source)
+        if SPEED not in model.extras:
+            apply_speed(model, self.speed.resolve(model.device))
+        return model
 
     def prepare(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None,
                 source: ModelSource | None = None) -> LocalJob:
         t0 = time.perf_counter()
         emit = on_progress or (lambda _e: None)
         emit(ProgressEvent("load", 0, 1, 0.0))
-        model = self.models.get(source if source is not None else request.model)
-        make_batch_invariant(model.unet)
+        model = self._model(source if source is not None else request.model)
+        keep_exact(model, model.unet)
         request, notes = _with_prompt_loras(request)
         loras = prepare_loras(model, request.loras)
         embeddings = prepare_embeddings(model, request)
@@ -191,10 +203,12 @@ class DiffusersEngine:
         if not batch:
             return
         t = time.perf_counter()
-        unet = batch[0].model.unet
-        activate(batch[0].model, batch[0].adapters, batch[0].request.loras)  # one batch_key: one LoRA set
+        first = batch[0]
+        activate(first.model, first.adapters, first.request.loras)  # one batch_key: one LoRA set
+        # Plain jobs may take the compiled UNet; LoRAs and ControlNets change layers per request.
+        call = unet_call(first.model, plain=not first.adapters and not first.state.controls)  # type: ignore[union-attr]
         with torch.inference_mode():  # scheduler steps too: no autograd bookkeeping
-            preds = run_unet(unet, [job.state.unet_inputs() for job in batch])  # type: ignore[union-attr]
+            preds = run_unet(call, [job.state.unet_inputs() for job in batch])  # type: ignore[union-attr]
             for job, pred in zip(batch, preds, strict=True):
                 job.state.advance(pred)  # type: ignore[union-attr]
         now = time.perf_counter()

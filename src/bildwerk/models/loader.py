@@ -461,6 +461,23 @@ def _ready(pipe: Any, source: ModelSource, family: Family, dev: torch.device, dt
     return LoadedModel(source=source, pipe=pipe, family=family, device=dev, dtype=dt, name=name, extras=extras)
 
 
+def adopt_pipeline(pipe: Any, *, name: str, config: dict[str, Any] | None = None, device: str | None = None,
+                   dtype: str | None = None) -> LoadedModel:
+    """A pipeline built in memory (the benchmarks build full-size architectures from configs)
+    made ready exactly as a loaded folder is: checked, moved to its device and dtype, frozen."""
+    config = config or {}
+    dev = choose_device(device)
+    dt = choose_dtype(dev, dtype)
+    pipe.to(dtype=dt)
+    family = _family(pipe, config)
+    extras: dict[str, Any] = {"config": config}
+    if family == "sentence":
+        from bildwerk.models.sentence_encoder import SentenceEncoder, SentenceEncoderConfig
+
+        extras["encoder"] = SentenceEncoder(SentenceEncoderConfig(**config["conditioning"]))
+    return _ready(pipe, ModelSource(name, None), family, dev, dt, name, extras)
+
+
 class ModelManager:
     """Keeps one model loaded; switching frees the old one first (diffusers #2284)."""
 
@@ -485,6 +502,14 @@ class ModelManager:
             self._current = load_model(source, device=self._device, dtype=self._dtype)
             self._current_key = key
             return self._current
+
+    def adopt(self, model: LoadedModel, ref: str | None = None) -> None:
+        """Serve ``model`` (built in memory: ``adopt_pipeline``) for ``ref`` (default: the default
+        model), in place of what was loaded."""
+        source = resolve_model(ref)  # the key ``get`` computes for the same reference
+        with self._lock:
+            self.unload()
+            self._current, self._current_key = model, str(source)
 
     @property
     def current(self) -> LoadedModel | None:
