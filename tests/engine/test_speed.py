@@ -46,11 +46,11 @@ def test_settings_from_the_environment():
 
 
 @pytest.mark.parametrize(("env", "says"), [
-    ({"BILDWERK_COMPILE": "yes"}, "compile 'yes' is not one of off, unet, unet+vae"),
+    ({"BILDWERK_COMPILE": "yes"}, "BILDWERK_COMPILE 'yes' is not one of off, unet, unet+vae"),
     ({"BILDWERK_CHANNELS_LAST": "maybe"}, "BILDWERK_CHANNELS_LAST='maybe': use 1 or 0"),
     ({"BILDWERK_COMPILE_SIZES": "512"}, "'512' is not a size like 512x512"),
     ({"BILDWERK_ROW_BUCKETS": "2,x"}, "expected whole numbers"),
-    ({"BILDWERK_ATTENTION": "xformers"}, "attention 'xformers' is not one of"),
+    ({"BILDWERK_ATTENTION": "xformers"}, "BILDWERK_ATTENTION 'xformers' is not one of"),
 ])
 def test_bad_settings_fail_in_one_line(env, says):
     with pytest.raises(InvalidRequestError) as err:

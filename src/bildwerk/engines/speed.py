@@ -89,10 +89,13 @@ class SpeedSettings:
                           ("exact_batching", "BILDWERK_EXACT_BATCHING")):
             if env.get(key, "auto").strip().lower() != "auto":
                 kw[name] = _flag(key, env[key])
-        for name, key in (("attention", "BILDWERK_ATTENTION"), ("compile", "BILDWERK_COMPILE"),
-                          ("compile_mode", "BILDWERK_COMPILE_MODE"), ("preview", "BILDWERK_PREVIEW")):
+        for name, key, allowed in (("attention", "BILDWERK_ATTENTION", ATTENTION_BACKENDS),
+                                   ("compile", "BILDWERK_COMPILE", COMPILE_TARGETS),
+                                   ("compile_mode", "BILDWERK_COMPILE_MODE", COMPILE_MODES),
+                                   ("preview", "BILDWERK_PREVIEW", ("approx", "vae"))):
             if env.get(key):
                 kw[name] = env[key].strip().lower()
+                _choice(key, kw[name], allowed)
         if env.get("BILDWERK_COMPILE_SIZES"):
             kw["compile_sizes"] = parse_sizes(env["BILDWERK_COMPILE_SIZES"], "BILDWERK_COMPILE_SIZES")
         if env.get("BILDWERK_ROW_BUCKETS"):

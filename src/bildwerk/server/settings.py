@@ -149,6 +149,9 @@ class ServerSettings(BaseModel):
             raise InvalidRequestError(
                 f"refusing to listen on {self.host} without an API key: set BILDWERK_API_KEY or "
                 "--api-key (clients send it as 'Authorization: Bearer KEY'), or bind 127.0.0.1")
+        from bildwerk.engines.speed import SpeedSettings
+
+        SpeedSettings.from_env()  # a bad BILDWERK_COMPILE (...) fails at start, in one line, not at the first job
         if "*" in self.allowed_hosts and not self.api_key:
             # Any Host header means any web page can reach the server through DNS rebinding.
             raise InvalidRequestError("refusing to serve any Host (allowed host '*') without an API key: set "
