@@ -128,6 +128,9 @@ def test_the_engine_applies_its_settings_once(tiny_models):
     assert speed_of(model).channels_last
     assert model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert "compile_seconds" not in model.extras  # nothing to compile, nothing warmed
+    result = engine.generate(GenerationRequest(prompt="x", steps=1, seed=1, model=str(tiny_models["sd"])))
+    assert result.record()["model"]["speed"] == {"exact_batching": True, "compile": "off", "fuse_qkv": False,
+                                                 "channels_last": True, "attention": "auto"}
 
 
 _COMPILE_RUN = """

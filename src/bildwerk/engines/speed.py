@@ -157,6 +157,11 @@ class ResolvedSpeed:
     def with_(self, **changes: Any) -> ResolvedSpeed:
         return replace(self, **changes)
 
+    def summary(self) -> dict[str, Any]:
+        """What changes the numbers (for a picture's record): the rest only changes the time."""
+        return {"exact_batching": self.exact_batching, "compile": self.compile, "fuse_qkv": self.fuse_qkv,
+                "channels_last": self.channels_last, "attention": self.attention}
+
     def describe(self) -> dict[str, Any]:
         out = asdict(self)
         out["compile_sizes"] = [f"{w}x{h}" for w, h in self.compile_sizes]

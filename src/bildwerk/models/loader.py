@@ -347,6 +347,9 @@ class LoadedModel:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             **({"single_file": self.extras["single_file"]} if "single_file" in self.extras else {}),
+            # How the engine runs it (engines/speed.py): on CUDA a batched picture is within bf16
+            # rounding of its lone run, not bit-exact, and the record should say so.
+            **({"speed": self.extras["speed"].summary()} if "speed" in self.extras else {}),
         }
 
 
