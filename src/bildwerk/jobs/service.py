@@ -7,7 +7,9 @@ nothing. The worker thread claims jobs under a lease (several worker processes m
 store: a job runs in one of them at a time, and a dead worker's job is re-run once), starts
 them through the one use case (app/generate.py) and steps every started job of the same
 model and shape together (app/batching.py): a job joins the batch at the next step and leaves
-it when done, with its own progress and its own cancel.
+it when done, with its own progress and its own cancel. Once a model is loaded, the batch is
+fitted to it (engines/budget.py): on CUDA the cells a call may hold come from the measured
+activation memory and the free memory, unless the operator set them.
 
 Faults it rides out: a full (or read-only) store answers submissions with StoreFullError,
 fails the running job whose results could not be saved, pauses claiming and probes until
@@ -34,6 +36,7 @@ from bildwerk.app.generate import Generator
 from bildwerk.core.errors import BildwerkError, GenerationCancelled
 from bildwerk.core.spec import JobSpec
 from bildwerk.engines.base import GenerationResult, ProgressEvent
+from bildwerk.engines.budget import MemoryBudget, fit_batching
 from bildwerk.engines.registry import EngineRouter
 from bildwerk.jobs.metrics import JobMetrics
 from bildwerk.jobs.store import (
@@ -116,8 +119,9 @@ class JobService:
     def __init__(self, store: Store, router: EngineRouter | None = None, *, max_queued: int = 64,
                  metrics: JobMetrics | None = None, pipeline: Any | None = None,
                  warmup_model: str | None = "", poll_interval: float = 0.5,
-                 max_batch_rows: int = DEFAULT_MAX_ROWS, max_batch_cells: int = DEFAULT_MAX_CELLS,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS, model_policy: Any | None = None) -> None:
+                 max_batch_rows: int = DEFAULT_MAX_ROWS, max_batch_cells: int | None = None,
+                 max_in_flight: int | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS,
+                 model_policy: Any | None = None) -> None:
         self.store = store
         # model_policy: which models clients may name (a ModelPolicy; the operator's by default)
         self.generator = Generator(router or EngineRouter(), pipeline=pipeline, policy=model_policy)
@@ -129,7 +133,11 @@ class JobService:
         self.worker_id = new_worker_id()
         self.ready = False
         self.ready_error: str | None = None
-        self._batcher = ContinuousBatcher(max_rows=max_batch_rows, max_cells=max_batch_cells)
+        # max_batch_cells None: measured for each model on CUDA (engines/budget.py), else the default.
+        self._cells_set = max_batch_cells is not None
+        self._batcher = ContinuousBatcher(max_rows=max_batch_rows, max_cells=max_batch_cells or DEFAULT_MAX_CELLS,
+                                          max_in_flight=max_in_flight)
+        self._budget: MemoryBudget | None = None
         self._progress: dict[str, Progress] = {}
         self._rows: dict[str, Any] = {}  # running here: job id -> its row (for metrics)
         self._started: dict[str, float] = {}
@@ -284,6 +292,14 @@ class JobService:
 
     def loaded_model(self) -> dict[str, Any] | None:
         return self.router.describe()["loaded"]
+
+    def batch_limits(self) -> dict[str, Any]:
+        """What one UNet call may hold now and where the cells bound came from (for /ready)."""
+        b = self._batcher
+        source = "operator" if self._cells_set else "measured" if self._budget is not None else "default"
+        return {"max_rows": b.max_rows, "max_cells": b.max_cells, "cells_from": source,
+                "row_buckets": list(b.buckets), "max_in_flight": b.max_in_flight,
+                "memory": self._budget.describe() if self._budget is not None else None}
 
     def check_model(self, ref: str | None) -> Any:
         """A model reference this service's policy permits and that names a model (the
@@ -511,12 +527,14 @@ class JobService:
                                  steps=1, seed=0)
             self.generator.router.engine_for(spec.request.model).generate(spec.request)
             self.ready, self.ready_error = True, None
+            self._fit_batch(spec.request.model)
         except Exception as exc:  # noqa: BLE001 - readiness reports any failure
             self.ready, self.ready_error = False, f"{type(exc).__name__}: {exc}"
             log.error("warm-up failed: %s", self.ready_error)
 
     def _admit(self) -> int:
-        """Claim and start jobs while the batch has room; with a batch running, only the head
+        """Claim and start jobs while the batcher has room to hold them (stepping, or prepared
+        and waiting for their shape's group to have rows); with a batch running, only the head
         of the queue, and only when it is for the same model (strict FIFO, one model loaded)."""
         admitted = 0
         if len(self._batcher) and not self._wake.is_set() and \
@@ -546,7 +564,26 @@ class JobService:
             self.generator.load(head[1])
         except Exception as exc:  # noqa: BLE001 - the job's start reports it
             log.warning("could not load model %r for job %s: %s", head[1], head[0], exc)
+        else:
+            self._fit_batch(head[1])
         return head[1]
+
+    def _fit_batch(self, model_ref: str | None) -> None:
+        """Fit the (empty) batch to the model just loaded: the row buckets its compiled calls pad
+        to, a device sync for timing the turns, and, unless the operator set them, the cells a
+        call may hold from its measured memory (CUDA; the default elsewhere). Measured once per
+        loaded model; a failed measure keeps the default."""
+        try:
+            fit = fit_batching(self.router.engine_for(model_ref), self.router.resolve(model_ref),
+                               measure=not self._cells_set)
+        except Exception as exc:  # noqa: BLE001 - batching goes on with what it had
+            log.warning("could not fit the batch to model %r: %s", model_ref, exc)
+            return
+        b = self._batcher
+        b.buckets, b.sync = fit.buckets, fit.sync
+        if not self._cells_set:
+            self._budget = fit.budget
+            b.max_cells = fit.budget.max_cells if fit.budget is not None else DEFAULT_MAX_CELLS
 
     def _start(self, row: Any) -> None:
         from bildwerk.images.io import decode_image

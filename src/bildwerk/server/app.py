@@ -50,6 +50,7 @@ def build_service(settings: ServerSettings, **kwargs: Any):
     warmup = (settings.model or "") if settings.warmup else None
     return JobService(Store(settings.store), max_queued=settings.max_queued, warmup_model=warmup,
                       max_batch_rows=settings.max_batch, max_batch_cells=settings.batch_cells,
+                      max_in_flight=settings.max_in_flight,
                       lease_seconds=settings.lease_seconds, model_policy=settings.model_policy(), **kwargs)
 
 

@@ -30,7 +30,11 @@ def ready(request: Request) -> JSONResponse:
     if svc.store_problem is not None:  # its message names no server path
         return JSONResponse({"status": "not_ready", "reason": svc.store_problem}, status_code=503)
     if svc.ready and alive:
-        return JSONResponse({"status": "ready", "model": svc.loaded_model()})
+        body = {"status": "ready", "model": svc.loaded_model()}
+        limits = getattr(svc, "batch_limits", None)  # a stand-in service may have none
+        if limits is not None:
+            body["batch"] = limits()  # what a UNet call may hold, and whether it was measured
+        return JSONResponse(body)
     reason = svc.ready_error or ("the worker is not running" if not alive else "warming up")
     return JSONResponse({"status": "not_ready", "reason": hide_paths(reason)}, status_code=503)
 

@@ -51,8 +51,12 @@ class ServerSettings(BaseModel):
     warmup: bool = True
     max_batch: int = Field(default=32, ge=1, le=4096,
                            description="Rows (images, twice with guidance) one UNet call may hold; 1 = no batching.")
-    batch_cells: int = Field(default=32 * 64 * 64, ge=1,
-                             description="Rows x latent pixels one UNet call may hold: the memory bound.")
+    batch_cells: int | None = Field(default=None, ge=1,
+                                    description="Rows x latent pixels one UNet call may hold: the memory bound. "
+                                                "Unset: measured for each model on CUDA, 32 x 64 x 64 elsewhere.")
+    max_in_flight: int | None = Field(default=None, ge=1,
+                                      description="Jobs one worker holds (stepping or waiting for their batch). "
+                                                  "Unset: two calls' worth of rows and cells.")
     lease_seconds: float = Field(default=30.0, ge=1.0,
                                  description="How long a worker holds a job without renewing (several workers per store).")
     pool_window: int = Field(default=16, ge=1, le=4096,
@@ -69,7 +73,8 @@ class ServerSettings(BaseModel):
                          ("remote_model", "BILDWERK_REMOTE_MODEL"), ("max_queued", "BILDWERK_MAX_QUEUED"),
                          ("max_body_bytes", "BILDWERK_MAX_BODY_BYTES"), ("sync_timeout", "BILDWERK_SYNC_TIMEOUT"),
                          ("drain_timeout", "BILDWERK_DRAIN_TIMEOUT"), ("max_batch", "BILDWERK_MAX_BATCH"),
-                         ("batch_cells", "BILDWERK_BATCH_CELLS"), ("lease_seconds", "BILDWERK_LEASE_SECONDS"),
+                         ("batch_cells", "BILDWERK_BATCH_CELLS"), ("max_in_flight", "BILDWERK_MAX_IN_FLIGHT"),
+                         ("lease_seconds", "BILDWERK_LEASE_SECONDS"),
                          ("pool_window", "BILDWERK_POOL_WINDOW"), ("session_hours", "BILDWERK_SESSION_HOURS")):
             value = _env(var)
             if value is not None:
