@@ -43,6 +43,31 @@ def test_a_second_shape_starts_while_the_first_shapes_group_is_full(tmp_path, en
         svc.stop(drain_timeout=5)
 
 
+def _until(check, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_a_stop_hands_back_at_once_the_jobs_waiting_for_their_batch(tmp_path, engine, tiny_models):
+    model = str(tiny_models["sd"])
+    svc = _service(tmp_path, engine, max_batch_rows=2)  # one guided image fills a call
+    svc.start()
+    try:
+        running = _submit(svc, model, steps=150)
+        _until(lambda: (svc.progress_of(running.id) or {}).get("step", 0) >= 1, "the first job to step")
+        waiting = _submit(svc, model, steps=3, seed=2)
+        _until(lambda: waiting.id in svc.running(), "the second job to be held")
+        svc.begin_stop(drain_timeout=60)
+        _until(lambda: svc.store.get(waiting.id).status == "queued", "the waiting job to go back", 10)
+        assert svc.store.get(running.id).status == "running"  # the batch drains; the other did not start
+        assert svc.store.get(waiting.id).attempts == 0  # no attempt: it did no work here
+        svc.cancel(running.id)
+    finally:
+        svc.stop(drain_timeout=5)
+
+
 class FakeCuda:
     """Pretend device memory: a call allocates 1 MiB a row; 1 GiB is free."""
 

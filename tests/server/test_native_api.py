@@ -22,6 +22,8 @@ def test_health_ready_metrics(server):
         assert c.get("/health").json() == {"status": "ok"}
         ready = c.get("/ready")
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        batch = ready.json()["batch"]  # on the CPU nothing is measured: the default cells
+        assert (batch["cells_from"], batch["max_cells"], batch["memory"]) == ("default", 32 * 64 * 64, None)
         metrics = c.get("/metrics").text
         assert "bildwerk_queue_depth" in metrics and "bildwerk_jobs_accepted_total" in metrics
         assert c.get("/openapi.json").json()["info"]["title"] == "bildwerk"

@@ -13,9 +13,9 @@ one call runs at a time, while what a held task keeps between calls (its latents
 encodings) is small next to them. Each shape has its own queue: a task whose group is full
 waits, prepared, and joins oldest first as rows free up, so a full group of 512 px pictures
 never stops a 768 px request from starting. A task larger than the bounds runs alone. How much
-one worker holds (stepping and waiting) is bounded too, ``HOLD_FACTOR`` calls' worth of rows and
-cells or ``max_in_flight`` jobs, so one worker does not claim the whole queue from other worker
-processes sharing the store; with ``max_rows=1`` (batching off) it holds one job.
+one worker holds (stepping and waiting) is bounded too, ``hold`` calls' worth of rows and cells
+(``HOLD_FACTOR``) or ``max_in_flight`` jobs, so one worker does not claim the whole queue from
+other worker processes sharing the store; with ``max_rows=1`` (batching off) it holds one job.
 
 Turns: groups share the device's *time* equally, not its turns. Each group has a share (the
 seconds its calls took); the group with the least share steps next, so a lone 512 px request
@@ -57,7 +57,7 @@ DEFAULT_MAX_CELLS = 32 * 64 * 64
 HOLD_FACTOR = 2
 # What any call costs whatever its size, in rows' worth (kernel launches, small layers that do
 # not fill the device): the break-even of a trimmed call against a padded one. A guess until
-# bench/gpu_speed.py measures it; only used with row buckets.
+# measured on a GPU; only used with row buckets.
 BUCKET_OVERHEAD_ROWS = 4
 
 
@@ -91,7 +91,8 @@ class Outcome:
 class ContinuousBatcher:
     max_rows: int = DEFAULT_MAX_ROWS  # per call (group)
     max_cells: int = DEFAULT_MAX_CELLS  # per call (group)
-    max_in_flight: int | None = None  # jobs held; None: HOLD_FACTOR calls' worth of rows and cells
+    max_in_flight: int | None = None  # jobs held; None: ``hold`` calls' worth of rows and cells
+    hold: int = HOLD_FACTOR
     buckets: tuple[int, ...] = ()  # row buckets the engine pads calls to; () = none
     bucket_overhead_rows: int = BUCKET_OVERHEAD_ROWS
     clock: Callable[[], float] = time.perf_counter
@@ -107,8 +108,8 @@ class ContinuousBatcher:
     def __post_init__(self) -> None:
         if self.max_rows < 1 or self.max_cells < 1:
             raise ValueError("max_rows and max_cells must be at least 1")
-        if self.max_in_flight is not None and self.max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
+        if self.hold < 1 or (self.max_in_flight is not None and self.max_in_flight < 1):
+            raise ValueError("hold and max_in_flight must be at least 1")
         self.buckets = tuple(sorted(set(self.buckets)))
 
     def __len__(self) -> int:
@@ -120,6 +121,10 @@ class ContinuousBatcher:
     def waiting(self) -> list[str]:
         """Tasks held but not stepping (their group was full at the last step), oldest first."""
         return [s.key for s in self.slots if s.group is None]
+
+    def unstarted(self) -> list[str]:
+        """Tasks that have not made a step yet, oldest first."""
+        return [s.key for s in self.slots if s.turn == -1]
 
     @property
     def model_ref(self) -> str | None:
@@ -138,7 +143,7 @@ class ContinuousBatcher:
             return len(self.slots) < self.max_in_flight
         if self.max_rows == 1:
             return not self.slots  # batching off: one job at a time
-        return self.rows() < HOLD_FACTOR * self.max_rows and self.cells() < HOLD_FACTOR * self.max_cells
+        return self.rows() < self.hold * self.max_rows and self.cells() < self.hold * self.max_cells
 
     def add(self, key: str, task: Task, cancel: CancelToken | None = None) -> None:
         if not task.batched:

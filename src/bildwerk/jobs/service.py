@@ -14,7 +14,8 @@ activation memory and the free memory, unless the operator set them.
 Faults it rides out: a full (or read-only) store answers submissions with StoreFullError,
 fails the running job whose results could not be saved, pauses claiming and probes until
 space returns; a stop (SIGTERM) stops claiming at once, answers waiters of jobs it will not
-run, and drains the running batch for ``drain_timeout`` before handing it back to the queue.
+run, hands back the jobs held but not started (waiting for their batch), and drains the running
+batch for ``drain_timeout`` before handing it back to the queue.
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ class Progress:
         frac = self.step / self.total if self.total else (1.0 if self.phase == "done" else 0.0)
         return {"phase": self.phase, "step": self.step, "total": self.total,
                 "fraction": round(frac, 4), "elapsed": round(self.elapsed, 3)}
+
+
+class _HandedBack(GenerationCancelled):
+    """A stop hands a job held but not started back to the queue (it did no work here)."""
 
 
 class _Cancel:
@@ -452,6 +457,8 @@ class JobService:
                     return
                 self._probe_store()
                 admitted = 0 if self._paused() else self._admit()
+                if self._stop.is_set():
+                    self._hand_back_unstarted()
                 if not len(self._batcher):
                     if self._stop.is_set():
                         return
@@ -627,7 +634,7 @@ class JobService:
             if exc is None:
                 self._succeeded(job_id, outcome.result, row, t0)  # type: ignore[arg-type]
             elif isinstance(exc, GenerationCancelled):
-                if self._drain_over() and job_id not in self._cancelled:
+                if (self._drain_over() or isinstance(exc, _HandedBack)) and job_id not in self._cancelled:
                     self._record(job_id, lambda: self.store.requeue(job_id, worker_id=self.worker_id))
                 else:
                     self._record(job_id, lambda: self.store.mark_cancelled(job_id, worker_id=self.worker_id),
@@ -680,6 +687,13 @@ class JobService:
         for job_id in self._batcher.keys():
             if self.store.is_cancel_requested(job_id):
                 self._cancelled.add(job_id)
+
+    def _hand_back_unstarted(self) -> None:
+        """A stop: jobs held but not stepping yet (waiting for their shape's group) go back to
+        the queue now, for another worker or the next start, instead of starting in the drain."""
+        for job_id in self._batcher.unstarted():
+            self._batcher.remove(job_id)
+            self._settle(Outcome(job_id, None, error=_HandedBack("stopped before it started")))  # type: ignore[arg-type]
 
     def _hand_back_all(self) -> None:
         """A hard stop: every job still in the batch goes back to the queue."""

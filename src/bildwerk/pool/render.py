@@ -77,7 +77,9 @@ def render(generator: Generator, plan: PoolPlan, items: Iterable[PoolItem], *, s
            max_rows: int = DEFAULT_MAX_ROWS, stop: Callable[[], bool] | None = None) -> Iterator[Rendered]:
     """Each item's :class:`Rendered`, as they finish, with up to ``max_rows`` UNet rows per
     call. ``stop()`` true: no new item starts; those in flight finish."""
-    batcher = ContinuousBatcher(max_rows=max_rows)
+    # One call's worth held: no other worker competes for these items, and a stop ends after
+    # the pictures in flight.
+    batcher = ContinuousBatcher(max_rows=max_rows, hold=1)
     pending = iter(items)
     started: dict[str, tuple[PoolItem, float]] = {}
     exhausted = False
