@@ -532,6 +532,8 @@ class JobService:
         try:
             spec = JobSpec.build(origin="native", prompt="warm-up", model=self.warmup_model or None,
                                  steps=1, seed=0)
+            # load first: with BILDWERK_COMPILE the engine compiles its sizes there, before ready
+            self.generator.load(spec.request.model)
             self.generator.router.engine_for(spec.request.model).generate(spec.request)
             self.ready, self.ready_error = True, None
             self._fit_batch(spec.request.model)
