@@ -33,17 +33,28 @@ from bildwerk.engines.base import (
 )
 from bildwerk.engines.conditioning import encode_prompts
 from bildwerk.engines.control import ControlSlot, controlnet_for
+from bildwerk.engines.decode import decode_latents, vae_scale
 from bildwerk.engines.denoise import DenoiseState, run_unet
 from bildwerk.engines.embeddings import prepare_embeddings
 from bildwerk.engines.hires import HiresPass, upscale_latents, upscale_picture
+from bildwerk.engines.preview import approx_preview, latent_colours
 from bildwerk.engines.schedulers import make_scheduler, scheduler_label
 from bildwerk.engines.sizing import work_size
-from bildwerk.engines.speed import SPEED, SpeedSettings, apply_speed, keep_exact, unet_call, warm_up
+from bildwerk.engines.speed import (
+    SPEED,
+    ResolvedSpeed,
+    SpeedSettings,
+    apply_speed,
+    keep_exact,
+    speed_of,
+    unet_call,
+    warm_up,
+)
 from bildwerk.images.control import control_map, to_control_tensor
 from bildwerk.images.crop import CropBox, composite_full, crop_for_inpaint, paste_back
 from bildwerk.images.io import to_rgb
 from bildwerk.images.masks import feather_mask, mask_is_empty, normalize_mask
-from bildwerk.images.tensors import from_pil, to_pil
+from bildwerk.images.tensors import from_pil
 from bildwerk.models.loader import LoadedModel, ModelManager, ModelSource
 from bildwerk.models.vae import VaeChoice, choose_vae, load_vae
 
@@ -226,14 +237,19 @@ class DiffusersEngine:
                                    pass_index=2 if second else 1))
 
     def preview(self, job: LocalJob) -> Image.Image | None:
-        """The first picture as it stands: the scheduler's estimate of the clean latents
-        (or the latents themselves) through the VAE. As costly as one image's decode."""
+        """The first picture as it stands, from the scheduler's estimate of the clean latents (or
+        the latents themselves): by the VAE's fitted latent-to-colour map (engines/preview.py),
+        or with ``preview="vae"`` through the decoder, as costly as one image's decode."""
         st = job.state
         if st is None:
             return None
-        lat = st.denoised if st.denoised is not None else st.latents
-        with torch.inference_mode():
-            return self._decode(job.vae, lat[:1])[0]
+        lat = (st.denoised if st.denoised is not None else st.latents)[:1]
+        speed = speed_of(job.model)
+        if speed is not None and speed.preview == "vae":
+            return self._decode(job.vae, lat, speed)[0]
+        colours = latent_colours(job.model, job.vae, lambda x: self._encode_image(job.model, job.vae, x))
+        f = vae_scale(job.vae)
+        return approx_preview(colours, lat, (int(lat.shape[-1]) * f, int(lat.shape[-2]) * f))
 
     def finish(self, job: LocalJob) -> GenerationResult:
         work = job.work
@@ -301,14 +317,12 @@ class DiffusersEngine:
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return ((lat - shift) * vae.config.scaling_factor).to(model.dtype)
 
-    @torch.inference_mode()
-    def _decode(self, vae: Any, latents: torch.Tensor) -> list[Image.Image]:
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        out = []
-        for lat in latents.split(1):  # one at a time keeps peak memory flat for batches
-            z = lat.to(vae.dtype) / vae.config.scaling_factor + shift
-            out.extend(to_pil(vae.decode(z, return_dict=False)[0]))
-        return out
+    def _decode(self, vae: Any, latents: torch.Tensor, speed: ResolvedSpeed | None = None) -> list[Image.Image]:
+        """Pictures of ``latents``, ``vae_batch`` per decoder call, tiled above ``vae_tile_above``
+        (engines/decode.py). ``speed``: the job's model's settings; without, the engine's own
+        for the VAE's device (the same unless the model was made ready with others)."""
+        speed = speed or self.speed.resolve(vae.device)
+        return decode_latents(vae, latents, batch=speed.vae_batch, tile_above=speed.vae_tile_above)
 
     def _noise(self, shape: tuple[int, ...], seeds: list[int], model: LoadedModel) -> tuple[torch.Tensor, list[torch.Generator]]:
         # Drawn on the CPU from one generator per image: the same seed gives the same
