@@ -259,7 +259,7 @@ class DiffusersEngine:
             return self._result(job, images, "none", ["mask is empty; image returned unchanged"])
         t2 = time.perf_counter()
         job.emit(ProgressEvent("decode", 0, 1, t2 - job.t0))
-        images = self._decode(job.vae, job.state.latents)
+        images = self._decode(job.vae, job.state.latents, speed_of(job.model))
         images = [self._finish(work, im) for im in images]
         job.timings["decode"] = time.perf_counter() - t2
         job.timings["total"] = time.perf_counter() - job.t0
@@ -441,7 +441,7 @@ class DiffusersEngine:
             if h.is_latent:
                 image_latents = upscale_latents(first.latents, hp.sizes, h.upscaler, f)
             else:
-                pictures = [upscale_picture(im, hp.sizes, h.upscaler) for im in self._decode(job.vae, first.latents)]
+                pictures = [upscale_picture(im, hp.sizes, h.upscaler) for im in self._decode(job.vae, first.latents, speed_of(model))]
                 image_latents = torch.cat([self._encode_image(model, job.vae, im) for im in pictures])
             scheduler, timesteps = self._schedule(req.scheduler, model, hp.steps, h.strength)
             shape = (1, int(image_latents.shape[1]), fh // f, fw // f)
