@@ -137,9 +137,10 @@ def machine_info(threads: int) -> dict[str, Any]:
             "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def child_env(home: Path, threads: int) -> dict[str, str]:
-    """Environment for the server and CLI subprocesses: offline, CPU, a fresh home, threads."""
-    env = {**os.environ, "BILDWERK_HOME": str(home), "BILDWERK_DEVICE": "cpu",
+def child_env(home: Path, threads: int, device: str = "cpu") -> dict[str, str]:
+    """Environment for the server and CLI subprocesses: offline, CPU (or ``device``), a fresh
+    home, threads."""
+    env = {**os.environ, "BILDWERK_HOME": str(home), "BILDWERK_DEVICE": device,
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "OMP_NUM_THREADS": str(threads), "BILDWERK_THREADS": str(threads)}
     env.pop("BILDWERK_API_KEY", None)
@@ -239,22 +240,36 @@ def free_port() -> int:
 
 
 class Server:
-    """``bildwerk serve`` in a subprocess; ``with`` stops it (SIGTERM, then kill)."""
+    """``bildwerk serve`` in a subprocess; ``with`` stops it (SIGTERM, then kill).
 
-    def __init__(self, model: str | None, tmp: Path, env: dict[str, str]) -> None:
+    ``command`` runs bildwerk (default: the ``bildwerk`` script next to this Python; where the
+    package is not installed, ``[python, "-m", "bildwerk"]``); ``warmup`` keeps the server's
+    own readiness generation; ``ready_seconds``: process start to a ready /ready."""
+
+    def __init__(self, model: str | None, tmp: Path, env: dict[str, str], *, command: list[str] | None = None,
+                 warmup: bool = False, ready_timeout: float = 180.0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "server.log"
-        args = [str(BILDWERK), "serve", "--port", str(self.port), "--store", str(tmp / "store"), "--no-warmup"]
+        args = [*(command or [str(BILDWERK)]), "serve", "--port", str(self.port), "--store", str(tmp / "store")]
+        if not warmup:
+            args.append("--no-warmup")
         if model:
             args += ["--model", model]
-        self.args, self.env = args, env
+        self.args, self.env, self.ready_timeout = args, env, ready_timeout
         self.proc: subprocess.Popen | None = None
+        self.ready_seconds: float | None = None
 
     def __enter__(self) -> Server:
+        t = time.perf_counter()
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        self.wait_ready()
+        try:
+            self.wait_ready(self.ready_timeout)
+        except BaseException:
+            self.__exit__()
+            raise
+        self.ready_seconds = time.perf_counter() - t
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -295,11 +310,12 @@ class JobTime:
     run: float  # finished_at - started_at, server clock
 
 
-def run_job(client: httpx.Client, prompt: str, seed: int, steps: int) -> tuple[str, float]:
-    """Submit one job and wait for its end on the event stream; (id, latency). Raises unless
-    it succeeded."""
+def run_job(client: httpx.Client, prompt: str, seed: int, steps: int,
+            extra: dict[str, Any] | None = None) -> tuple[str, float]:
+    """Submit one job (``extra``: more request fields) and wait for its end on the event
+    stream; (id, latency). Raises unless it succeeded."""
     t = time.perf_counter()
-    r = client.post("/api/v1/jobs", json={"prompt": prompt, "steps": steps, "seed": seed})
+    r = client.post("/api/v1/jobs", json={"prompt": prompt, "steps": steps, "seed": seed, **(extra or {})})
     if r.status_code != 202:
         raise RuntimeError(f"POST /api/v1/jobs: {r.status_code} {r.text[:500]}")
     job_id = r.json()["id"]
@@ -318,7 +334,8 @@ def run_job(client: httpx.Client, prompt: str, seed: int, steps: int) -> tuple[s
     return job_id, latency
 
 
-def run_level(url: str, concurrency: int, images: int, steps: int, first_prompt: int) -> tuple[float, list[JobTime]]:
+def run_level(url: str, concurrency: int, images: int, steps: int, first_prompt: int,
+              extra: dict[str, Any] | None = None) -> tuple[float, list[JobTime]]:
     """C threads, each running jobs one after another, ``images`` jobs in all; (wall, times).
     The job records (server-side times) are read after the wall clock stops."""
     counter = itertools.count()
@@ -334,7 +351,7 @@ def run_level(url: str, concurrency: int, images: int, steps: int, first_prompt:
                 if i >= images:
                     return
                 try:
-                    job_id, latency = run_job(client, prompt_for(first_prompt + i), first_prompt + i, steps)
+                    job_id, latency = run_job(client, prompt_for(first_prompt + i), first_prompt + i, steps, extra)
                 except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                     errors.append(exc)
                     return
@@ -369,15 +386,18 @@ def level_figures(concurrency: int, wall: float, times: list[JobTime]) -> dict[s
 
 
 def bench_server(model: str | None, steps: int, images: int, levels: list[int], tmp: Path,
-                 env: dict[str, str]) -> list[dict[str, Any]]:
+                 env: dict[str, str], *, server: Server | None = None,
+                 extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The concurrency levels against ``server`` (default: a ``bildwerk serve`` started here);
+    ``extra``: request fields every job carries."""
     results = []
-    with Server(model, tmp, env) as server:
+    with server or Server(model, tmp, env) as server:
         try:
             # Warm-up: the model loads on the first job; a batching worker sees its largest batch.
-            run_level(server.url, 1, WARMUP_SEQUENTIAL, steps, WARMUP_PROMPT)
-            run_level(server.url, max(levels), max(levels), steps, WARMUP_PROMPT + WARMUP_SEQUENTIAL)
+            run_level(server.url, 1, WARMUP_SEQUENTIAL, steps, WARMUP_PROMPT, extra)
+            run_level(server.url, max(levels), max(levels), steps, WARMUP_PROMPT + WARMUP_SEQUENTIAL, extra)
             for k, c in enumerate(levels):
-                wall, times = run_level(server.url, c, images, steps, k * images)
+                wall, times = run_level(server.url, c, images, steps, k * images, extra)
                 results.append(level_figures(c, wall, times))
                 print(f"  C={c}: {results[-1]['images_per_second']:.3f} images/s", file=sys.stderr)
         except Exception:

@@ -72,7 +72,8 @@ def write_tokenizer(folder: Path) -> Path:
     return folder
 
 
-def _tokenizer(folder: Path):
+def offline_tokenizer(folder: Path):
+    """A CLIP tokenizer from a folder ``write_tokenizer`` fills (nothing downloaded)."""
     from transformers import CLIPTokenizer
 
     write_tokenizer(folder)
@@ -168,7 +169,7 @@ def build_tiny_pipeline(kind: TinyKind = "sd", *, seed: int = 0, tokenizer_dir: 
             unet=unet,
             vae=vae,
             text_encoder=text_encoder,
-            tokenizer=_tokenizer(tok_dir),
+            tokenizer=offline_tokenizer(tok_dir),
             scheduler=_scheduler(),
             safety_checker=None,
             feature_extractor=None,
@@ -198,7 +199,7 @@ def build_tiny_pipeline(kind: TinyKind = "sd", *, seed: int = 0, tokenizer_dir: 
         te1 = _text_encoder(32)
         torch.manual_seed(seed + 1)
         te2 = _text_encoder(32, projection=32)
-        tok = _tokenizer(tok_dir)
+        tok = offline_tokenizer(tok_dir)
         return StableDiffusionXLPipeline(
             unet=unet,
             vae=vae,

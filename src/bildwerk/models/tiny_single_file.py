@@ -51,14 +51,14 @@ def build_tiny_single_pipeline(kind: TinySingleKind, *, seed: int = 0, tokenizer
     from bildwerk.models.tiny import (
         _scheduler,
         _text_encoder,
-        _tokenizer,
         _vae,
         build_tiny_pipeline,
+        offline_tokenizer,
     )
 
     if kind in ("sd", "sd-inpaint"):
         return build_tiny_pipeline(kind, seed=seed, tokenizer_dir=tokenizer_dir)
-    tok = _tokenizer(tokenizer_dir or Path(tempfile.mkdtemp(prefix="bildwerk-tok-")))
+    tok = offline_tokenizer(tokenizer_dir or Path(tempfile.mkdtemp(prefix="bildwerk-tok-")))
     common = dict(
         block_out_channels=(32, 64), layers_per_block=2, sample_size=32, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
