@@ -220,10 +220,8 @@ class Bench:
             pipe = architectures.build(arch, device=self.device, dtype=self.dtype, seed=self.args.seed,
                                        tokenizer_dir=self.tmp / "tok")
         pipe.set_progress_bar_config(disable=True)
-        from bildwerk.models.loader import _native_size, _vae_scale_factor
-
-        scale = _vae_scale_factor(pipe.vae.config.block_out_channels)
-        size = _native_size(pipe.unet.config.sample_size, pipe.vae.config.block_out_channels)
+        scale = int(pipe.vae_scale_factor)
+        size = int(pipe.unet.config.sample_size) * scale  # the native size, as bildwerk reads it
         s = Subject(name, arch.label + (" (tiny)" if self.args.tiny else ""), pipe, size, scale)
         nets = {"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder}
         if getattr(pipe, "text_encoder_2", None) is not None:
@@ -335,12 +333,11 @@ class Bench:
                          lambda: self.bildwerk_latency(section, "eager", subject, best_eager),
                          role="bildwerk", task="txt2img")
             if not self.args.skip_compile:
-                best = self.best_settings(eager=False)
-                if best.compile != "off":
-                    self.measure(section, f"bildwerk compiled ({switches(best)})", comp,
-                                 lambda: self.bildwerk_latency(section, "compiled", subject, best,
-                                                               reference="eager"),
-                                 role="bildwerk", task="txt2img")
+                best = self.compiled_settings()
+                self.measure(section, f"bildwerk compiled ({switches(best)})", comp,
+                             lambda: self.bildwerk_latency(section, "compiled", subject, best, reference="eager"),
+                             role="bildwerk", task="txt2img")
+                cleanup(reset_compiled=True)
         if self.args.skip_compile:
             self.skip(section, "diffusers compiled", "--skip-compile", role="diffusers", variant="compiled",
                       task="txt2img")
@@ -348,14 +345,16 @@ class Bench:
             self.measure(section, "diffusers compiled (channels_last + fused QKV + torch.compile(unet))", comp,
                          lambda: self.diffusers_compiled(subject, kw),
                          role="diffusers", variant="compiled", task="txt2img")
+            cleanup(reset_compiled=True)
 
     def _plain(self, subject: Subject) -> Any:
+        """``subject``'s pipeline as diffusers gets it: plain networks, all in this run's dtype
+        (a bildwerk measurement in the other dtype, or in fp16 with its fp32 VAE, left it so)."""
         reset_components(subject.pipe)
-        return subject.pipe
+        return subject.pipe.to(dtype=self.dtype)
 
     def diffusers_compiled(self, subject: Subject, call: dict[str, Any]) -> dict[str, Any]:
-        pipe = subject.pipe
-        reset_components(pipe)
+        pipe = self._plain(subject)
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
         pipe.fuse_qkv_projections()
@@ -432,14 +431,19 @@ class Bench:
         return settings(channels_last=s["channels_last"], fuse_qkv=s["fuse_qkv"], attention=s["attention"],
                         compile=s["compile"], compile_mode=s["compile_mode"])
 
+    def compiled_settings(self) -> Any:
+        """The fastest compiled settings measured, else the fastest eager ones + compile unet."""
+        from dataclasses import replace
+
+        best = self.best_settings(eager=False)
+        return best if best.compile != "off" else replace(best, compile="unet")
+
     # -- the server ---------------------------------------------------------------------------
     def server_model(self) -> Path:
         """SD 1.5 saved as a diffusers folder (safetensors) for ``bildwerk serve``, once."""
         folder = self.tmp / "sd15-model"
         if not (folder / "model_index.json").is_file():
-            pipe = self.subject("sd15").pipe
-            reset_components(pipe)
-            pipe.save_pretrained(folder, safe_serialization=True)
+            self._plain(self.subject("sd15")).save_pretrained(folder, safe_serialization=True)
         return folder
 
     def server_env(self, speed: Any, home: Path, cache: Path) -> dict[str, str]:
@@ -484,14 +488,13 @@ class Bench:
                 raise RuntimeError(f"{exc}\nserver log:\n{server.log_tail()}") from exc
             return {"ready_seconds": server.ready_seconds}
 
-        start = self.measure(section, "server start (model load + warm-up generation)", "server", run,
-                             settings=speed_env(speed), jobs=self.args.jobs, max_batch=self.args.max_batch)
-        for lv in levels:
-            lv = {**lv, "mfu": self.mfu(subject, lv["seconds_per_image"]), "status": "ok"}
+        self.measure(section, "server start (model load + warm-up generation)", "server", run,
+                     settings=speed_env(speed), jobs=self.args.jobs, max_batch=self.args.max_batch)
+        for lv in levels:  # the rounds that ran, also when a later one failed
             self.result["sections"][section].append(
-                {"name": f"{lv['concurrency']} concurrent client{'s' if lv['concurrency'] > 1 else ''}", **lv})
-        if levels or start["status"] != "ok":
-            self.write()
+                {"name": f"{lv['concurrency']} concurrent client{'s' if lv['concurrency'] > 1 else ''}", **lv,
+                 "mfu": self.mfu(subject, lv["seconds_per_image"]), "status": "ok"})
+        self.write()
 
     def coldstart_section(self) -> None:
         section = "coldstart"
@@ -504,11 +507,7 @@ class Bench:
         starts: list[tuple[str, Any, Path, str]] = [("eager", self.best_settings(eager=True),
                                                      self.tmp / "cold-cache-eager", "start")]
         if not self.args.skip_compile:
-            best = self.best_settings(eager=False)
-            if best.compile == "off":
-                from dataclasses import replace
-
-                best = replace(best, compile="unet")
+            best = self.compiled_settings()
             cache = self.tmp / "cold-cache"
             starts += [("compiled, empty compile cache", best, cache, "start_compile"),
                        ("compiled, the cache filled by the start before", best, cache, "start_compile")]
@@ -634,7 +633,7 @@ class Bench:
             jobs = [engine.prepare(self.request(subject, seed=self.args.seed + i)) for i in range(4)]
             while not all(j.done for j in jobs):
                 engine.step([j for j in jobs if not j.done])
-            batched = jobs[0].state.latents.detach().clone()
+            batched = jobs[0].state.latents.detach().float().cpu()
             picture = engine.finish(jobs[0]).images[0]
             resolved = engine.models.current.extras["speed"]
             return {**gm.latent_diff(batched, alone[0]), **gm.picture_diff(picture, alone[1]),
@@ -687,7 +686,7 @@ def run_local(engine: Any, request: Any) -> tuple[torch.Tensor, Any]:
     job = engine.prepare(request)
     while not job.done:
         engine.step([job])
-    latents = job.state.latents.detach().clone()
+    latents = job.state.latents.detach().float().cpu()
     return latents, engine.finish(job).images[0]
 
 
