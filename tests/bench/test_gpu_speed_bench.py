@@ -152,6 +152,44 @@ def test_ratios_and_targets(gpu_speed):
     assert "| SDXL 1024 px, 30 steps, batch 1 |  | <= 0.9 | not measured |" in md
 
 
+@pytest.fixture
+def fake_cuda(gpu_speed, monkeypatch):
+    """gpu_measure's CUDA paths on the CPU: the device calls it makes, faked."""
+    import gpu_measure
+
+    calls: list = []
+    monkeypatch.setattr(gpu_measure, "cuda", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: calls.append("sync"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda: 2 * gpu_measure.GIB)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 5 * gpu_measure.GIB)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", lambda mode: calls.append(("debug", mode)))
+    return gpu_measure, calls
+
+
+def test_peak_memory_and_timing_on_cuda(fake_cuda):
+    gm, calls = fake_cuda
+    out = gm.time_calls(lambda: None, warmup=2, runs=3)
+    assert out["peak_memory_gib"] == 5 and out["memory_before_gib"] == 2
+    assert len(out["runs"]) == 3 and len(out["warmup_seconds"]) == 2 and out["seconds"] >= 0
+    assert calls.count("reset") == 1  # the peak is the timed runs', not the warm-up's
+    assert calls.count("sync") >= 2 * 5  # drained before and after every call
+
+
+def test_host_syncs_are_counted_from_the_sync_debug_warnings(fake_cuda):
+    import warnings
+
+    gm, calls = fake_cuda
+
+    def step():
+        warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
+        warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)  # same place: counted
+        warnings.warn("something else", UserWarning, stacklevel=1)
+
+    assert gm.count_host_syncs(step) == 2
+    assert calls[-2:] == [("debug", "warn"), ("debug", 0)]  # and off again
+
+
 def test_the_carried_wheels_are_the_versions_tested_here():
     for name, pinned in _pins().items():
         assert importlib.metadata.version(name) == pinned, name
