@@ -244,7 +244,8 @@ class Server:
 
     ``command`` runs bildwerk (default: the ``bildwerk`` script next to this Python; where the
     package is not installed, ``[python, "-m", "bildwerk"]``); ``warmup`` keeps the server's
-    own readiness generation; ``ready_seconds``: process start to a ready /ready."""
+    own readiness generation; ``ready_seconds``: process start to a ready /ready, whose answer
+    is ``ready_body``."""
 
     def __init__(self, model: str | None, tmp: Path, env: dict[str, str], *, command: list[str] | None = None,
                  warmup: bool = False, ready_timeout: float = 180.0) -> None:
@@ -259,6 +260,7 @@ class Server:
         self.args, self.env, self.ready_timeout = args, env, ready_timeout
         self.proc: subprocess.Popen | None = None
         self.ready_seconds: float | None = None
+        self.ready_body: dict[str, Any] | None = None  # the first ready answer of /ready
 
     def __enter__(self) -> Server:
         t = time.perf_counter()
@@ -295,6 +297,7 @@ class Server:
             try:
                 r = httpx.get(self.url + "/ready", timeout=5)
                 if r.status_code == 200 and r.json().get("status") == "ready":
+                    self.ready_body = r.json()
                     return
                 last = r.text
             except httpx.HTTPError as exc:

@@ -171,8 +171,8 @@ def markdown(result: dict[str, Any]) -> str:
             value = "" if t["value"] is None else f"{t['value']:.3f}"
             met = {True: "yes", False: "no", None: "not measured"}[t["met"]]
             lines.append(f"| {t['what']} | {value} | {t['target']} | {met} |")
-    for note in result.get("notes", []):
-        lines += ["", f"- {note}"]
+    if result.get("notes"):
+        lines += ["", *(f"- {note}" for note in result["notes"])]
     return "\n".join(lines) + "\n"
 
 

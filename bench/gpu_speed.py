@@ -21,8 +21,8 @@ the same component objects. Sections, in priority order (``--sections`` picks so
    diffusers compiled.
 5. ``modes``: SD 1.5 image-to-image and only-masked inpainting (a 1024 px picture, a 256 px
    mask, the crop at 512 px), diffusers (``padding_mask_crop``) against bildwerk.
-6. ``vae``: 8 pictures decoded one by one or in one call; 2048 px whole or tiled.
-7. ``preview``: a progress preview through the VAE (the approximate one: see the notes).
+6. ``vae``: the engine's decoding, 8 pictures at ``vae_batch`` 1 and 8; 2048 px whole or tiled.
+7. ``preview``: a progress preview by the fitted latent-to-colour map, and by a VAE decode.
 8. ``consistency``: one seed alone and in a batch of 4 (exact batching is off on CUDA).
 9. ``coldstart``: server process start to /ready, eager, and compiled with an empty and then
    a filled compile cache (the persistent cache's check).
@@ -149,6 +149,10 @@ class Bench:
             "benchmark": "gpu-speed", "machine": machine(args.threads), "config": config(args),
             "architectures": {}, "sections": {s: [] for s in args.sections}, "notes": [],
         }
+        self.note("Random weights: the pictures mean nothing, and fp16 ones may overflow (\"not finite\").")
+        self.note("× diffusers: bildwerk's time over diffusers' for the same task (below 1: bildwerk is faster).")
+        self.note("SDXL, SD 2.x, the modes, the server and the cold starts use the SD 1.5 ladder's fastest "
+                  "settings (eager ones where so named).")
         self.write()
 
     # -- bookkeeping ------------------------------------------------------------------------
@@ -451,11 +455,12 @@ class Bench:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
         for inherited in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
             env.pop(inherited, None)  # the server's own BILDWERK_COMPILE_CACHE decides
-        subject = self.subjects.get("sd15")
-        latent = (subject.size // subject.scale) if subject else 64
+        # Rows per UNet call from --max-batch; the cells a call may hold the server measures
+        # itself on CUDA (engines/budget.py; /ready shows them).
         env.update(speed_env(speed), BILDWERK_COMPILE_CACHE=str(cache), BILDWERK_DTYPE=self.args.dtype,
-                   BILDWERK_MAX_BATCH=str(self.args.max_batch),
-                   BILDWERK_BATCH_CELLS=str(self.args.max_batch * latent * latent))
+                   BILDWERK_MAX_BATCH=str(self.args.max_batch))
+        for unset in ("BILDWERK_BATCH_CELLS", "BILDWERK_MAX_IN_FLIGHT"):
+            env.pop(unset, None)
         return env
 
     def server(self, folder: Path, speed: Any, name: str, cache: Path) -> batching.Server:
@@ -486,7 +491,7 @@ class Bench:
                                                     self.tmp, {}, server=server, extra=extra))
             except Exception as exc:
                 raise RuntimeError(f"{exc}\nserver log:\n{server.log_tail()}") from exc
-            return {"ready_seconds": server.ready_seconds}
+            return {"ready_seconds": server.ready_seconds, "ready": server.ready_body}  # its batch limits
 
         self.measure(section, "server start (model load + warm-up generation)", "server", run,
                      settings=speed_env(speed), jobs=self.args.jobs, max_batch=self.args.max_batch)
@@ -559,68 +564,55 @@ class Bench:
                      role="bildwerk", task="inpaint")
 
     def vae_section(self) -> None:
+        """The engine's decoding (engines/decode.py) on SD 1.5's VAE: ``vae_batch`` 1 against 8
+        pictures per decoder call, and a 2048 px picture whole against tiled (``vae_tile_above``)."""
+        from bildwerk.engines.decode import decode_latents
+
         section = "vae"
         subject = self.subject("sd15")
         vae = self._plain(subject).vae
         ch, n = int(vae.config.latent_channels), 8
 
         def latents(batch: int, px: int) -> torch.Tensor:
-            g = torch.Generator("cpu").manual_seed(1)
             side = px // subject.scale
-            return torch.randn((batch, ch, side, side), generator=g).to(self.device, vae.dtype)
+            return torch.randn((batch, ch, side, side), generator=torch.Generator("cpu").manual_seed(1)).to(
+                self.device, vae.dtype)
 
-        def decode(z: torch.Tensor) -> None:
-            with torch.inference_mode():
-                vae.decode(z / vae.config.scaling_factor, return_dict=False)
-
-        z = latents(n, subject.size)
-
-        def timed(fn: Callable[[], None], pictures: int) -> dict[str, Any]:
-            out = gm.time_calls(fn, warmup=1, runs=min(self.args.runs, 3))
-            out["seconds_per_picture"] = out["seconds"] / pictures
+        def timed(z: torch.Tensor, **kw: int) -> dict[str, Any]:
+            out = gm.time_calls(lambda: decode_latents(vae, z, **kw), warmup=1, runs=min(self.args.runs, 3))
+            out["seconds_per_picture"] = out["seconds"] / int(z.shape[0])
             return out
 
-        self.measure(section, f"{n} pictures at {subject.size} px, one per decode call", "vae",
-                     lambda: timed(lambda: [decode(z[i:i + 1]) for i in range(n)], n))
-        self.measure(section, f"{n} pictures at {subject.size} px, one decode call", "vae",
-                     lambda: timed(lambda: decode(z), n))
+        z = latents(n, subject.size)
+        for batch in (1, n):
+            self.measure(section, f"{n} pictures at {subject.size} px, vae_batch {batch}", "vae",
+                         lambda batch=batch: timed(z, batch=batch), vae_batch=batch)
         px = (2 if self.args.tiny else 4) * subject.size  # 2048 px for SD 1.5
         big = latents(1, px)
-        self.measure(section, f"one {px} px picture, whole", "vae", lambda: timed(lambda: decode(big), 1))
-
-        def tiled() -> dict[str, Any]:
-            vae.enable_tiling()
-            try:
-                return timed(lambda: decode(big), 1)
-            finally:
-                vae.disable_tiling()
-
-        self.measure(section, f"one {px} px picture, tiled (diffusers' VAE tiling)", "vae", tiled)
-        self.note("VAE decoding is measured on the VAE itself: the engine decodes one picture per call "
-                  "until engines/decode.py (vae_batch, vae_tile_above) lands.")
+        self.measure(section, f"one {px} px picture, whole", "vae", lambda: timed(big, tile_above=0))
+        self.measure(section, f"one {px} px picture, tiled (vae_tile_above below its size)", "vae",
+                     lambda: timed(big, tile_above=px * px - 1))
 
     def preview_section(self) -> None:
-        import importlib.util
+        """A progress preview halfway through a generation: the fitted latent-to-colour map
+        (engines/preview.py; its first call fits the map) against a decode of the first picture."""
+        from dataclasses import replace
 
         section = "preview"
         subject = self.subject("sd15")
-        engine = self.engine(subject, self.best_settings(eager=True))
+        base = self.best_settings(eager=True)
+        for mode, label in (("approx", "approximate preview (latent-to-colour map)"),
+                            ("vae", "VAE preview (a decode of the first picture)")):
+            def run(mode: str = mode) -> dict[str, Any]:
+                engine = self.engine(subject, replace(base, preview=mode))
+                job = engine.prepare(self.request(subject))
+                for _ in range(max(1, self.args.steps // 2)):
+                    engine.step([job])
+                out = gm.time_calls(lambda: engine.preview(job), warmup=1, runs=self.args.runs)
+                engine.finish(job)
+                return out
 
-        def vae_preview() -> dict[str, Any]:
-            job = engine.prepare(self.request(subject))
-            for _ in range(max(1, self.args.steps // 2)):
-                engine.step([job])
-            out = gm.time_calls(lambda: engine.preview(job), warmup=1, runs=self.args.runs)
-            engine.finish(job)
-            return out
-
-        self.measure(section, "VAE preview (a full decode of the first picture)", "small", vae_preview)
-        if importlib.util.find_spec("bildwerk.engines.preview") is None:
-            # TODO(issue 19): time the approximate latent-to-RGB preview once engines/preview.py is on main.
-            self.skip(section, "approximate preview (latent-to-RGB map)", "TODO: engines/preview.py is not on main yet")
-        else:
-            self.skip(section, "approximate preview (latent-to-RGB map)",
-                      "TODO: engines/preview.py landed; wire its timing into bench/gpu_speed.py")
+            self.measure(section, label, "small", run, preview=mode)
 
     def consistency_section(self) -> None:
         section = "consistency"
