@@ -212,9 +212,12 @@ class Bench:
 
     # -- models -----------------------------------------------------------------------------
     def subject(self, name: str) -> Subject:
-        """The architecture ``name``, built once (and again after ``drop``)."""
+        """The architecture ``name``, built once (and again after ``drop``); one at a time, so
+        each measurement's memory holds its own model only."""
         if name in self.subjects:
             return self.subjects[name]
+        for other in list(self.subjects):
+            self.drop(other)
         arch = architectures.BY_NAME[name]
         t = time.monotonic()
         if self.args.tiny:
@@ -537,7 +540,7 @@ class Bench:
         subject = self.subject("sd15")
         speed = self.best_settings(eager=True)
         size = subject.size
-        picture = test_picture(size)
+        picture = sample_picture(size)
         kw = self.diffusers_kwargs(subject)
         # diffusers' img2img works at the picture's size, which is the native one here
         i2i = {k: v for k, v in kw.items() if k not in ("height", "width")} | {"image": picture, "strength": 0.75}
@@ -550,7 +553,7 @@ class Bench:
                          subject, mode=Mode.IMAGE_TO_IMAGE, image=picture, strength=0.75)),
                      role="bildwerk", task="img2img")
         # Only the masked region: a picture twice the native size, a mask a quarter of it wide.
-        big, mask = test_picture(2 * size), test_mask(2 * size, size // 2)
+        big, mask = sample_picture(2 * size), sample_mask(2 * size, size // 2)
         inp = {**kw, "image": big, "mask_image": mask, "strength": 1.0, "padding_mask_crop": 32}
         self.measure(section, f"only-masked inpaint ({2 * size} px picture, {size // 2} px mask), diffusers eager",
                      "eager",
@@ -695,7 +698,7 @@ def syncs_per_step(engine: Any, request: Any) -> float | None:
     return syncs / max(steps, 1)
 
 
-def test_picture(size: int):
+def sample_picture(size: int):
     """A deterministic picture with structure (gradients and a disc), not a flat colour."""
     import numpy as np
     from PIL import Image
@@ -706,7 +709,7 @@ def test_picture(size: int):
     return Image.fromarray((255 * rgb).astype("uint8"), "RGB")
 
 
-def test_mask(size: int, side: int):
+def sample_mask(size: int, side: int):
     """A white square of ``side`` pixels (to repaint) in a black ``size`` mask, off centre."""
     from PIL import Image, ImageDraw
 
