@@ -196,3 +196,15 @@ def test_a_worker_holds_a_bounded_number_of_jobs(kw, held):
         _add(b, engine, str(n), "s", 3)
         n += 1
     assert n == held  # 2 x 4 rows of 2-row jobs; an explicit count; batching off: one job
+
+
+def test_only_tasks_without_room_are_waiting_to_start():
+    """What a stop hands back: a task added just now whose group has room steps in the drain
+    (clients see it running); one whose group is full, and that never stepped, goes back."""
+    engine = FakeEngine()
+    b = _batcher(engine, max_rows=4)
+    _add(b, engine, "running", "s", 5)
+    b.step()
+    _add(b, engine, "fits", "s", 5)  # two more rows: room, though it has made no step yet
+    _add(b, engine, "full", "s", 5)
+    assert b.waiting_to_start() == ["full"]

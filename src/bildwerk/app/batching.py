@@ -122,9 +122,12 @@ class ContinuousBatcher:
         """Tasks held but not stepping (their group was full at the last step), oldest first."""
         return [s.key for s in self.slots if s.group is None]
 
-    def unstarted(self) -> list[str]:
-        """Tasks that have not made a step yet, oldest first."""
-        return [s.key for s in self.slots if s.turn == -1]
+    def waiting_to_start(self) -> list[str]:
+        """Tasks that have made no step and find no room in their shape's group (after those
+        that fit joined), oldest first. A task that can step at once is not waiting: a stop
+        lets it run in the drain, as clients see it running."""
+        self._fill()
+        return [s.key for s in self.slots if s.group is None and s.turn == -1]
 
     @property
     def model_ref(self) -> str | None:

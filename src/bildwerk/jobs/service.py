@@ -458,7 +458,7 @@ class JobService:
                 self._probe_store()
                 admitted = 0 if self._paused() else self._admit()
                 if self._stop.is_set():
-                    self._hand_back_unstarted()
+                    self._hand_back_waiting()
                 if not len(self._batcher):
                     if self._stop.is_set():
                         return
@@ -690,10 +690,10 @@ class JobService:
             if self.store.is_cancel_requested(job_id):
                 self._cancelled.add(job_id)
 
-    def _hand_back_unstarted(self) -> None:
-        """A stop: jobs held but not stepping yet (waiting for their shape's group) go back to
-        the queue now, for another worker or the next start, instead of starting in the drain."""
-        for job_id in self._batcher.unstarted():
+    def _hand_back_waiting(self) -> None:
+        """A stop: jobs held but waiting for room in their shape's group go back to the queue
+        now, for another worker or the next start, instead of starting in the drain."""
+        for job_id in self._batcher.waiting_to_start():
             self._batcher.remove(job_id)
             self._settle(Outcome(job_id, None, error=_HandedBack("stopped before it started")))  # type: ignore[arg-type]
 
