@@ -262,15 +262,25 @@ def _use_compile_cache(folder: Path) -> None:
     """Inductor's on-disk caches (FX graphs, autotuning, Triton kernels) in one folder that
     outlives the process, unless the operator pointed them elsewhere already."""
     import torch._dynamo
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
     folder.mkdir(parents=True, exist_ok=True)
     # Inductor writes its default (a temp folder) into the variable the first time it asks, often
     # at import: that value is no operator's choice and is replaced; any other value is kept.
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+    if current is None or os.path.abspath(current) == os.path.abspath(_inductor_default()):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, COMPILE_CACHE_LIMIT)
+
+
+def _inductor_default() -> str:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # another torch layout: its default is a per-user temp folder, as here
+        import getpass
+        import tempfile
+
+        return os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}")
+    return default_cache_dir()
 
 
 # -- per UNet call ----------------------------------------------------------------------------
