@@ -171,7 +171,9 @@ def bench_cli(model: str | None, steps: int, tmp: Path, env: dict[str, str], *, 
     if not BILDWERK.is_file():
         raise SystemExit(f"no bildwerk command next to {sys.executable}; install the package (make venv)")
     out = tmp / "x.png"
-    gen = [str(BILDWERK), "generate", "ein roter Apfel", "--steps", str(steps), "--seed", "1", "--out", str(out)]
+    # --overwrite: each repeat writes the same file (the CLI never replaces one unasked)
+    gen = [str(BILDWERK), "generate", "ein roter Apfel", "--steps", str(steps), "--seed", "1", "--out", str(out),
+           "--overwrite"]
     if model:
         gen += ["--model", model]
     help_times = time_command([str(BILDWERK), "--help"], env, 1 if smoke else CLI_HELP_REPEATS)
