@@ -127,3 +127,29 @@ def test_the_worker_fits_the_batch_to_the_loaded_model(tmp_path, engine, tiny_mo
     finally:
         fixed.stop(drain_timeout=5)
     assert fixed.batch_limits()["cells_from"] == "operator" and fixed.batch_limits()["max_cells"] == 1234
+
+
+def test_readiness_loads_through_the_engine_before_its_warm_up_generation(tmp_path, engine, tiny_models):
+    """With BILDWERK_COMPILE the engine compiles its sizes in ``load``: the warm-up calls it
+    before the one-step generation and before the service says ready."""
+    calls: list[str] = []
+
+    class Recording:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def load(self, source):
+            calls.append(f"load ready={svc.ready}")
+            return self.inner.load(source)
+
+        def generate(self, request, **kw):
+            calls.append("generate")
+            return self.inner.generate(request, **kw)
+
+    svc = JobService(Store(tmp_path / "store"), EngineRouter(engines={"local": Recording(engine)}),
+                     warmup_model=str(tiny_models["sd"]), poll_interval=0.02)
+    svc._warm_up()
+    assert svc.ready and calls[:2] == ["load ready=False", "generate"]
