@@ -473,12 +473,17 @@ class Bench:
         return batching.Server(str(folder), work, self.server_env(speed, work / "home", cache),
                                command=[sys.executable, "-m", "bildwerk"], warmup=True, ready_timeout=timeout)
 
+    def saved_model(self, section: str, first: str) -> Path | None:
+        """The saved SD 1.5 folder a server section starts from; None (and ``first`` skipped, or
+        the save's error recorded) when the budget is spent or the save failed."""
+        if not self.fits("save"):
+            self.skip(section, first, "budget")
+            return None
+        return self.attempt(section, "save the model", self.server_model)
+
     def server_section(self) -> None:
         section = "server"
-        if not self.fits("save"):
-            self.skip(section, "throughput", "budget")
-            return
-        folder = self.attempt(section, "save the model", self.server_model)
+        folder = self.saved_model(section, "throughput")
         if folder is None:
             return
         speed = self.best_settings(eager=self.args.skip_compile)
@@ -506,10 +511,7 @@ class Bench:
 
     def coldstart_section(self) -> None:
         section = "coldstart"
-        if not self.fits("save"):
-            self.skip(section, "eager", "budget")
-            return
-        folder = self.attempt(section, "save the model", self.server_model)
+        folder = self.saved_model(section, "eager")
         if folder is None:
             return
         starts: list[tuple[str, Any, Path, str]] = [("eager", self.best_settings(eager=True),

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from bildwerk.engines.decode import decode_latents
-from bildwerk.engines.speed import SpeedSettings
+from bildwerk.engines.speed import SPEED, SpeedSettings, speed_of
 from bildwerk.models.tiny import _vae
 
 
@@ -75,12 +77,16 @@ def test_the_engine_decodes_with_the_speed_settings(engine, tiny_models):
     lat = torch.randn(3, 4, 40, 40, generator=torch.Generator().manual_seed(0))  # 80x80 pictures
     cpu = SpeedSettings().resolve(torch.device("cpu"))
     assert (cpu.vae_batch, cpu.vae_tile_above) == (1, 0)  # CPU: one at a time, never tiled
+
+    def job(speed):  # what _decode reads of a job: its VAE and its model's settings
+        return SimpleNamespace(vae=model.vae, model=SimpleNamespace(extras={SPEED: speed}))
+
     with decoder_calls(model.vae) as calls:
-        engine._decode(model.vae, lat)
+        engine._decode(job(speed_of(model)), lat)
         assert calls == [1, 1, 1]
-        engine._decode(model.vae, lat, cpu.with_(vae_batch=8))
+        engine._decode(job(replace(cpu, vae_batch=8)), lat)
         assert calls[3:] == [3]
-        engine._decode(model.vae, lat[:1], cpu.with_(vae_tile_above=64 * 64))
+        engine._decode(job(replace(cpu, vae_tile_above=64 * 64)), lat[:1])
         # diffusers' tile is the VAE's sample size (64 px, 32 latents, a quarter overlapping):
         # tiles at 0 and 24 along each side.
         assert calls[4:] == [1, 1, 1, 1]

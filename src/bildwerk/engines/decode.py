@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 
 from bildwerk.images.tensors import to_pil
-from bildwerk.models.loader import _vae_scale_factor
+from bildwerk.models.loader import vae_scale_factor
 
 
 def vae_scale(vae: Any) -> int:
     """Pixels per latent cell along a side."""
-    return _vae_scale_factor(vae.config.block_out_channels)
+    return vae_scale_factor(vae.config.block_out_channels)
 
 
 def unscale_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,6 @@ from bildwerk.engines.schedulers import make_scheduler, scheduler_label
 from bildwerk.engines.sizing import work_size
 from bildwerk.engines.speed import (
     SPEED,
-    ResolvedSpeed,
     SpeedSettings,
     apply_speed,
     keep_exact,
@@ -246,7 +245,7 @@ class DiffusersEngine:
         lat = (st.denoised if st.denoised is not None else st.latents)[:1]
         speed = speed_of(job.model)
         if speed is not None and speed.preview == "vae":
-            return self._decode(job.vae, lat, speed)[0]
+            return self._decode(job, lat)[0]
         colours = latent_colours(job.model, job.vae, lambda x: self._encode_image(job.model, job.vae, x))
         f = vae_scale(job.vae)
         return approx_preview(colours, lat, (int(lat.shape[-1]) * f, int(lat.shape[-2]) * f))
@@ -259,7 +258,7 @@ class DiffusersEngine:
             return self._result(job, images, "none", ["mask is empty; image returned unchanged"])
         t2 = time.perf_counter()
         job.emit(ProgressEvent("decode", 0, 1, t2 - job.t0))
-        images = self._decode(job.vae, job.state.latents, speed_of(job.model))
+        images = self._decode(job, job.state.latents)
         images = [self._finish(work, im) for im in images]
         job.timings["decode"] = time.perf_counter() - t2
         job.timings["total"] = time.perf_counter() - job.t0
@@ -317,12 +316,13 @@ class DiffusersEngine:
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return ((lat - shift) * vae.config.scaling_factor).to(model.dtype)
 
-    def _decode(self, vae: Any, latents: torch.Tensor, speed: ResolvedSpeed | None = None) -> list[Image.Image]:
-        """Pictures of ``latents``, ``vae_batch`` per decoder call, tiled above ``vae_tile_above``
-        (engines/decode.py). ``speed``: the job's model's settings; without, the engine's own
-        for the VAE's device (the same unless the model was made ready with others)."""
-        speed = speed or self.speed.resolve(vae.device)
-        return decode_latents(vae, latents, batch=speed.vae_batch, tile_above=speed.vae_tile_above)
+    @staticmethod
+    def _decode(job: LocalJob, latents: torch.Tensor) -> list[Image.Image]:
+        """Pictures of ``latents`` through the job's VAE, ``vae_batch`` per decoder call, tiled
+        above ``vae_tile_above`` (engines/decode.py), as the job's model's settings say."""
+        speed = speed_of(job.model)
+        assert speed is not None  # set when the engine first took the model (_model)
+        return decode_latents(job.vae, latents, batch=speed.vae_batch, tile_above=speed.vae_tile_above)
 
     def _noise(self, shape: tuple[int, ...], seeds: list[int], model: LoadedModel) -> tuple[torch.Tensor, list[torch.Generator]]:
         # Drawn on the CPU from one generator per image: the same seed gives the same
@@ -441,7 +441,7 @@ class DiffusersEngine:
             if h.is_latent:
                 image_latents = upscale_latents(first.latents, hp.sizes, h.upscaler, f)
             else:
-                pictures = [upscale_picture(im, hp.sizes, h.upscaler) for im in self._decode(job.vae, first.latents, speed_of(model))]
+                pictures = [upscale_picture(im, hp.sizes, h.upscaler) for im in self._decode(job, first.latents)]
                 image_latents = torch.cat([self._encode_image(model, job.vae, im) for im in pictures])
             scheduler, timesteps = self._schedule(req.scheduler, model, hp.steps, h.strength)
             shape = (1, int(image_latents.shape[1]), fh // f, fw // f)

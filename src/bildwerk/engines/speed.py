@@ -28,7 +28,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +153,6 @@ class ResolvedSpeed:
     @property
     def cuda_graphs(self) -> bool:
         return self.compiled and self.compile_mode in ("reduce-overhead", "max-autotune")
-
-    def with_(self, **changes: Any) -> ResolvedSpeed:
-        return replace(self, **changes)
 
     def summary(self) -> dict[str, Any]:
         """What changes the numbers (for a picture's record): the rest only changes the time."""

@@ -196,7 +196,7 @@ def model_languages(ref: str | None | ModelSource) -> tuple[str, ...] | None:
     return ("en",)
 
 
-def _vae_scale_factor(block_out_channels: Any) -> int:
+def vae_scale_factor(block_out_channels: Any) -> int:
     return 2 ** (len(block_out_channels) - 1)
 
 
@@ -204,7 +204,7 @@ def _native_size(sample_size: Any, block_out_channels: Any) -> int:
     """UNet latent size x VAE factor: the pixel size a model was trained at."""
     if isinstance(sample_size, list | tuple):
         sample_size = sample_size[0]
-    return int(sample_size) * _vae_scale_factor(block_out_channels)
+    return int(sample_size) * vae_scale_factor(block_out_channels)
 
 
 def native_size_of(ref: str | None | ModelSource) -> int | None:
@@ -321,7 +321,7 @@ class LoadedModel:
 
     @property
     def vae_scale_factor(self) -> int:
-        return _vae_scale_factor(self.pipe.vae.config.block_out_channels)
+        return vae_scale_factor(self.pipe.vae.config.block_out_channels)
 
     @property
     def native_size(self) -> int:
