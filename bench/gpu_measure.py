@@ -10,13 +10,15 @@ import contextlib
 import shutil
 import statistics
 import subprocess
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
+
+# One timing of one call, the device drained around it: the engine's own (its warm-up uses it).
+from bildwerk.engines.speed import timed as seconds
 
 GIB = 1024**3
 
@@ -29,14 +31,6 @@ def drain() -> None:
     """Wait for the device's queue: a host clock read after this sees all the work done."""
     if cuda():
         torch.cuda.synchronize()
-
-
-def seconds(fn: Callable[[], Any]) -> float:
-    drain()
-    t = time.perf_counter()
-    fn()
-    drain()
-    return time.perf_counter() - t
 
 
 @contextlib.contextmanager

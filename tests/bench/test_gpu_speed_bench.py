@@ -159,6 +159,7 @@ def fake_cuda(gpu_speed, monkeypatch):
 
     calls: list = []
     monkeypatch.setattr(gpu_measure, "cuda", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the engine's timer (speed.timed) asks torch
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: calls.append("sync"))
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: calls.append("reset"))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda: 2 * gpu_measure.GIB)
