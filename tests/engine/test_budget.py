@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from bildwerk.engines.budget import BUDGET, FRACTION, fit_batching
@@ -93,7 +95,7 @@ def test_a_compiled_model_brings_its_row_buckets(engine, sd):
 
     ref, model = sd
     eager = model.extras[SPEED]
-    model.extras[SPEED] = eager.with_(compile="unet", row_buckets=(4, 8, 16))
+    model.extras[SPEED] = replace(eager, compile="unet", row_buckets=(4, 8, 16))
     try:
         assert fit_batching(engine, ref, measure=False).buckets == (4, 8, 16)
     finally:
