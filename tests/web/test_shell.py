@@ -61,3 +61,16 @@ def test_the_api_docs_render_offline(web_server, new_page):
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("bildwerk")
     expect(page.locator(".opblock-summary-path", has_text="/api/v1/uploads").first).to_be_visible()
     assert not [u for u in outside if not u.startswith(("data:", "blob:"))]
+
+
+def test_quick_hash_changes_leave_one_view(web_server, new_page):
+    """Two navigations in a row (a click and a redirect, the back button pressed twice): each
+    route awaits its view's module, and only the last one may build its view."""
+    page = new_page(locale="de-DE")
+    page.goto(web_server.url + "/#/generate")
+    expect(page.locator("#gen-prompt")).to_have_count(1)
+    for _ in range(3):
+        page.evaluate("location.hash = '#/gallery'; setTimeout(() => { location.hash = '#/generate'; }, 0)")
+        expect(page).to_have_url(re.compile(r"#/generate$"))
+        expect(page.locator("#gen-prompt")).to_have_count(1)
+        expect(page.locator("#main > section.view")).to_have_count(1)

@@ -9,6 +9,7 @@ import {LANGUAGES, chooseLanguage, setLanguage, t, translateTree} from "./i18n.j
 const VIEWS = ["generate", "vary", "inpaint", "gallery", "pools"];
 let mounted = null;
 let config = {};
+let routing = 0;  // counts navigations: a route() overtaken by a newer one while it awaited stops
 
 function buildTabs() {
   const tabs = document.getElementById("tabs");
@@ -28,15 +29,23 @@ async function route() {
     if (v === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   if (mounted?.unmount) mounted.unmount();
+  mounted = null;  // unmounted once, even when this route is overtaken before it mounts
   const main = document.getElementById("main");
   main.replaceChildren();
   ui.status("");
+  const mine = ++routing;
   const mod = await import(`./views/${name}.js`);
+  if (mine !== routing) return;  // two quick hash changes: only the last one's view is built
   const root = ui.h("section", {"aria-labelledby": `${name}-title`, class: `view view-${name}`},
     ui.h("h2", {id: `${name}-title`, "data-i18n": `common.tab_${name}`, text: t(`common.tab_${name}`)}));
   main.append(root);
   document.title = `${t(`common.tab_${name}`)} – bildwerk`;
-  mounted = await mod.mount(root, {api, t, ui, jobs, config, args, go: (path) => { location.hash = path; }});
+  const view = await mod.mount(root, {api, t, ui, jobs, config, args, go: (path) => { location.hash = path; }});
+  if (mine !== routing) {  // overtaken while mounting: the newer route cleared main; stop this view
+    if (view?.unmount) view.unmount();
+    return;
+  }
+  mounted = view;
 }
 
 async function session() {
